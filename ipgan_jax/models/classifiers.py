@@ -1,0 +1,106 @@
+"""MNIST target classifiers (Flax linen). Inputs: float32 [B, 28, 28, 1] pixels in [0, 1].
+
+Outputs: logits float32 [B, num_classes]. ``features=True`` also returns the penultimate
+(high-level) feature vector used by IP-GAN's feature loss. ``train`` switches dropout on.
+
+* LeNet-5 (LeCun et al. 1998) adapted to 28x28: conv6-5x5 (same) / pool / conv16-5x5 / pool /
+  120 / 84 / 10, ReLU.
+* M_CNN: the paper does not publish it; we use the standard "MNIST model" of Carlini & Wagner
+  (2017): conv32-conv32-pool-conv64-conv64-pool-200-200-10, ReLU, dropout 0.5.
+* AlexNet adapted to 28x28x1: AlexNet's five conv layers (3x3 kernels, widths 64-128-256-256-128
+  scaled down from 96-256-384-384-256) with three max-pools, then 512-512-10 with dropout 0.5.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+def _normalize(x):
+    """Normalisation lives inside the model: callers always pass [0,1] pixels."""
+    return (x - MNIST_MEAN) / MNIST_STD
+
+
+class LeNet5(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, features: bool = False):
+        x = _normalize(x)
+        x = nn.relu(nn.Conv(6, (5, 5), padding="SAME")(x))
+        x = nn.max_pool(x, (2, 2), (2, 2))
+        x = nn.relu(nn.Conv(16, (5, 5), padding="VALID")(x))
+        x = nn.max_pool(x, (2, 2), (2, 2))
+        x = x.reshape(x.shape[0], -1)
+        x = nn.relu(nn.Dense(120)(x))
+        h = nn.relu(nn.Dense(84)(x))
+        logits = nn.Dense(self.num_classes)(h)
+        return (logits, h) if features else logits
+
+
+class MCNN(nn.Module):
+    num_classes: int = 10
+    dropout: float = 0.5
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, features: bool = False):
+        x = _normalize(x)
+        for width in (32, 64):
+            x = nn.relu(nn.Conv(width, (3, 3), padding="VALID")(x))
+            x = nn.relu(nn.Conv(width, (3, 3), padding="VALID")(x))
+            x = nn.max_pool(x, (2, 2), (2, 2))
+        x = x.reshape(x.shape[0], -1)
+        x = nn.relu(nn.Dense(200)(x))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        h = nn.relu(nn.Dense(200)(x))
+        logits = nn.Dense(self.num_classes)(h)
+        return (logits, h) if features else logits
+
+
+class AlexNetMNIST(nn.Module):
+    num_classes: int = 10
+    widths: Sequence[int] = (64, 128, 256, 256, 128)
+    hidden: int = 512
+    dropout: float = 0.5
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, features: bool = False):
+        x = _normalize(x)
+        w = self.widths
+        x = nn.relu(nn.Conv(w[0], (3, 3), padding="SAME")(x))
+        x = nn.max_pool(x, (2, 2), (2, 2))                      # 14
+        x = nn.relu(nn.Conv(w[1], (3, 3), padding="SAME")(x))
+        x = nn.max_pool(x, (2, 2), (2, 2))                      # 7
+        x = nn.relu(nn.Conv(w[2], (3, 3), padding="SAME")(x))
+        x = nn.relu(nn.Conv(w[3], (3, 3), padding="SAME")(x))
+        x = nn.relu(nn.Conv(w[4], (3, 3), padding="SAME")(x))
+        x = nn.max_pool(x, (3, 3), (2, 2))                      # 3
+        x = x.reshape(x.shape[0], -1)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = nn.relu(nn.Dense(self.hidden)(x))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        h = nn.relu(nn.Dense(self.hidden)(x))
+        logits = nn.Dense(self.num_classes)(h)
+        return (logits, h) if features else logits
+
+
+MNIST_CLASSIFIERS = {"lenet": LeNet5, "mcnn": MCNN, "alexnet": AlexNetMNIST}
+
+
+def get_classifier(name: str, num_classes: int = 10) -> nn.Module:
+    """Build a classifier module by name. MNIST: lenet | mcnn | alexnet. ImageNet names are
+    resolved by ``ipgan_jax.models.imagenet`` when it is installed."""
+    if name in MNIST_CLASSIFIERS:
+        return MNIST_CLASSIFIERS[name](num_classes=num_classes)
+    try:
+        from ipgan_jax.models import imagenet
+    except ImportError:
+        imagenet = None
+    if imagenet is not None and name in getattr(imagenet, "IMAGENET_CLASSIFIERS", {}):
+        return imagenet.get_imagenet_classifier(name, num_classes=num_classes)
+    known = sorted(MNIST_CLASSIFIERS) + sorted(getattr(imagenet, "IMAGENET_CLASSIFIERS", {}))
+    raise ValueError(f"unknown classifier {name!r}; choose one of {known}")

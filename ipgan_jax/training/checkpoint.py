@@ -1,0 +1,66 @@
+"""Resumable orbax checkpoints with clear errors.
+
+``Checkpointer(directory, save_every, keep)`` wraps ``orbax.checkpoint.CheckpointManager``:
+``save(step, state)`` writes every ``save_every`` steps (and always when ``force=True``),
+keeping the ``keep`` newest; ``restore(abstract_state)`` returns ``(state, step)`` of the
+latest checkpoint or ``(None, 0)`` when there is none. Orbax writes to a temporary folder
+and renames it when complete, so a kill during a save never leaves a half-written step.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint exists but cannot be used (corrupt, or of another model/config)."""
+
+
+class Checkpointer:
+    def __init__(self, directory: str | os.PathLike, save_every: int = 1000, keep: int = 3,
+                 async_save: bool = False):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(save_interval_steps=max(1, int(save_every)),
+                                               max_to_keep=keep, create=True,
+                                               enable_async_checkpointing=async_save)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> Optional[int]:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: Any, force: bool = False) -> bool:
+        return self.manager.save(int(step), args=ocp.args.StandardSave(state), force=force)
+
+    def restore(self, abstract_state: Any, step: Optional[int] = None):
+        """Restore into the structure/shardings of ``abstract_state`` (e.g. from jax.eval_shape)."""
+        step = self.manager.latest_step() if step is None else step
+        if step is None:
+            return None, 0
+        try:
+            state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        except Exception as e:  # orbax raises many types: missing files, bad metadata, shape mismatch
+            raise CheckpointError(
+                f"the checkpoint at {self.directory / str(step)} could not be restored "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}). It is corrupt or was "
+                f"written by a different model/config. Nothing was changed; move it away or choose another "
+                f"--workdir to start fresh (steps present: {list(self.manager.all_steps())}).") from e
+        return state, int(step)
+
+    def wait(self):
+        self.manager.wait_until_finished()
+
+    def close(self):
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_like(tree, sharding=None):
+    """ShapeDtypeStructs (optionally with a sharding) for restoring into ``tree``'s layout."""
+    def f(x):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding if sharding is not None
+                                    else getattr(x, "sharding", None))
+    return jax.tree.map(f, tree)

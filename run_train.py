@@ -1,0 +1,45 @@
+"""Train the target classifier (if missing) and the defense.
+
+    python run_train.py --config configs/mnist.py [--config.classifier=mcnn] [--config.train.num_steps=...]
+    python run_train.py --config configs/imagenet.py
+Stages (``--config.stage``): ``classifier`` trains only the target classifier, ``defense`` only
+the defense (the classifier must exist), ``all`` (default) does what is missing, in order.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ipgan_jax.config import check_config
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/mnist.py", "Path to an ml_collections config file.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = _CONFIG.value
+    check_config(config)
+    from ipgan_jax.training.parallel import maybe_initialize_distributed
+    maybe_initialize_distributed(config.distributed)
+    import jax
+    logging.info("devices: %s", jax.devices())
+    from ipgan_jax.training.classifier import classifier_dir, train_classifier
+    results = {}
+    if config.stage in ("all", "classifier") and config.dataset == "mnist":
+        if config.stage == "classifier" or not (classifier_dir(config, config.classifier) / "params").exists():
+            results["classifier"] = train_classifier(config)
+            print(f"classifier {config.classifier}: test accuracy {results['classifier']['test_accuracy']:.4f}")
+    if config.stage in ("all", "defense"):
+        from ipgan_jax.defenses import train_defense
+        results["defense"] = train_defense(config)
+        print(f"defense {config.defense} on {config.classifier}: {json.dumps(results['defense'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    from ipgan_jax.config import run_with_clear_errors
+    run_with_clear_errors(lambda: app.run(main))

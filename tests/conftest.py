@@ -1,0 +1,20 @@
+"""Test setup: 8 emulated CPU devices (sharding tests), quiet progress bars, tiny configs."""
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("IPGAN_PROGRESS", "0")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """configs/mnist_tiny.py with its workdir in a fresh temporary folder."""
+    from configs import mnist_tiny
+    c = mnist_tiny.get_config()
+    c.workdir = str(tmp_path / "wd")
+    return c

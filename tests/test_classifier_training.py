@@ -1,0 +1,130 @@
+"""MNIST classifiers: architectures, learning, 1-vs-8-device equality, exact resume, errors."""
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ipgan_jax.data.pipeline import make_loader
+from ipgan_jax.models.classifiers import get_classifier
+from ipgan_jax.training import parallel
+from ipgan_jax.training.checkpoint import CheckpointError
+from ipgan_jax.training.classifier import (classifier_dir, create_state, load_classifier, make_train_step,
+                                           train_classifier)
+from ipgan_jax.training.logging import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("name", ["lenet", "mcnn", "alexnet"])
+def test_classifier_shapes(name):
+    model = get_classifier(name)
+    x = jnp.zeros((2, 28, 28, 1))
+    v = model.init(jax.random.PRNGKey(0), x)
+    logits, feats = model.apply(v, x, features=True)
+    assert logits.shape == (2, 10) and feats.ndim == 2
+
+
+def test_unknown_classifier():
+    with pytest.raises(ValueError, match="unknown classifier"):
+        get_classifier("resnet9000")
+
+
+def _batch(n=64, step=0):
+    return make_loader("mnist", "train", n, seed=0, num_examples=2048).batch(step)
+
+
+@pytest.mark.parametrize("name", ["lenet", "mcnn"])
+def test_classifier_learns(name):
+    mesh = parallel.make_mesh()
+    model = get_classifier(name)
+    state = create_state(model, jax.random.PRNGKey(0), (28, 28, 1), optax.adam(1e-3))
+    state = parallel.replicate(state, mesh)
+    step = make_train_step(model, mesh)
+    batch = parallel.shard_batch(_batch(), mesh)
+    losses = []
+    for _ in range(15):
+        state, m = step(state, batch, jax.random.PRNGKey(1))
+        losses.append(float(m["loss"]))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_same_step_on_1_and_8_devices():
+    assert jax.device_count() == 8, "conftest sets 8 emulated CPU devices"
+    model = get_classifier("mcnn")  # has dropout: the rng must also be layout independent
+    batch = _batch(64)
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        mesh = parallel.make_mesh(devices)
+        state = parallel.replicate(create_state(model, jax.random.PRNGKey(0), (28, 28, 1), optax.adam(1e-3)), mesh)
+        step = make_train_step(model, mesh)
+        for _ in range(3):
+            state, m = step(state, parallel.shard_batch(batch, mesh), jax.random.PRNGKey(7))
+        results.append((jax.device_get(state.params), float(m["loss"])))
+    (p1, l1), (p8, l8) = results
+    assert abs(l1 - l8) < 1e-5
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_kill_and_resume_equals_uninterrupted(tiny_config, tmp_path):
+    c = tiny_config
+    c.classifier = "lenet"
+    full = c.copy_and_resolve_references()
+    full.workdir = str(tmp_path / "full")
+    train_classifier(full)
+    # "Kill" after step 15: the last checkpoint is step 10; the rerun resumes from it.
+    r = train_classifier(c, max_steps=15)
+    assert r["test_accuracy"] is None and not (classifier_dir(c, "lenet") / "params").exists()
+    rows = read_metrics(classifier_dir(c, "lenet") / "metrics.jsonl")
+    assert max(r["step"] for r in rows) == 15
+    train_classifier(c)
+    rows = read_metrics(classifier_dir(c, "lenet") / "metrics.jsonl")
+    steps = [r["step"] for r in rows if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 30  # no duplicated history after the resume
+    _, va = load_classifier(full, "lenet")
+    _, vb = load_classifier(c, "lenet")
+    for a, b in zip(jax.tree.leaves(va), jax.tree.leaves(vb)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_corrupt_checkpoint_gives_clear_error(tiny_config):
+    c = tiny_config
+    train_classifier(c, max_steps=10)
+    ckpt = classifier_dir(c, "lenet") / "checkpoints" / "10"
+    files = [p for p in ckpt.rglob("*") if p.is_file()]
+    assert files
+    for p in files:
+        p.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="could not be restored"):
+        train_classifier(c)
+    assert ckpt.exists()  # nothing was deleted
+
+
+def test_missing_classifier_message(tiny_config):
+    with pytest.raises(FileNotFoundError, match="run_train.py"):
+        load_classifier(tiny_config, "alexnet")
+
+
+def _run(*args, env=None):
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=e)
+
+
+def test_cli_unknown_config_key():
+    r = _run("run_train.py", "--config", "configs/mnist_tiny.py", "--config.train.nonexistent_key=1")
+    assert r.returncode == 2
+    assert "unknown config key" in r.stderr and "nonexistent_key" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_missing_dataset(tmp_path):
+    r = _run("run_train.py", "--config", "configs/mnist_tiny.py", f"--config.workdir={tmp_path}",
+             f"--config.data_dir={tmp_path / 'tfds'}",
+             env={"IPGAN_DATA_DIR": str(tmp_path / "nodata"), "IPGAN_AUTO_FETCH": "0"})
+    assert r.returncode == 2
+    assert "python -m ipgan_jax.data.fetch mnist" in r.stderr and "Traceback" not in r.stderr
