@@ -19,6 +19,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/mnist.py", "Path to
 
 
 def main(argv):
+    logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value

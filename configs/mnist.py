@@ -33,7 +33,7 @@ def get_config():
     # The defense trained by run_train.py (ipgan; baselines: see ipgan_jax/defenses).
     c.defense = "ipgan"
     c.ipgan = ml_collections.ConfigDict(dict(
-        generator="unet", gen_width=32, discriminator="dcgan", disc_width=32,
+        generator="unet", gen_width=16, discriminator="dcgan", disc_width=32,
         eps_inv=0.5,                 # bound of the inverse perturbation (pixel units)
         l_pix=0.7, l_adv=0.3, l_cls=1.0, l_feat=1.0,
         feat_layer="penultimate",    # phi in the feature loss: penultimate | logits
@@ -41,21 +41,42 @@ def get_config():
         clean_fraction=0.25,         # share of each batch passed through G without attack
         d_steps=1,
     ))
+    # Baselines of Table 1 (--config.defense=<name>); ipgan_jax/defenses/<name>.py documents each.
+    # num_steps > 0 overrides train.num_steps for that defense (0: use train.num_steps); the
+    # defaults fit ~3-6 min of a 2-core CPU at batch 64.
+    c.ape_gan = ml_collections.ConfigDict(dict(
+        gen_width=64, disc_width=64, lr_g=2e-4, lr_d=2e-4, b1=0.5, b2=0.999,
+        l_pix=0.7, l_adv=0.3, g_steps=2,              # two G updates per D update
+        train_attacks=[dict(name="fgsm", eps=0.15)],   # x_adv for training (eps 0.15 as the paper)
+        clean_fraction=0.0, num_steps=500))
+    c.defense_gan = ml_collections.ConfigDict(dict(
+        latent_dim=128, gen_width=32, disc_width=32, gp_weight=10.0, critic_steps=5,
+        lr=1e-4, b1=0.5, b2=0.9, num_steps=500,
+        rec_steps=200, rec_restarts=10,    # z-search L, R of the paper
+        rec_lr=10.0, rec_momentum=0.7,     # z-search SGD with momentum on the per-pixel MSE
+        eval_steps=50, eval_restarts=2,    # > 0: used by defend() instead of rec_* (CPU budget)
+        z_seed=0))
+    c.dae = ml_collections.ConfigDict(dict(
+        width=32, activation="relu", noise_std=0.1, adv_fraction=0.5, lr=1e-3, num_steps=1000))
+    c.uipd = ml_collections.ConfigDict(dict(
+        eps=0.3, parametrization="project", lr=1e-2, num_steps=2000))
+    c.grip_gan = ml_collections.ConfigDict(dict(num_steps=1000))  # + any config.ipgan field to override
     # The mix of attacks that makes x_adv on the fly during training; one is drawn per step,
     # and each example's eps is drawn uniformly in [eps_min, eps] (pixel units).
     c.train_attacks = [
         dict(name="fgsm", eps=0.3, eps_min=0.05),
-        dict(name="pgd", eps=0.3, eps_min=0.1, steps=10, step_size=0.05, random_start=True),
-        dict(name="bim", eps=0.3, eps_min=0.1, steps=10, step_size=0.05),
-        dict(name="mifgsm", eps=0.3, eps_min=0.1, steps=10, step_size=0.05),
+        dict(name="pgd", eps=0.3, eps_min=0.1, steps=5, step_size=0.1, random_start=True),
+        dict(name="bim", eps=0.3, eps_min=0.1, steps=5, step_size=0.1),
+        dict(name="mifgsm", eps=0.3, eps_min=0.1, steps=5, step_size=0.06),
     ]
     c.train = ml_collections.ConfigDict(dict(
-        batch_size=64, num_steps=3000, log_every=50, eval_every=500, eval_batch_size=500,
-        checkpoint_every=500, keep=3, sample_every=1000))
+        batch_size=64, num_steps=1500, log_every=50, eval_every=250, eval_batch_size=256,
+        checkpoint_every=250, keep=3, sample_every=500))
 
     # Evaluation (run_eval.py).
     c.eval = ml_collections.ConfigDict(dict(
-        num_examples=1000, batch_size=250, attacks="fgsm,pgd,bim,mifgsm,cw,deepfool",
+        num_examples=1000, batch_size=250, attacks="fgsm,pgd,bim,mifgsm,cw_l2,deepfool",
+        attack_params=dict(cw_l2=dict(binary_search_steps=5, steps=200, abort_early=True)),
         defenses="none,ipgan", transfer_source="mcnn", transfer_source_for_mcnn="lenet",
         whitebox=True, whitebox_steps=100, whitebox_restarts=2,
         eps_curve=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4), out_dir=config_dict.placeholder(str)))

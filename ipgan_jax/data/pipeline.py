@@ -271,3 +271,8 @@ def make_loader(name: str, split: str, global_batch_size: int, *, seed: int = 0,
     return Loader(source, global_batch_size, seed=seed, shuffle=train, drop_remainder=train,
                   preprocess=preprocess, cache_in_memory=(name != "imagenet2012"),
                   num_examples=num_examples)
+
+
+def dataset_family(name: str) -> str:
+    """'mnist' or 'imagenet': which attack defaults / eps scale a dataset uses."""
+    return "mnist" if name == "mnist" else "imagenet"

@@ -7,8 +7,9 @@ Outputs: logits float32 [B, num_classes]. ``features=True`` also returns the pen
   120 / 84 / 10, ReLU.
 * M_CNN: the paper does not publish it; we use the standard "MNIST model" of Carlini & Wagner
   (2017): conv32-conv32-pool-conv64-conv64-pool-200-200-10, ReLU, dropout 0.5.
-* AlexNet adapted to 28x28x1: AlexNet's five conv layers (3x3 kernels, widths 64-128-256-256-128
-  scaled down from 96-256-384-384-256) with three max-pools, then 512-512-10 with dropout 0.5.
+* AlexNet adapted to 28x28x1: AlexNet's five conv layers (3x3 kernels, widths 32-64-128-128-64,
+  AlexNet's 96-256-384-384-256 scaled down for 28x28 and a CPU budget) with three max-pools,
+  then 256-256-10 with dropout 0.5.
 """
 from __future__ import annotations
 
@@ -63,8 +64,8 @@ class MCNN(nn.Module):
 
 class AlexNetMNIST(nn.Module):
     num_classes: int = 10
-    widths: Sequence[int] = (64, 128, 256, 256, 128)
-    hidden: int = 512
+    widths: Sequence[int] = (32, 64, 128, 128, 64)
+    hidden: int = 256
     dropout: float = 0.5
 
     @nn.compact

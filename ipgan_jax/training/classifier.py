@@ -169,10 +169,12 @@ def load_classifier(config, name: str | None = None, *, train_if_missing: bool =
     name = name or config.classifier
     module = get_classifier(name, config.num_classes)
     if config.dataset != "mnist":
-        from ipgan_jax.port import load_pretrained
-        ckpt_dir = config.get("classifier_ckpt") or str(Path(config.workdir) / "classifiers" / name / "pretrained")
-        module, variables = load_pretrained(name, ckpt_dir)
-        return module, variables
+        from ipgan_jax.port import convert, load_pretrained
+        default_dir = Path(config.workdir) / "classifiers" / name / "pretrained"
+        ckpt_dir = (config.get("classifier_ckpt") if name == config.classifier else None) or str(default_dir)
+        if name == "efficientnet_lite0" and not Path(ckpt_dir).exists():
+            convert(name, None, ckpt_dir)  # its weights ship in a package: convert on first use
+        return load_pretrained(name, ckpt_dir)
     path = classifier_dir(config, name) / "params"
     if not path.exists():
         if not train_if_missing:

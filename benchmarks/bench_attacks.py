@@ -1,0 +1,112 @@
+"""Throughput of the JAX attacks vs foolbox 3.3.4 (JAX backend) on an MNIST LeNet-5.
+
+    python benchmarks/bench_attacks.py [--batch 256] [--pgd_steps 40] [--cw_steps 100]
+                                       [--cw_bss 5] [--repeats 3] [--cw_repeats 1]
+                                       [--cw_no_abort] [--no_foolbox]
+
+For each attack: compile time of our jitted attack (``jit(...).lower(...).compile()``), then the
+best of ``--repeats`` (C&W: ``--cw_repeats``) timed runs after compilation -> images/s; foolbox
+runs the same attack (same hyper-parameters) on the same jitted model after one warm-up call,
+interleaved with ours run by run, and the ratio ours / foolbox is printed. Both C&W versions abort early (ours per example, foolbox per batch),
+so their work is data-dependent; ``--cw_no_abort`` times a fixed number of steps instead.
+The classifier is the cached LeNet-5 of ``tests/attack_fixtures.py`` (trained on first use).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import attack_fixtures as af  # noqa: E402
+from ipgan_jax import attacks as A  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--pgd_steps", type=int, default=40)
+    p.add_argument("--cw_steps", type=int, default=100)
+    p.add_argument("--cw_bss", type=int, default=5, help="C&W binary search steps")
+    p.add_argument("--cw_no_abort", action="store_true", help="disable abort-early in both C&W versions")
+    p.add_argument("--repeats", type=int, default=3, help="timed PGD runs per implementation (best is reported)")
+    p.add_argument("--cw_repeats", type=int, default=1, help="timed C&W runs per implementation")
+    p.add_argument("--no_foolbox", action="store_true")
+    args = p.parse_args(argv)
+
+    clf = af.trained_lenet()
+    f = clf.logits_fn()
+    x, y = af.mnist_test_batch(args.batch)
+    fb = None
+    if not args.no_foolbox:
+        try:
+            import foolbox as fb
+        except ImportError:
+            print("foolbox is not installed: timing ours only (`pip install foolbox==3.3.4`)")
+    abort = not args.cw_no_abort
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cpus); LeNet-5 clean acc {clf.test_accuracy:.4f}; batch {args.batch}")
+
+    cases = {
+        f"PGD-{args.pgd_steps} Linf eps 0.3 (no random start)": (
+            lambda x, y: A.pgd(f, x, y, eps=0.3, steps=args.pgd_steps, step_size=0.01, random_start=False,
+                               keep_best=False),
+            lambda fm: fb.attacks.LinfPGD(abs_stepsize=0.01, steps=args.pgd_steps, random_start=False),
+            lambda fm: fb.attacks.LinfPGD(abs_stepsize=0.01, steps=1, random_start=False), 0.3, args.repeats),
+        f"C&W-L2 {args.cw_bss}x{args.cw_steps} (lr 0.1, c0 0.1{', abort early' if abort else ''})": (
+            lambda x, y: A.cw_l2(f, x, y, binary_search_steps=args.cw_bss, steps=args.cw_steps, lr=0.1,
+                                 initial_const=0.1, abort_early=abort),
+            lambda fm: fb.attacks.L2CarliniWagnerAttack(binary_search_steps=args.cw_bss, steps=args.cw_steps,
+                                                        stepsize=0.1, initial_const=0.1, abort_early=abort),
+            lambda fm: fb.attacks.L2CarliniWagnerAttack(binary_search_steps=1, steps=2, stepsize=0.1),
+            None, args.cw_repeats),
+    }
+    rows = []
+    for name, (ours, theirs, warmup, eps, repeats) in cases.items():
+        t = time.perf_counter()
+        compiled = jax.jit(ours).lower(x, y).compile()
+        compile_s = time.perf_counter() - t
+        fmodel = None
+        if fb is not None:
+            fmodel = fb.JAXModel(jax.jit(f), bounds=(0.0, 1.0))
+            warmup(fmodel)(fmodel, x, y, epsilons=eps)  # compiles the model and foolbox's eager ops
+        # interleave ours / foolbox so that load from other processes hits both alike; keep the best
+        ours_t, fb_t = [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            x_adv = jax.block_until_ready(compiled(x, y))
+            ours_t.append(time.perf_counter() - t)
+            if fmodel is not None:
+                t = time.perf_counter()
+                fb_adv = jax.block_until_ready(theirs(fmodel)(fmodel, x, y, epsilons=eps)[0])
+                fb_t.append(time.perf_counter() - t)
+        acc = float(jnp.mean(jnp.argmax(f(x_adv), -1) == y))
+        row = dict(name=name, compile_s=compile_s, run_s=min(ours_t), ips=args.batch / min(ours_t), acc=acc)
+        if fb_t:
+            # foolbox's C&W returns an all-zero image where it found nothing: count those as correct
+            found = jnp.any(fb_adv.reshape(len(fb_adv), -1) != 0, axis=1) if eps is None else True
+            row.update(fb_s=min(fb_t), fb_ips=args.batch / min(fb_t),
+                       fb_acc=float(jnp.mean(~(found & (jnp.argmax(f(fb_adv), -1) != y)))))
+        rows.append(row)
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+
+    print("\n| attack | compile (s) | ours run (s) | ours img/s | foolbox run (s) | foolbox img/s | ours / foolbox | robust acc ours / foolbox |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        fbcols = (f"{r['fb_s']:.2f} | {r['fb_ips']:.0f} | {r['ips'] / r['fb_ips']:.2f}x | "
+                  f"{r['acc']:.3f} / {r['fb_acc']:.3f}") if "fb_s" in r else f"- | - | - | {r['acc']:.3f} / -"
+        print(f"| {r['name']} | {r['compile_s']:.2f} | {r['run_s']:.2f} | {r['ips']:.0f} | {fbcols} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Building blocks of the gradient attacks: init, optimizer, projection, loss, and the loop.
+
+An attack is composed of four independent pieces (in the spirit of DeepMind's
+``adversarial_robustness`` JAX code):
+
+* an **init** ``fn(key, x0, eps) -> x`` (:func:`zero_init`, :func:`uniform_linf_init`,
+  :func:`uniform_l2_init`), always inside the eps ball and the [0, 1] box;
+* an **optimizer**, an ``optax.GradientTransformation`` that receives the gradient of the
+  *minimised* attack loss (``-objective``) and returns updates that are *added* to x, as for
+  any optax optimizer: :func:`steepest_descent` (FGSM/BIM/PGD), :func:`momentum_steepest_descent`
+  (MI-FGSM), or any optax optimizer (e.g. ``optax.adam(1e-2)``);
+* a **projection** ``fn(x, x0, eps) -> x`` onto the eps ball intersected with the box
+  (:func:`project_linf`, :func:`project_l2`);
+* a **loss** (see :mod:`ipgan_jax.attacks.losses`; the attack maximises ``objective(loss)``).
+
+:func:`projected_gradient_attack` runs them with ``lax.fori_loop``, with optional restarts and
+per-example best-iterate tracking. Shapes: x float [B, ...] (NHWC images) in [0, 1]; labels
+int [B]; logits_fn(x) -> logits float [B, K]. eps and step sizes are absolute pixel units.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ipgan_jax.attacks import losses
+
+NORMS = ("linf", "l2")
+BOX = (0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- norms
+
+def _feature_axes(x):
+    return tuple(range(1, x.ndim))
+
+
+def _expand(v, x):
+    """Per-example [B] -> broadcastable against x [B, ...]."""
+    return v.reshape(v.shape + (1,) * (x.ndim - 1))
+
+
+def l2_norm(x):
+    """Per-example L2 norm: float [B] for x [B, ...]."""
+    return jnp.sqrt(jnp.sum(jnp.square(x), axis=_feature_axes(x)))
+
+
+def l1_norm(x):
+    """Per-example L1 norm: float [B]."""
+    return jnp.sum(jnp.abs(x), axis=_feature_axes(x))
+
+
+def linf_norm(x):
+    """Per-example Linf norm: float [B]."""
+    return jnp.max(jnp.abs(x), axis=_feature_axes(x))
+
+
+def check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {list(NORMS)}")
+    return norm
+
+
+def normalize(g, norm: str):
+    """Steepest-ascent direction of unit norm: sign(g) for 'linf', g / ||g||_2 for 'l2' (per example).
+
+    Zero gradients stay zero (the L2 norm is floored at 1e-12, as in foolbox).
+    """
+    if check_norm(norm) == "linf":
+        return jnp.sign(g)
+    return g * _expand(1.0 / jnp.maximum(l2_norm(g), 1e-12), g)
+
+
+# ----------------------------------------------------------------------------- projections
+
+def clip_box(x, box=BOX):
+    """Clip to the valid pixel range [0, 1]."""
+    return jnp.clip(x, box[0], box[1])
+
+
+def linf_bounds(x0, eps, box=BOX):
+    """Per-pixel [lo, hi] of the Linf ball around x0 intersected with the box.
+
+    The ball's edges are nudged by one ulp where ``x0 +/- eps`` rounded outward, so that
+    ``|x - x0| <= eps`` holds exactly in x0's float dtype for every x in [lo, hi].
+    """
+    eps = jnp.asarray(eps, x0.dtype)
+    hi, lo = x0 + eps, x0 - eps
+    hi = jnp.where(hi - x0 > eps, jnp.nextafter(hi, x0), hi)
+    lo = jnp.where(x0 - lo > eps, jnp.nextafter(lo, x0), lo)
+    return jnp.maximum(lo, box[0]), jnp.minimum(hi, box[1])
+
+
+def project_linf(x, x0, eps, box=BOX):
+    """Project x [B, ...] onto {|x - x0|_inf <= eps} intersected with the box (same dtype as x).
+
+    Exact: the result satisfies ``|x_adv - x0| <= eps`` in floating point (see linf_bounds).
+    """
+    lo, hi = linf_bounds(x0, eps, box)
+    return jnp.clip(x, lo, hi)
+
+
+def project_l2(x, x0, eps, box=BOX):
+    """Project x onto {||x - x0||_2 <= eps} (radial rescaling), then clip to the box.
+
+    Clipping to the box never increases |x - x0| coordinate-wise (x0 is inside the box), so the
+    result is in both sets.
+    """
+    d = x - x0
+    factor = jnp.minimum(1.0, eps / jnp.maximum(l2_norm(d), 1e-12)).astype(x.dtype)
+    return clip_box(x0 + d * _expand(factor, d), box)
+
+
+def get_projection(norm: str) -> Callable:
+    return project_linf if check_norm(norm) == "linf" else project_l2
+
+
+# ----------------------------------------------------------------------------- inits
+
+def zero_init(key, x0, eps):
+    """Start at the clean input."""
+    del key, eps
+    return x0
+
+
+def uniform_linf_init(key, x0, eps, box=BOX):
+    """x0 + U(-eps, eps) per pixel, clipped to the box."""
+    noise = jax.random.uniform(key, x0.shape, x0.dtype, -1.0, 1.0) * eps
+    return project_linf(x0 + noise, x0, eps, box)
+
+
+def uniform_l2_init(key, x0, eps, box=BOX):
+    """x0 + a point drawn uniformly from the L2 ball of radius eps, clipped to the box."""
+    kdir, krad = jax.random.split(key)
+    z = jax.random.normal(kdir, x0.shape, x0.dtype)
+    n = 1
+    for s in x0.shape[1:]:
+        n *= s
+    r = eps * jax.random.uniform(krad, (x0.shape[0],), x0.dtype) ** (1.0 / n)
+    d = z * _expand(r / jnp.maximum(l2_norm(z), 1e-12), z)
+    return project_l2(x0 + d, x0, eps, box)
+
+
+def get_init(norm: str, random_start: bool) -> Callable:
+    if not random_start:
+        return zero_init
+    return uniform_linf_init if check_norm(norm) == "linf" else uniform_l2_init
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+def steepest_descent(step_size, norm: str = "linf") -> optax.GradientTransformation:
+    """Normalised gradient step: updates = -step_size * normalize(g, norm).
+
+    Fed with the gradient of the minimised loss (-objective), this is FGSM / BIM / PGD ascent.
+    """
+    check_norm(norm)
+
+    def update_fn(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map(lambda g: -step_size * normalize(g, norm), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+class MomentumState(NamedTuple):
+    velocity: optax.Updates
+
+
+def momentum_steepest_descent(step_size, decay: float = 1.0, norm: str = "linf") -> optax.GradientTransformation:
+    """MI-FGSM (Dong et al. 2018): v <- decay * v + g / ||g||_1 (per example); updates = -step_size * normalize(v)."""
+    check_norm(norm)
+
+    def init_fn(params):
+        return MomentumState(jax.tree_util.tree_map(jnp.zeros_like, params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        v = jax.tree_util.tree_map(
+            lambda v, g: decay * v + g * _expand(1.0 / jnp.maximum(l1_norm(g), 1e-12), g),
+            state.velocity, updates)
+        return jax.tree_util.tree_map(lambda v: -step_size * normalize(v, norm), v), MomentumState(v)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+class Best(NamedTuple):
+    """Per-example best candidate: x [B, ...], objective [B], success bool [B]."""
+    x: jax.Array
+    objective: jax.Array
+    success: jax.Array
+
+
+def init_best(x0, objective_dtype=jnp.float32) -> Best:
+    b = x0.shape[0]
+    return Best(x0, jnp.full((b,), -jnp.inf, objective_dtype), jnp.zeros((b,), bool))
+
+
+def update_best(best: Best, x, objective, success) -> Best:
+    """Replace per example when the candidate succeeds and the best does not, or when both have
+    the same success status and the candidate's objective is strictly higher."""
+    objective = objective.astype(best.objective.dtype)
+    better = (success & ~best.success) | ((success == best.success) & (objective > best.objective))
+    return Best(jnp.where(_expand(better, x), x, best.x),
+                jnp.where(better, objective, best.objective),
+                jnp.where(better, success, best.success))
+
+
+def projected_gradient_attack(
+    logits_fn: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    key: Optional[jax.Array],
+    targeted: bool,
+    eps,
+    steps: int,
+    optimizer: optax.GradientTransformation,
+    loss: Union[str, Callable] = "ce",
+    norm: str = "linf",
+    random_start: bool = False,
+    restarts: int = 1,
+    keep_best: bool = True,
+) -> jax.Array:
+    """Generic projected first-order attack (the engine behind fgsm / bim / pgd / mifgsm).
+
+    x: float [B, ...] in [0, 1]; y: int [B] (true labels, or targets when ``targeted``).
+    Each run starts from ``get_init(norm, random_start)`` with key ``fold_in(key, r)`` (so the
+    first r runs are the same whatever ``restarts`` is), takes ``steps`` optimizer steps on
+    ``-objective(loss, targeted)`` and projects onto the eps ball and the box after each.
+    The per-example best (successful first, then highest objective) is kept over the restarts
+    and, with ``keep_best``, over all iterates of a run too; without ``keep_best`` the last
+    iterate of each run competes. Returns x_adv with x's shape and dtype.
+    """
+    check_norm(norm)
+    steps, restarts = int(steps), int(restarts)
+    if steps < 0 or restarts < 1:
+        raise ValueError(f"need steps >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
+    if random_start and key is None:
+        raise ValueError("random_start=True needs a PRNG key")
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x must be a float array in [0, 1], got dtype {x.dtype}")
+    y = jnp.asarray(y).astype(jnp.int32)
+    obj_fn = losses.objective(loss, targeted)
+    init = get_init(norm, random_start)
+    project = get_projection(norm)
+    runs = restarts if random_start else 1
+    track = keep_best or runs > 1
+
+    def evaluate(xc):
+        logits = logits_fn(xc)
+        return obj_fn(logits, y), losses.is_adversarial(logits, y, targeted)
+
+    def loss_and_grad(xc):
+        def f(xc):
+            logits = logits_fn(xc)
+            o = obj_fn(logits, y)
+            return -jnp.sum(o), (o, logits)
+        (_, (o, logits)), g = jax.value_and_grad(f, has_aux=True)(xc)
+        return o, losses.is_adversarial(logits, y, targeted), g.astype(xc.dtype)
+
+    def one_run(run_key, best):
+        xc = init(run_key, x, eps)
+        state = optimizer.init(xc)
+
+        def body(_, carry):
+            xc, state, best = carry
+            o, succ, g = loss_and_grad(xc)
+            if keep_best:
+                best = update_best(best, xc, o, succ)
+            updates, state = optimizer.update(g, state, xc)
+            xn = project(xc + updates.astype(xc.dtype), x, eps)
+            return xn, state, best
+
+        xc, _, best = jax.lax.fori_loop(0, steps, body, (xc, state, best))
+        if track:
+            o, succ = evaluate(xc)
+            best = update_best(best, xc, o, succ)
+        return xc, best
+
+    base_key = key if key is not None else jax.random.key(0)  # unused when not random_start
+    best = init_best(x, jnp.promote_types(x.dtype, jnp.float32))
+    if runs == 1:
+        x_last, best = one_run(jax.random.fold_in(base_key, 0), best)
+        return best.x if track else x_last
+
+    def restart(r, best):
+        return one_run(jax.random.fold_in(base_key, r), best)[1]
+
+    return jax.lax.fori_loop(0, runs, restart, best).x

@@ -1,0 +1,83 @@
+"""Fixed-budget gradient attacks: FGSM/FGM, BIM (I-FGSM), PGD, MI-FGSM.
+
+All share the signature ``attack(logits_fn, x, y, *, key=None, targeted=False, **params) -> x_adv``:
+
+* ``logits_fn``: any differentiable fn float [B, ...] -> logits float [B, K] (a model apply in
+  eval mode, or a whole defense pipeline);
+* ``x``: float [B, H, W, C] pixels in [0, 1]; ``y``: int [B] true labels (targets if ``targeted``);
+* returns ``x_adv`` with x's shape and dtype, inside the ``eps`` ball (``norm`` 'linf' or 'l2',
+  absolute pixel units) and inside [0, 1].
+
+Defaults are the MNIST settings (``DEFAULTS['mnist']`` in :mod:`ipgan_jax.attacks.registry`).
+Every function is pure and jit-able with the scalar parameters closed over (``steps`` and the
+flags must be static; ``eps`` / ``step_size`` may also be traced scalars).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import jax
+
+from ipgan_jax.attacks import core
+
+
+def fgsm(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
+         targeted: bool = False, eps: float = 0.3, norm: str = "linf",
+         loss: Union[str, Callable] = "ce", random_start: bool = False) -> jax.Array:
+    """Fast gradient sign method (Goodfellow et al. 2015); ``norm='l2'`` gives the L2 FGM.
+
+    linf: clip(x + eps * sign(grad_x CE(x, y)), 0, 1) (minus the step when targeted);
+    l2: clip(x + eps * g / ||g||_2, 0, 1). ``random_start`` first draws a uniform point in the
+    eps ball (needs ``key``), takes the full eps step from there and projects back.
+    """
+    return core.projected_gradient_attack(
+        logits_fn, x, y, key=key, targeted=targeted, eps=eps, steps=1,
+        optimizer=core.steepest_descent(eps, norm), loss=loss, norm=norm,
+        random_start=random_start, restarts=1, keep_best=False)
+
+
+def bim(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
+        targeted: bool = False, eps: float = 0.3, steps: int = 10, step_size: float = 0.04,
+        norm: str = "linf", loss: Union[str, Callable] = "ce", keep_best: bool = True) -> jax.Array:
+    """Basic iterative method / I-FGSM (Kurakin et al. 2017): ``steps`` steps of ``step_size``
+    from the clean input, projected onto the eps ball and [0, 1] after each step.
+
+    ``keep_best`` (default) returns each example's best iterate (adversarial first, then highest
+    loss) instead of the last one; set it False for the textbook last iterate.
+    """
+    return core.projected_gradient_attack(
+        logits_fn, x, y, key=key, targeted=targeted, eps=eps, steps=steps,
+        optimizer=core.steepest_descent(step_size, norm), loss=loss, norm=norm,
+        random_start=False, restarts=1, keep_best=keep_best)
+
+
+def pgd(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
+        targeted: bool = False, eps: float = 0.3, steps: int = 40, step_size: float = 0.01,
+        norm: str = "linf", loss: Union[str, Callable] = "ce", random_start: bool = True,
+        restarts: int = 1, keep_best: bool = True) -> jax.Array:
+    """Projected gradient descent (Madry et al. 2018), Linf or L2.
+
+    ``random_start``: uniform start in the eps ball, clipped to [0, 1] (needs ``key``).
+    ``restarts``: independent random starts (restart r uses ``fold_in(key, r)``); per example the
+    best one is kept: a successful one first, then the one with the highest ``loss``. Without
+    ``random_start`` the run is deterministic and is done once whatever ``restarts`` says.
+    ``loss``: 'ce' (cross-entropy), 'margin' (C&W f6 margin), 'dlr' (Croce & Hein) or a callable
+    ``fn(logits, y) -> [B]`` to maximise. ``keep_best`` also keeps the best iterate within a run.
+    """
+    return core.projected_gradient_attack(
+        logits_fn, x, y, key=key, targeted=targeted, eps=eps, steps=steps,
+        optimizer=core.steepest_descent(step_size, norm), loss=loss, norm=norm,
+        random_start=random_start, restarts=restarts, keep_best=keep_best)
+
+
+def mifgsm(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
+           targeted: bool = False, eps: float = 0.3, steps: int = 10, step_size: float = 0.03,
+           decay: float = 1.0, norm: str = "linf", loss: Union[str, Callable] = "ce",
+           keep_best: bool = True) -> jax.Array:
+    """Momentum iterative FGSM (Dong et al. 2018): g <- decay * g + grad / ||grad||_1,
+    x <- proj(x + step_size * sign(g)). ``decay`` is the paper's mu; the default step is eps/steps.
+    """
+    return core.projected_gradient_attack(
+        logits_fn, x, y, key=key, targeted=targeted, eps=eps, steps=steps,
+        optimizer=core.momentum_steepest_descent(step_size, decay, norm), loss=loss, norm=norm,
+        random_start=False, restarts=1, keep_best=keep_best)

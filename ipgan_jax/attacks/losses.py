@@ -1,0 +1,124 @@
+"""Attack losses as pure functions of logits.
+
+Every function maps ``logits`` float [B, K] (any K >= 2; 10 and 1000 both fine) and ``labels``
+int [B] to a per-example value float32 [B] (float64 when the logits are float64). Logits in
+lower precision (bf16/f16) are upcast to float32 before the loss is taken.
+
+Two layers:
+
+* plain losses in their textbook sign: :func:`cross_entropy`, :func:`margin` (the C&W "f6"
+  margin, positive while the label still wins), :func:`dlr` (Croce & Hein 2020);
+* :func:`objective` turns a loss name into the quantity an attack *maximises*, for the
+  untargeted case (``labels`` = true classes) or the targeted one (``labels`` = targets).
+
+The label column is removed with ``jnp.where(mask, -inf, logits)`` (never by multiplying with a
+one-hot), so the "best other class" is right for negative logits too.
+"""
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import jax
+import jax.numpy as jnp
+
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+LOSSES = ("ce", "margin", "dlr")
+
+
+def _upcast(logits):
+    dt = jnp.promote_types(logits.dtype, jnp.float32)
+    return logits.astype(dt)
+
+
+def _label_mask(logits, labels):
+    """bool [B, K]: True at each row's label column."""
+    return jnp.arange(logits.shape[-1])[None, :] == labels[:, None]
+
+
+def label_logit(logits, labels):
+    """z_y: float [B]."""
+    return jnp.take_along_axis(logits, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+def best_other_logit(logits, labels):
+    """max_{j != y} z_j: float [B] (the label column is replaced by -inf, not zeroed)."""
+    return jnp.max(jnp.where(_label_mask(logits, labels), -jnp.inf, logits), axis=-1)
+
+
+def best_other_class(logits, labels):
+    """argmax_{j != y} z_j: int32 [B]."""
+    return jnp.argmax(jnp.where(_label_mask(logits, labels), -jnp.inf, logits), axis=-1).astype(jnp.int32)
+
+
+def cross_entropy(logits, labels):
+    """Softmax cross-entropy per example: logsumexp(z) - z_y, float [B] (>= 0)."""
+    z = _upcast(logits)
+    return jax.nn.logsumexp(z, axis=-1) - label_logit(z, labels)
+
+
+def margin(logits, labels):
+    """C&W f6 margin z_y - max_{j != y} z_j, float [B]; > 0 iff the label is the strict argmax.
+
+    C&W's untargeted objective is ``max(margin(z, y), -kappa)`` (minimised) and the targeted one
+    ``max(-margin(z, t), -kappa)``.
+    """
+    z = _upcast(logits)
+    return label_logit(z, labels) - best_other_logit(z, labels)
+
+
+def _sorted_top(z, k):
+    """The k largest logits, descending, float [B, k]; repeats the smallest when K < k."""
+    kk = min(k, z.shape[-1])
+    top = jax.lax.top_k(z, kk)[0]
+    if kk < k:
+        top = jnp.concatenate([top, jnp.repeat(top[:, -1:], k - kk, axis=-1)], axis=-1)
+    return top
+
+
+def dlr(logits, labels):
+    """Difference-of-logits-ratio loss (Croce & Hein 2020), untargeted, float [B].
+
+    DLR = -(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12), pi = logits sorted descending.
+    Positive iff misclassified; invariant to shifting and scaling the logits.
+    """
+    z = _upcast(logits)
+    top = _sorted_top(z, 3)
+    return -margin(z, labels) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def dlr_targeted(logits, targets):
+    """Targeted DLR, float [B], to be maximised: (z_t - max_{j != t} z_j) / (z_pi1 - (z_pi3 + z_pi4)/2 + 1e-12).
+
+    Croce & Hein's targeted form uses the true class in the numerator; an attack that only sees
+    the target uses the strongest non-target class instead (equal whenever the true class leads).
+    """
+    z = _upcast(logits)
+    top = _sorted_top(z, 4)
+    return margin(z, targets) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
+def objective(loss: Union[str, LossFn], targeted: bool = False) -> LossFn:
+    """The per-example quantity an attack maximises: fn(logits [B,K], labels [B]) -> float [B].
+
+    untargeted (labels = true classes): ce -> CE(z, y); margin -> max_{j!=y} z_j - z_y;
+    dlr -> DLR(z, y). targeted (labels = targets): ce -> -CE(z, t); margin -> z_t - max_{j!=t} z_j;
+    dlr -> targeted DLR. A callable is used as given (it must already be "higher = stronger").
+    """
+    if callable(loss):
+        return loss
+    if loss not in LOSSES:
+        raise ValueError(f"unknown attack loss {loss!r}; choose one of {list(LOSSES)} or pass a callable")
+    if loss == "ce":
+        return (lambda z, t: -cross_entropy(z, t)) if targeted else cross_entropy
+    if loss == "margin":
+        return margin if targeted else (lambda z, y: -margin(z, y))
+    return dlr_targeted if targeted else dlr
+
+
+def is_adversarial(logits, labels, targeted: bool = False, confidence: float = 0.0):
+    """bool [B]: untargeted, max_{j!=y} z_j > z_y + confidence; targeted, z_t > max_{j!=t} z_j + confidence.
+
+    With confidence 0 this is "argmax != y" (resp. "argmax == t") up to exact ties.
+    """
+    m = margin(logits, labels)
+    return (m > confidence) if targeted else (m < -confidence)

@@ -1,0 +1,306 @@
+"""APE-GAN (Shen et al. 2017): a GAN that maps adversarial examples back to clean ones.
+
+G (encoder-decoder): conv64 4x4 s2, BN, LReLU(0.2) / conv128 4x4 s2, BN, LReLU / deconv64 4x4 s2,
+BN, ReLU / deconv C 4x4 s2, sigmoid (28 -> 14 -> 7 -> 14 -> 28), so ``x_clean = G(x_adv)`` lies
+in [0, 1] (the original uses tanh on [-1, 1] data; sigmoid is the same map for [0, 1] data).
+D: conv64 3x3 s2, LReLU / conv128 3x3 s2, BN, LReLU / conv256 3x3 s2, BN, LReLU / linear -> a
+logit (the sigmoid lives in the BCE loss, numerically stable).
+
+Losses: D: ``BCE(D(x), 1) + BCE(D(G(x_adv)), 0)``; G: ``l_pix*MSE(G(x_adv), x) +
+l_adv*BCE(D(G(x_adv)), 1)`` with (0.7, 0.3). Adam 2e-4, beta1 0.5. One ``train_step`` = one D
+update followed by TWO G updates (as the original), all on the same batch. x_adv is FGSM
+(eps 0.15 on MNIST; ``config.ape_gan.train_attacks``) against the frozen target f, made inside
+the jitted step; a ``clean_fraction`` of the batch may stay clean (0 = the paper).
+
+BatchNorm: the running averages are part of the state and are exported with the weights:
+``defense_params = {'params': ..., 'batch_stats': ...}``; ``defend`` uses the running averages
+(eval mode), so it is a pure function of (params, x). In training, BN uses the batch statistics
+of the (global, data-parallel) batch.
+"""
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from ipgan_jax import losses
+from ipgan_jax.defenses.base import DefenseTrainer
+from ipgan_jax.defenses.training_attacks import make_training_attack
+
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv_s1(x, w, padding):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=_DN)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_s1(x, w, padding):
+    """Stride-1 NHWC/HWIO convolution, ``padding`` ((lo, hi), (lo, hi)), with the usual gradients.
+
+    The custom VJP only rewrites d/dx as an explicit convolution with the flipped kernel in the
+    canonical HWIO layout: inside ``lax`` loops (z-search, PGD through a defense) XLA:CPU runs
+    autodiff's own input-gradient conv (kernel layout 'HWOI') through a slow generic path, 4-5x
+    slower. Values and gradients are exactly those of ``lax.conv_general_dilated``.
+    """
+    return _conv_s1(x, w, padding)
+
+
+def _conv_s1_fwd(x, w, padding):
+    return _conv_s1(x, w, padding), (x, w)
+
+
+def _conv_s1_bwd(padding, res, g):
+    x, w = res
+    kh, kw = w.shape[:2]
+    (ph0, ph1), (pw0, pw1) = padding
+    w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+    dx = _conv_s1(g, w_t, ((kh - 1 - ph0, kh - 1 - ph1), (kw - 1 - pw0, kw - 1 - pw1)))
+    _, vjp_w = jax.vjp(lambda w_: _conv_s1(x, w_, padding), w)
+    return dx, vjp_w(g)[0]
+
+
+conv_s1.defvjp(_conv_s1_fwd, _conv_s1_bwd)
+
+
+class Conv(nn.Module):
+    """``nn.Conv(features, (k, k), padding='SAME')`` (stride 1, same params) over ``conv_s1``."""
+    features: int
+    kernel_size: int = 3
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        k = self.kernel_size
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features))
+        lo = (k - 1) // 2
+        y = conv_s1(x, kernel, ((lo, k - 1 - lo), (lo, k - 1 - lo)))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        return y
+
+
+class StridedConv(nn.Module):
+    """``nn.Conv(features, (k, k), strides=s, padding='SAME')`` (same params), computed fast.
+
+    Evaluated as a stride-1 ``conv_s1`` on the space-to-depth (s x s blocks -> channels) input
+    with the correspondingly rearranged kernel: the same function, but its gradients avoid the
+    input-dilated / window-dilated convolutions that XLA:CPU can run 5-20x slower (e.g. 5x5 s2
+    with odd sizes, 7 -> 4, as in the WGAN-GP critic). It wastes some MACs (zero taps), so
+    plain ``nn.Conv`` is used where XLA:CPU's own strided gradients are fast (APE-GAN's nets).
+    """
+    features: int
+    kernel_size: int = 3
+    strides: int = 2
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        k, s, f = self.kernel_size, self.strides, self.features
+        b, h, w, cin = x.shape
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, cin, f))
+        ho, wo = -(-h // s), -(-w // s)
+        p_lo = max((ho - 1) * s + k - h, 0) // 2                    # lax 'SAME' (same in H and W
+        p_lo_w = max((wo - 1) * s + k - w, 0) // 2                  # for square inputs)
+        # output m reads input s*m + j - p_lo = s*(m + q) + r through tap j = s*q + r + p_lo
+        xs = jnp.pad(x, ((0, 0), (0, ho * s - h), (0, wo * s - w), (0, 0)))
+        xs = xs.reshape(b, ho, s, wo, s, cin).transpose(0, 1, 3, 2, 4, 5).reshape(b, ho, wo, s * s * cin)
+
+        def taps(lo):
+            qs = [q for r in range(s) for q in range(-k, k + 1) if 0 <= s * q + r + lo < k]
+            q_lo, q_hi = min(min(qs), 0), max(max(qs), 0)
+            qq = np.arange(q_lo, q_hi + 1)
+            idx = s * qq[:, None] + np.arange(s)[None, :] + lo          # [Q, s]
+            return np.where((idx >= 0) & (idx < k), idx, k), (-q_lo, q_hi)
+
+        iy, pad_y = taps(p_lo)
+        ix, pad_x = taps(p_lo_w)
+        kp = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+        wt = kp[iy[:, :, None, None], ix[None, None, :, :]]             # [Qy, s, Qx, s, C_in, F]
+        wt = wt.transpose(0, 2, 1, 3, 4, 5).reshape(iy.shape[0], ix.shape[0], s * s * cin, f)
+        y = conv_s1(xs, wt, (pad_y, pad_x))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (f,))
+        return y
+
+
+class ConvTranspose(nn.Module):
+    """``nn.ConvTranspose(features, (k, k), strides=(s, s), padding='SAME')``, computed fast.
+
+    Same parameters ('kernel' [k, k, C_in, F], 'bias' [F], same init) and the same function as
+    flax's ConvTranspose with 'SAME' padding, but evaluated as a stride-1 convolution that yields
+    the s*s output phases as channels, then a depth-to-space shuffle (sub-pixel form). XLA:CPU
+    runs lax.conv_transpose (an input-dilated conv) ~10x slower than this.
+    """
+    features: int
+    kernel_size: int = 4
+    strides: int = 2
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        k, s, f = self.kernel_size, self.strides, self.features
+        b, h, w, cin = x.shape
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, cin, f))
+        # lax.conv_transpose 'SAME': output o = s*i - j + a for input i, kernel tap j.
+        a = k - 1 if s > k - 1 else -(-(k + s - 2) // 2)
+        # output s*m + p reads input m + d through tap j = s*d - p + a (when 0 <= j < k)
+        ds = [d for p in range(s) for d in range(-k, k + 1) if 0 <= s * d - p + a < k]
+        d_lo, d_hi = min(min(ds), 0), max(max(ds), 0)
+        taps = np.arange(d_lo, d_hi + 1)
+        idx = s * taps[:, None] - np.arange(s)[None, :] + a          # [T, s] kernel tap or invalid
+        idx = np.where((idx >= 0) & (idx < k), idx, k)                # k -> the zero row below
+        kp = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+        wt = kp[idx[:, :, None, None], idx[None, None, :, :]]        # [T, s, T, s, C_in, F]
+        t = len(taps)
+        wt = wt.transpose(0, 2, 4, 1, 3, 5).reshape(t, t, cin, s * s * f)
+        y = conv_s1(x, wt, ((-d_lo, d_hi), (-d_lo, d_hi)))
+        y = y.reshape(b, h, w, s, s, f).transpose(0, 1, 3, 2, 4, 5).reshape(b, h * s, w * s, f)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (f,))
+        return y
+
+
+def _bn(train):
+    # PyTorch's BatchNorm2d defaults (momentum 0.1 -> flax momentum 0.9, eps 1e-5).
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+
+
+class APEGenerator(nn.Module):
+    out_channels: int = 1
+    width: int = 64
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        w = self.width
+        h = nn.Conv(w, (4, 4), strides=2, padding="SAME", use_bias=False)(x * 2.0 - 1.0)
+        h = nn.leaky_relu(_bn(train)(h), 0.2)
+        h = nn.Conv(2 * w, (4, 4), strides=2, padding="SAME", use_bias=False)(h)
+        h = nn.leaky_relu(_bn(train)(h), 0.2)
+        h = ConvTranspose(w, 4, 2, use_bias=False)(h)
+        h = nn.relu(_bn(train)(h))
+        h = ConvTranspose(self.out_channels, 4, 2)(h)
+        h = h[:, :x.shape[1], :x.shape[2]]          # odd sizes: crop back to the input size
+        return nn.sigmoid(h)
+
+
+class APEDiscriminator(nn.Module):
+    width: int = 64
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        w = self.width
+        h = nn.leaky_relu(nn.Conv(w, (3, 3), strides=2, padding="SAME")(x * 2.0 - 1.0), 0.2)
+        h = nn.Conv(2 * w, (3, 3), strides=2, padding="SAME", use_bias=False)(h)
+        h = nn.leaky_relu(_bn(train)(h), 0.2)
+        h = nn.Conv(4 * w, (3, 3), strides=2, padding="SAME", use_bias=False)(h)
+        h = nn.leaky_relu(_bn(train)(h), 0.2)
+        return nn.Dense(1)(h.reshape(h.shape[0], -1))[:, 0]
+
+
+def section_num_steps(config, section: str) -> int:
+    """``config.<section>.num_steps`` when > 0, else the shared ``config.train.num_steps``."""
+    n = int(config[section].get("num_steps", 0) or 0)
+    return n if n > 0 else int(config.train.num_steps)
+
+
+def attack_config(config, specs):
+    """A minimal config for ``make_training_attack`` with its own attack list."""
+    return ml_collections.ConfigDict({"train_attacks": [dict(s) for s in specs], "dataset": config.dataset})
+
+
+class APEGANTrainer(DefenseTrainer):
+    name = "ape_gan"
+
+    def __init__(self, config, target_module, target_variables):
+        super().__init__(config, target_module, target_variables)
+        cfg = self.cfg = config.ape_gan
+        self.generator = APEGenerator(config.channels, cfg.gen_width)
+        self.discriminator = APEDiscriminator(cfg.disc_width)
+        self.g_tx = optax.adam(cfg.lr_g, b1=cfg.b1, b2=cfg.b2)
+        self.d_tx = optax.adam(cfg.lr_d, b1=cfg.b1, b2=cfg.b2)
+        specs = cfg.get("train_attacks") or config.train_attacks
+        self.make_adversarial = make_training_attack(attack_config(config, specs), self.target_logits,
+                                                     clean_fraction=cfg.clean_fraction)
+
+    def num_steps(self) -> int:
+        return section_num_steps(self.config, "ape_gan")
+
+    # -- test time ---------------------------------------------------------------------
+    def defend(self, params, x):
+        """x [B,H,W,C] in [0,1] -> G(x) in [0,1] (BN in eval mode: running averages)."""
+        return self.generator.apply(params, x, train=False)
+
+    def defense_params(self, state):
+        return {"params": state["g"], "batch_stats": state["g_stats"]}
+
+    # -- training ----------------------------------------------------------------------
+    def init_state(self, rng):
+        kg, kd = jax.random.split(rng)
+        x = jnp.zeros((2, *self.image_shape), jnp.float32)
+        gv = self.generator.init(kg, x, train=False)
+        dv = self.discriminator.init(kd, x, train=False)
+        return {"step": jnp.zeros((), jnp.int32), "g": gv["params"], "g_stats": gv["batch_stats"],
+                "d": dv["params"], "d_stats": dv["batch_stats"],
+                "g_opt": self.g_tx.init(gv["params"]), "d_opt": self.d_tx.init(dv["params"])}
+
+    def _g_apply(self, g, g_stats, x):
+        out, upd = self.generator.apply({"params": g, "batch_stats": g_stats}, x, train=True,
+                                        mutable=["batch_stats"])
+        return out, upd["batch_stats"]
+
+    def _d_apply(self, d, d_stats, x):
+        out, upd = self.discriminator.apply({"params": d, "batch_stats": d_stats}, x, train=True,
+                                            mutable=["batch_stats"])
+        return out, upd["batch_stats"]
+
+    def generator_loss(self, g, g_stats, d, d_stats, x_adv, x):
+        """(total, (terms, x_rec, new g_stats, new d_stats)); BN in training mode."""
+        x_rec, g_stats = self._g_apply(g, g_stats, x_adv)
+        d_fake, d_stats = self._d_apply(d, d_stats, x_rec)
+        terms = {"pix": losses.pixel_loss(x_rec, x), "adv": losses.gan_generator_loss(d_fake)}
+        total = self.cfg.l_pix * terms["pix"] + self.cfg.l_adv * terms["adv"]
+        return total, (terms, x_rec, g_stats, d_stats)
+
+    def discriminator_loss(self, d, d_stats, x, x_rec):
+        real, d_stats = self._d_apply(d, d_stats, x)
+        fake, d_stats = self._d_apply(d, d_stats, jax.lax.stop_gradient(x_rec))
+        return losses.gan_discriminator_loss(real, fake), d_stats
+
+    def train_step(self, state, batch, rng):
+        rng = jax.random.fold_in(rng, state["step"])
+        x, y = batch["image"], batch["label"]
+        x_adv = self.make_adversarial(x, y, rng)
+        g, g_stats, g_opt = state["g"], state["g_stats"], state["g_opt"]
+        d, d_stats, d_opt = state["d"], state["d_stats"], state["d_opt"]
+        # one D step on the current G ...
+        x_rec, _ = self._g_apply(g, g_stats, x_adv)
+        (d_loss, d_stats), d_grads = jax.value_and_grad(self.discriminator_loss, has_aux=True)(
+            d, d_stats, x, x_rec)
+        d_upd, d_opt = self.d_tx.update(d_grads, d_opt, d)
+        d = optax.apply_updates(d, d_upd)
+
+        # ... then two G steps against the updated D (D's BN stats are not updated by G's steps).
+        def g_step(carry, _):
+            g, g_stats, g_opt = carry
+            (loss, (terms, _, g_stats_new, _)), grads = jax.value_and_grad(self.generator_loss, has_aux=True)(
+                g, g_stats, d, d_stats, x_adv, x)
+            upd, g_opt = self.g_tx.update(grads, g_opt, g)
+            return (optax.apply_updates(g, upd), g_stats_new, g_opt), (loss, terms)
+
+        # unrolled: XLA:CPU runs weight-gradient convs inside a while loop ~20x slower
+        (g, g_stats, g_opt), (g_losses, terms) = jax.lax.scan(
+            g_step, (g, g_stats, g_opt), None, length=int(self.cfg.g_steps), unroll=True)
+        x_def = self.defend({"params": g, "batch_stats": g_stats}, x_adv)
+        metrics = {"g_loss": g_losses[-1], "d_loss": d_loss,
+                   **{f"loss_{k}": v[-1] for k, v in terms.items()},
+                   "train_defended_acc": jnp.mean(jnp.argmax(self.target_logits(x_def), -1) == y)}
+        new = {"step": state["step"] + 1, "g": g, "g_stats": g_stats, "d": d, "d_stats": d_stats,
+               "g_opt": g_opt, "d_opt": d_opt}
+        return new, metrics

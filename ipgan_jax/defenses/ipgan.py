@@ -1,0 +1,92 @@
+"""IP-GAN: inverse perturbation fusing GAN (Zhang et al., Acta Electronica Sinica 2023).
+
+G (U-Net) reads x_adv and produces a raw map; the fused reconstruction is
+``x_rec = clip(x_adv + eps_inv * tanh(G(x_adv)), 0, 1)``. D (DCGAN / PatchGAN) separates clean
+x from x_rec. G's loss: ``l_pix*MSE(x_rec, x) + l_adv*BCE(D(x_rec), 1) + l_cls*CE(f(x_rec), y)
++ l_feat*L1(phi(x_rec), phi(x))`` with the frozen target f; phi = f's penultimate layer
+(or its logits). x_adv is made on the fly inside the jitted step, from the config's attack
+mix against f, with a per-example eps; a ``clean_fraction`` of each batch passes clean.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ipgan_jax import losses
+from ipgan_jax.defenses.base import DefenseTrainer
+from ipgan_jax.defenses.training_attacks import make_training_attack
+from ipgan_jax.models.discriminator import get_discriminator
+from ipgan_jax.models.fusion import fuse
+from ipgan_jax.models.generator import get_generator
+
+
+def adam(cfg, lr):
+    return optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
+
+
+class IPGANTrainer(DefenseTrainer):
+    name = "ipgan"
+
+    def __init__(self, config, target_module, target_variables):
+        super().__init__(config, target_module, target_variables)
+        cfg = self.cfg = config.ipgan
+        self.generator = get_generator(cfg.generator, config.channels, cfg.gen_width, config.image_size)
+        self.discriminator = get_discriminator(cfg.discriminator, cfg.disc_width)
+        self.g_tx, self.d_tx = adam(cfg, cfg.lr_g), adam(cfg, cfg.lr_d)
+        self.make_adversarial = make_training_attack(config, self.target_logits)
+
+    # -- pure pieces ---------------------------------------------------------------
+    def defend(self, params, x):
+        """x [B,H,W,C] in [0,1] -> x_rec, same shape, in [0,1]."""
+        return fuse(x, self.generator.apply({"params": params}, x), self.cfg.eps_inv)
+
+    def defense_params(self, state):
+        return state["g"]
+
+    def init_state(self, rng):
+        kg, kd = jax.random.split(rng)
+        x = jnp.zeros((1, *self.image_shape), jnp.float32)
+        g = self.generator.init(kg, x)["params"]
+        d = self.discriminator.init(kd, x)["params"]
+        return {"step": jnp.zeros((), jnp.int32), "g": g, "d": d,
+                "g_opt": self.g_tx.init(g), "d_opt": self.d_tx.init(d)}
+
+    def generator_loss(self, g_params, d_params, x_in, x, y):
+        """Weighted G loss and its terms; x_in is the (mostly adversarial) input to G."""
+        cfg = self.cfg
+        x_rec = self.defend(g_params, x_in)
+        logits_rec, feat_rec = self.target_features(x_rec)
+        logits_clean, feat_clean = self.target_features(x)
+        if cfg.feat_layer == "logits":
+            feat_rec, feat_clean = logits_rec, logits_clean
+        terms = {
+            "pix": losses.pixel_loss(x_rec, x),
+            "adv": losses.gan_generator_loss(self.discriminator.apply({"params": d_params}, x_rec)),
+            "cls": losses.classification_loss(logits_rec, y),
+            "feat": losses.feature_loss(feat_rec, jax.lax.stop_gradient(feat_clean)),
+        }
+        total = (cfg.l_pix * terms["pix"] + cfg.l_adv * terms["adv"] + cfg.l_cls * terms["cls"]
+                 + cfg.l_feat * terms["feat"])
+        return total, (terms, x_rec, logits_rec)
+
+    def discriminator_loss(self, d_params, x, x_rec):
+        real = self.discriminator.apply({"params": d_params}, x)
+        fake = self.discriminator.apply({"params": d_params}, jax.lax.stop_gradient(x_rec))
+        return losses.gan_discriminator_loss(real, fake)
+
+    def train_step(self, state, batch, rng):
+        """One simultaneous G/D update from a single forward pass of G (no second G forward):
+        G's loss sees the current D, D's loss sees x_rec of the current G (stop-gradient)."""
+        rng = jax.random.fold_in(rng, state["step"])
+        x, y = batch["image"], batch["label"]
+        x_in = self.make_adversarial(x, y, rng)
+        (g_loss, (terms, x_rec, logits_rec)), g_grads = jax.value_and_grad(self.generator_loss, has_aux=True)(
+            state["g"], state["d"], x_in, x, y)
+        d_loss, d_grads = jax.value_and_grad(self.discriminator_loss)(state["d"], x, x_rec)
+        g_updates, g_opt = self.g_tx.update(g_grads, state["g_opt"], state["g"])
+        d_updates, d_opt = self.d_tx.update(d_grads, state["d_opt"], state["d"])
+        metrics = {"g_loss": g_loss, "d_loss": d_loss, **{f"loss_{k}": v for k, v in terms.items()},
+                   "train_defended_acc": jnp.mean(jnp.argmax(logits_rec, -1) == y)}
+        return {"step": state["step"] + 1, "g": optax.apply_updates(state["g"], g_updates),
+                "d": optax.apply_updates(state["d"], d_updates), "g_opt": g_opt, "d_opt": d_opt}, metrics

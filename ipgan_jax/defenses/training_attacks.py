@@ -1,0 +1,44 @@
+"""Adversarial examples made on the fly inside a jitted train step.
+
+``make_training_attack(config, logits_fn)`` -> ``fn(x, y, rng) -> x_in`` where, per step, one
+attack of ``config.train_attacks`` is drawn (``lax.switch``: all branches are compiled once,
+only the drawn one runs) and each example's budget is drawn uniformly in [eps_min, eps]:
+the attack runs at ``eps`` and its perturbation is scaled by ``eps_i / eps`` (still inside
+the example's eps_i ball and the [0,1] box). The first ``clean_fraction`` of the batch stays
+clean, so G also learns to leave clean images alone. The result carries no gradient.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ipgan_jax.attacks import make_attack
+from ipgan_jax.data.pipeline import dataset_family
+
+
+def make_training_attack(config, logits_fn, clean_fraction=None):
+    specs = [dict(s) for s in config.train_attacks]
+    if not specs:
+        raise ValueError("config.train_attacks is empty: give at least one attack")
+    attacks, eps_bounds = [], []
+    for s in specs:
+        eps_min = s.pop("eps_min", s.get("eps"))
+        attacks.append(make_attack(s, dataset=dataset_family(config.dataset)))
+        eps_bounds.append((float(eps_min), float(s["eps"])))
+    if clean_fraction is None:
+        clean_fraction = config.ipgan.clean_fraction if "ipgan" in config else 0.0
+
+    def fn(x, y, rng):
+        k_sel, k_att, k_eps = jax.random.split(rng, 3)
+        idx = jax.random.randint(k_sel, (), 0, len(attacks))
+        lo = jnp.asarray([b[0] for b in eps_bounds])[idx]
+        hi = jnp.asarray([b[1] for b in eps_bounds])[idx]
+        branches = [lambda x, y, k, a=a: a(logits_fn, x, y, k) for a in attacks]
+        x_adv = jax.lax.switch(idx, branches, x, y, k_att)
+        scale = jax.random.uniform(k_eps, (x.shape[0], 1, 1, 1), minval=lo, maxval=hi) / hi
+        x_adv = jnp.clip(x + (x_adv - x) * scale, 0.0, 1.0)
+        n_clean = int(round(clean_fraction * x.shape[0]))
+        keep_clean = (jnp.arange(x.shape[0]) < n_clean)[:, None, None, None]
+        return jax.lax.stop_gradient(jnp.where(keep_clean, x, x_adv))
+
+    return fn

@@ -1,0 +1,163 @@
+"""IP-GAN: fusion, losses on known inputs, frozen target, train-step behaviour, resume, end to end."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ipgan_jax import losses
+from ipgan_jax.defenses import load_defense
+from ipgan_jax.defenses.ipgan import IPGANTrainer
+from ipgan_jax.defenses.loop import defense_dir, train_defense
+from ipgan_jax.models.discriminator import get_discriminator
+from ipgan_jax.models.fusion import fuse
+from ipgan_jax.models.generator import get_generator
+from ipgan_jax.training.classifier import load_classifier, train_classifier
+from ipgan_jax.training.logging import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_fusion_bounds_and_identity():
+    x = jax.random.uniform(jax.random.PRNGKey(0), (4, 28, 28, 1))
+    g = 10 * jax.random.normal(jax.random.PRNGKey(1), x.shape)
+    r = fuse(x, g, 0.3)
+    assert float(jnp.max(jnp.abs(r - x))) <= 0.3 + 1e-6
+    assert float(r.min()) >= 0 and float(r.max()) <= 1
+    np.testing.assert_allclose(fuse(x, jnp.zeros_like(x), 0.3), x)
+
+
+@pytest.mark.parametrize("size,ch", [(28, 1), (64, 3), (75, 3)])
+def test_generator_and_discriminator_shapes(size, ch):
+    g = get_generator("unet", ch, 8, size)
+    x = jnp.zeros((2, size, size, ch))
+    p = g.init(jax.random.PRNGKey(0), x)
+    assert g.apply(p, x).shape == x.shape
+    # zero-initialised head: a fresh G is the identity defense
+    assert float(jnp.abs(g.apply(p, x)).max()) == 0.0
+    d = get_discriminator("dcgan" if size == 28 else "patchgan", 8)
+    assert d.apply(d.init(jax.random.PRNGKey(0), x), x).shape[0] == 2
+
+
+def test_loss_terms_on_known_inputs():
+    x = jnp.zeros((2, 4, 4, 1))
+    assert float(losses.pixel_loss(x + 0.5, x)) == pytest.approx(0.25)
+    assert float(losses.feature_loss(jnp.ones((2, 3)), jnp.zeros((2, 3)))) == pytest.approx(1.0)
+    big = jnp.full((2,), 50.0)
+    assert float(losses.gan_generator_loss(big)) == pytest.approx(0.0, abs=1e-6)
+    assert float(losses.gan_generator_loss(jnp.zeros(2))) == pytest.approx(np.log(2), rel=1e-5)
+    assert float(losses.gan_discriminator_loss(big, -big)) == pytest.approx(0.0, abs=1e-6)
+    assert float(losses.gan_discriminator_loss(jnp.zeros(2), jnp.zeros(2))) == pytest.approx(2 * np.log(2), rel=1e-5)
+    logits = jnp.array([[0.0, np.log(3.0)], [0.0, 0.0]])
+    ce = losses.classification_loss(logits, jnp.array([1, 0]))
+    assert float(ce) == pytest.approx((-np.log(0.75) + np.log(2)) / 2, rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory):
+    from configs import mnist_tiny
+    c = mnist_tiny.get_config()
+    c.workdir = str(tmp_path_factory.mktemp("ipgan") / "wd")
+    train_classifier(c)
+    return c
+
+
+def _batch(config, n=32):
+    from ipgan_jax.data.pipeline import make_loader
+    b = make_loader("mnist", "train", n, seed=0, num_examples=512).batch(0)
+    return {"image": jnp.asarray(b["image"]), "label": jnp.asarray(b["label"])}
+
+
+def test_train_steps_reduce_g_loss_and_keep_target_frozen(trained_tiny):
+    c = trained_tiny.copy_and_resolve_references()
+    module, variables = load_classifier(c)
+    before = jax.tree.map(np.array, variables)
+    trainer = IPGANTrainer(c, module, variables)
+    state = trainer.init_state(jax.random.PRNGKey(0))
+    batch = _batch(c)
+    x_in = trainer.make_adversarial(batch["image"], batch["label"], jax.random.PRNGKey(3))
+    loss0 = float(trainer.generator_loss(state["g"], state["d"], x_in, batch["image"], batch["label"])[0])
+    step = jax.jit(trainer.train_step)
+    for _ in range(8):
+        state, m = step(state, batch, jax.random.PRNGKey(1))
+    loss1 = float(trainer.generator_loss(state["g"], state["d"], x_in, batch["image"], batch["label"])[0])
+    assert loss1 < loss0
+    assert int(state["step"]) == 8
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(trainer.target_variables)):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    # the train step never differentiates w.r.t. f: its variables are not in the state
+    assert set(state) == {"step", "g", "d", "g_opt", "d_opt"}
+
+
+def test_training_attack_mix_respects_budget(trained_tiny):
+    c = trained_tiny.copy_and_resolve_references()
+    module, variables = load_classifier(c)
+    trainer = IPGANTrainer(c, module, variables)
+    batch = _batch(c)
+    x_in = trainer.make_adversarial(batch["image"], batch["label"], jax.random.PRNGKey(5))
+    delta = np.abs(np.asarray(x_in - batch["image"])).reshape(32, -1).max(1)
+    n_clean = int(round(c.ipgan.clean_fraction * 32))
+    assert (delta[:n_clean] == 0).all()          # clean part untouched
+    assert (delta[n_clean:] > 0.05).all() and (delta <= 0.3 + 1e-6).all()
+
+
+def test_same_ipgan_step_on_1_and_8_devices(trained_tiny):
+    from ipgan_jax.training import parallel
+    c = trained_tiny.copy_and_resolve_references()
+    module, variables = load_classifier(c)
+    trainer = IPGANTrainer(c, module, variables)
+    batch = _batch(c)
+    outs = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        mesh = parallel.make_mesh(devices)
+        rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
+        step = jax.jit(trainer.train_step, in_shardings=(rep, dat, rep), out_shardings=(rep, rep))
+        state = parallel.replicate(trainer.init_state(jax.random.PRNGKey(0)), mesh)
+        for _ in range(2):
+            state, m = step(state, parallel.shard_batch(jax.device_get(batch), mesh), jax.random.PRNGKey(2))
+        outs.append((jax.device_get(state["g"]), float(m["g_loss"])))
+    assert abs(outs[0][1] - outs[1][1]) < 1e-4
+    for a, b in zip(jax.tree.leaves(outs[0][0]), jax.tree.leaves(outs[1][0])):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_resume_after_kill_equals_uninterrupted(trained_tiny, tmp_path):
+    c = trained_tiny.copy_and_resolve_references()
+    full = c.copy_and_resolve_references()
+    full.workdir = str(tmp_path / "full")
+    # share the trained classifier
+    os.makedirs(f"{full.workdir}/classifiers", exist_ok=True)
+    os.symlink(f"{c.workdir}/classifiers/lenet", f"{full.workdir}/classifiers/lenet")
+    c.workdir = str(tmp_path / "killed")
+    os.makedirs(f"{c.workdir}/classifiers", exist_ok=True)
+    os.symlink(f"{trained_tiny.workdir}/classifiers/lenet", f"{c.workdir}/classifiers/lenet")
+    train_defense(full)
+    train_defense(c, max_steps=4)       # killed after step 4; last checkpoint at step 3
+    assert not (defense_dir(c) / "params").exists()
+    train_defense(c)
+    fa, _ = load_defense(full, "ipgan")
+    fb, _ = load_defense(c, "ipgan")
+    x = _batch(c, 8)["image"]
+    np.testing.assert_array_equal(np.asarray(fa(x)), np.asarray(fb(x)))
+    steps = [r["step"] for r in read_metrics(defense_dir(c) / "metrics.jsonl") if "g_loss" in r]
+    assert steps == sorted(set(steps))
+
+
+def test_run_train_end_to_end(tmp_path):
+    wd = tmp_path / "wd"
+    r = subprocess.run([sys.executable, "run_train.py", "--config", "configs/mnist_tiny.py",
+                        f"--config.workdir={wd}"], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, IPGAN_PROGRESS="0"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = wd / "defenses" / "ipgan" / "lenet"
+    assert (d / "params").is_dir() and (d / "checkpoints").is_dir()
+    rows = read_metrics(d / "metrics.jsonl")
+    assert any("g_loss" in r for r in rows) and any("eval/pgd/dsr" in r for r in rows)
+    assert (d / "samples" / "final.png").stat().st_size > 1000
+    assert list((d / "tb").glob("events.out.tfevents.*"))
+    meta = json.loads((d / "result.json").read_text())
+    assert meta["defense"] == "ipgan" and meta["steps"] == 6
