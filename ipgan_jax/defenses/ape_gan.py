@@ -204,6 +204,24 @@ class APEDiscriminator(nn.Module):
         return nn.Dense(1)(h.reshape(h.shape[0], -1))[:, 0]
 
 
+class JitSampleRows:
+    """Mixin: ``sample_rows`` with a jitted ``defend`` (one compile, not op-by-op dispatch).
+
+    Subclasses may add rows with ``extra_sample_rows(params, x, x_adv)``.
+    """
+
+    def sample_rows(self, params, x, x_adv):
+        from ipgan_jax.eval.plots import amplify
+        if getattr(self, "_defend_jit", None) is None:
+            self._defend_jit = jax.jit(self.defend)
+        x_rec = self._defend_jit(params, x_adv)
+        return ([("clean", x), ("adversarial", x_adv), ("change x10", amplify(x_rec - x_adv)),
+                 ("defended", x_rec)] + self.extra_sample_rows(params, x, x_adv))
+
+    def extra_sample_rows(self, params, x, x_adv):
+        return []
+
+
 def section_num_steps(config, section: str) -> int:
     """``config.<section>.num_steps`` when > 0, else the shared ``config.train.num_steps``."""
     n = int(config[section].get("num_steps", 0) or 0)
@@ -215,7 +233,7 @@ def attack_config(config, specs):
     return ml_collections.ConfigDict({"train_attacks": [dict(s) for s in specs], "dataset": config.dataset})
 
 
-class APEGANTrainer(DefenseTrainer):
+class APEGANTrainer(JitSampleRows, DefenseTrainer):
     name = "ape_gan"
 
     def __init__(self, config, target_module, target_variables):

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from ipgan_jax import losses
-from ipgan_jax.defenses.ape_gan import Conv, attack_config, section_num_steps
+from ipgan_jax.defenses.ape_gan import Conv, JitSampleRows, attack_config, section_num_steps
 from ipgan_jax.defenses.base import DefenseTrainer
 from ipgan_jax.defenses.training_attacks import make_training_attack
 
@@ -49,7 +49,7 @@ class DenoisingAutoencoder(nn.Module):
         return nn.sigmoid(conv(self.out_channels)(h))
 
 
-class DAETrainer(DefenseTrainer):
+class DAETrainer(JitSampleRows, DefenseTrainer):
     name = "dae"
 
     def __init__(self, config, target_module, target_variables):

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ipgan_jax.defenses.ape_gan import ConvTranspose, StridedConv, section_num_steps
+from ipgan_jax.defenses.ape_gan import ConvTranspose, JitSampleRows, StridedConv, section_num_steps
 from ipgan_jax.defenses.base import DefenseTrainer
 
 
@@ -80,7 +80,7 @@ def _hash_images(x):
                    dtype=jnp.uint32)
 
 
-class DefenseGANTrainer(DefenseTrainer):
+class DefenseGANTrainer(JitSampleRows, DefenseTrainer):
     name = "defense_gan"
 
     def __init__(self, config, target_module, target_variables):
@@ -227,9 +227,6 @@ class DefenseGANTrainer(DefenseTrainer):
     def defense_params(self, state):
         return state["g"]
 
-    def sample_rows(self, params, x, x_adv):
-        from ipgan_jax.eval.plots import amplify
-        x_rec = self.defend(params, x_adv)
+    def extra_sample_rows(self, params, x, x_adv):
         z, _ = self._noise(jax.random.PRNGKey(int(self.cfg.z_seed)), x.shape[0])
-        return [("clean", x), ("adversarial", x_adv), ("change x10", amplify(x_rec - x_adv)),
-                ("defended G(z*)", x_rec), ("G(z) samples", self.generate(params, z))]
+        return [("G(z) samples", jax.jit(self.generate)(params, z))]

@@ -12,13 +12,13 @@ plus ``config.grip_gan.num_steps`` (> 0 overrides ``config.train.num_steps``).
 """
 from __future__ import annotations
 
-from ipgan_jax.defenses.ape_gan import section_num_steps
+from ipgan_jax.defenses.ape_gan import JitSampleRows, section_num_steps
 from ipgan_jax.defenses.ipgan import IPGANTrainer
 
 _OWN_FIELDS = ("num_steps",)
 
 
-class GRIPGANTrainer(IPGANTrainer):
+class GRIPGANTrainer(JitSampleRows, IPGANTrainer):
     name = "grip_gan"
 
     def __init__(self, config, target_module, target_variables):

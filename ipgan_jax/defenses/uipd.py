@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import optax
 
 from ipgan_jax import losses
-from ipgan_jax.defenses.ape_gan import section_num_steps
+from ipgan_jax.defenses.ape_gan import JitSampleRows, section_num_steps
 from ipgan_jax.defenses.base import DefenseTrainer
 
 
-class UIPDTrainer(DefenseTrainer):
+class UIPDTrainer(JitSampleRows, DefenseTrainer):
     name = "uipd"
 
     def __init__(self, config, target_module, target_variables):
@@ -65,8 +65,6 @@ class UIPDTrainer(DefenseTrainer):
                    "delta_linf": jnp.max(jnp.abs(d)), "delta_l2": jnp.sqrt(jnp.sum(jnp.square(d)))}
         return {"step": state["step"] + 1, "w": w, "opt": opt}, metrics
 
-    def sample_rows(self, params, x, x_adv):
+    def extra_sample_rows(self, params, x, x_adv):
         from ipgan_jax.eval.plots import amplify
-        rows = super().sample_rows(params, x, x_adv)
-        d = jnp.broadcast_to(params["delta"][None], x.shape)
-        return rows + [("delta (scaled)", amplify(d))]
+        return [("delta (scaled)", amplify(jnp.broadcast_to(params["delta"][None], x.shape)))]
