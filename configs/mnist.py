@@ -48,7 +48,7 @@ def get_config():
         gen_width=64, disc_width=64, lr_g=2e-4, lr_d=2e-4, b1=0.5, b2=0.999,
         l_pix=0.7, l_adv=0.3, g_steps=2,              # two G updates per D update
         train_attacks=[dict(name="fgsm", eps=0.15)],   # x_adv for training (eps 0.15 as the paper)
-        clean_fraction=0.0, num_steps=500))
+        clean_fraction=0.0, num_steps=600))
     c.defense_gan = ml_collections.ConfigDict(dict(
         latent_dim=128, gen_width=32, disc_width=32, gp_weight=10.0, critic_steps=5,
         lr=1e-4, b1=0.5, b2=0.9, num_steps=500,
@@ -60,7 +60,9 @@ def get_config():
         width=32, activation="relu", noise_std=0.1, adv_fraction=0.5, lr=1e-3, num_steps=1000))
     c.uipd = ml_collections.ConfigDict(dict(
         eps=0.3, parametrization="project", lr=1e-2, num_steps=2000))
-    c.grip_gan = ml_collections.ConfigDict(dict(num_steps=1000))  # + any config.ipgan field to override
+    # GRIP-GAN: IP-GAN's nets/losses (+ any config.ipgan field overridden here), clean data only,
+    # + uniform input noise (not an attack) and a logit-margin guidance term (0, 0: plain clean IP-GAN)
+    c.grip_gan = ml_collections.ConfigDict(dict(num_steps=1000, input_noise=0.3, l_margin=1.0, margin=10.0))
     # The mix of attacks that makes x_adv on the fly during training; one is drawn per step,
     # and each example's eps is drawn uniformly in [eps_min, eps] (pixel units).
     c.train_attacks = [
@@ -76,7 +78,7 @@ def get_config():
     # Evaluation (run_eval.py).
     c.eval = ml_collections.ConfigDict(dict(
         num_examples=1000, batch_size=250, attacks="fgsm,pgd,bim,mifgsm,cw_l2,deepfool",
-        attack_params=dict(cw_l2=dict(binary_search_steps=5, steps=200, abort_early=True)),
+        attack_params=dict(cw_l2=dict(binary_search_steps=4, steps=100, lr=0.05, abort_early=True)),
         defenses="none,ipgan", transfer_source="mcnn", transfer_source_for_mcnn="lenet",
         whitebox=True, whitebox_steps=100, whitebox_restarts=2,
         eps_curve=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4), out_dir=config_dict.placeholder(str)))

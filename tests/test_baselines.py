@@ -69,9 +69,11 @@ def _own_loss(trainer, name, batch):
     if name == "uipd":
         return lambda s: trainer.loss(s["w"], x, y)[0]
     if name == "grip_gan":   # the target-guided part (on clean x the GAN term starts at its optimum)
+        x_in = trainer.make_adversarial(x, y, key)
+
         def guided(s):
-            terms = trainer.generator_loss(s["g"], s["d"], x, x, y)[1][0]
-            return trainer.cfg.l_pix * terms["pix"] + trainer.cfg.l_cls * terms["cls"] + trainer.cfg.l_feat * terms["feat"]
+            total, (terms, _, _) = trainer.generator_loss(s["g"], s["d"], x_in, x, y)
+            return total - trainer.cfg.l_adv * terms["adv"]
         return guided
     raise ValueError(name)
 
@@ -165,14 +167,18 @@ def test_defense_gan_zsearch_more_steps_lower_error_and_pure(stepper, trained_ti
     full = np.asarray(d(g, x))
     np.testing.assert_array_equal(full, np.asarray(d(g, x)))
     np.testing.assert_allclose(np.asarray(d(g, x[::-1]))[::-1], full, atol=1e-5)
-    assert trainer.search_settings() == (trained_tiny.defense_gan.eval_steps, trained_tiny.defense_gan.eval_restarts)
+    cfg = trained_tiny.defense_gan
+    assert trainer.search_settings() == (cfg.eval_steps, cfg.eval_restarts)
 
 
 def test_defense_gan_bpda_gradient_is_identity(stepper):
     trainer, _ = stepper("defense_gan")
     g = trainer.init_state(jax.random.PRNGKey(0))["g"]
     x, y = _batch(4)["image"], _batch(4)["label"]
-    ce = lambda x_: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(trainer.target_logits(x_), y))  # noqa: E731
+
+    def ce(x_):
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(trainer.target_logits(x_), y))
+
     grad_through = jax.jit(jax.grad(lambda x_: ce(trainer.defend(g, x_))))(x)
     grad_at_rec = jax.grad(ce)(trainer.defend(g, x))
     np.testing.assert_allclose(grad_through, grad_at_rec, rtol=1e-5, atol=1e-7)
@@ -212,11 +218,16 @@ def test_ape_gan_uses_running_batch_stats_at_test_time(stepper):
 
 def test_grip_gan_is_attack_free_ipgan_with_overrides(trained_tiny):
     c = trained_tiny.copy_and_resolve_references()
-    c.grip_gan.eps_inv = 0.2
+    c.grip_gan.update(eps_inv=0.2, input_noise=0.0)
     trainer = _trainer(c, "grip_gan")
     x, y = _batch(8)["image"], _batch(8)["label"]
     np.testing.assert_array_equal(trainer.make_adversarial(x, y, jax.random.PRNGKey(0)), x)
     assert trainer.cfg.eps_inv == 0.2 and c.ipgan.eps_inv != 0.2
+    # with input noise: random (label-independent, bounded), still no attack
+    noisy = _trainer(trained_tiny, "grip_gan").make_adversarial
+    a, b = noisy(x, y, jax.random.PRNGKey(0)), noisy(x, (y + 1) % 10, jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(a, b)
+    assert 0 < float(jnp.abs(a - x).max()) <= trained_tiny.grip_gan.input_noise + 1e-6
     c.grip_gan.not_a_field = 1
     with pytest.raises(ValueError, match="not_a_field"):
         _trainer(c, "grip_gan")

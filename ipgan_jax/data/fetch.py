@@ -184,6 +184,9 @@ def main(argv=None):
         p.error(f"unknown name(s) {sorted(unknown)}; choose from {sorted(FETCHERS)}")
     for n in args.names or list(FETCHERS):
         print(f"{n}: {FETCHERS[n]()}")
+        if n in ("mnist", "imagenet_sample"):  # prepare the TFDS array_record files once, up front
+            from ipgan_jax.data.pipeline import get_source
+            print(f"{n}: TFDS source with {len(get_source(n, 'test'))} test records")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,12 @@ BatchNorm: the running averages are part of the state and are exported with the 
 ``defense_params = {'params': ..., 'batch_stats': ...}``; ``defend`` uses the running averages
 (eval mode), so it is a pure function of (params, x). In training, BN uses the batch statistics
 of the (global, data-parallel) batch.
+
+This module also holds the pieces the other baselines share: ``Conv`` / ``StridedConv`` /
+``ConvTranspose`` (the same functions and parameters as flax's ``nn.Conv`` / ``nn.ConvTranspose``
+with 'SAME' padding, computed in forms whose gradients are 4-20x faster on XLA:CPU -- the
+"deconv" layers here are ``ConvTranspose``), ``JitSampleRows``, ``section_num_steps`` and
+``attack_config``.
 """
 from __future__ import annotations
 

@@ -5,15 +5,18 @@ Net (stacked 3x3 convs, width ``width``): conv-conv / avgpool 2 / conv-conv / up
 reformer has the same layout with 3 filters and sigmoid activations; we use ``width`` = 32
 filters and ``activation`` ReLU by default (trains in a few hundred CPU steps; set
 ``activation='sigmoid', width=3`` for MagNet's exact net). Odd sizes: the upsampled map is
-resized to the input's size. Stateless (no norm), so ``defend`` is a pure fn of (params, x).
+resized to the input's size. The net reads ``2x - 1`` (centred input): on raw [0, 1] inputs
+with adversarial examples in the batch, Adam drove the sigmoid output into saturation (output
+0 everywhere, MSE stuck at ~0.1) within 20 steps. Stateless (no norm), so ``defend`` is a pure
+fn of (params, x).
 The convs are ``ape_gan.Conv`` (= ``nn.Conv`` 'SAME', with an input gradient that stays fast
 inside the attacks' ``lax`` loops on CPU).
 
 Training: pixel MSE ``mean (AE(x_in) - x)^2`` with ``x_in = clip(x_src + noise_std * N(0, I), 0, 1)``
 (noise_std 0.1 as MagNet). ``x_src`` is x for the first ``1 - adv_fraction`` of the batch and
 an adversarial example from the config's training-attack mix (``config.train_attacks``, the
-same on-the-fly attacks as IP-GAN; ``config.dae.train_attacks`` overrides) for the rest.
-``adv_fraction = 0`` is pure MagNet (noise only). Adam.
+same on-the-fly attacks as IP-GAN) for the rest: "noisy / adversarial inputs -> clean" (the
+spec); ``adv_fraction = 0`` is pure MagNet (noise only). Adam.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ class DenoisingAutoencoder(nn.Module):
     def __call__(self, x):
         act = _ACTS[self.activation]
         conv = lambda c: Conv(c, 3)  # noqa: E731
-        h = act(conv(self.width)(x))
+        h = act(conv(self.width)(x * 2.0 - 1.0))
         h = act(conv(self.width)(h))
         h = nn.avg_pool(h, (2, 2), (2, 2), padding="SAME")
         h = act(conv(self.width)(h))

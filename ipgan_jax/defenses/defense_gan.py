@@ -28,8 +28,19 @@ the same z_0, independently of its batch and its position in it.
 White-box attacks: ``defend`` is BPDA (Athalye et al. 2018): a ``jax.custom_vjp`` whose forward
 pass is the z-search + G(z*) and whose backward pass is the identity w.r.t. x (zero w.r.t. the
 params), so ``jax.grad(lambda x: loss(f(defend(params, x))))`` exists and equals the gradient
-of f at G(z*). ``defend_exact`` is the same forward pass without the custom gradient
-(gradients through the unrolled z-search: exact but expensive and usually shattered).
+of f at G(z*). ``defend_exact`` is the same forward pass without the custom gradient: z* is a
+constant of x there (the search runs under ``stop_gradient``), so its gradient is zero -- the
+obfuscated gradient BPDA exists to get around.
+
+z-search step size: lr 10 / momentum 0.7 (the original) works for this G: on a 500-step G and
+200 MNIST test images the error falls monotonically with L (mean per-pixel MSE 0.0333 / 0.0292
+/ 0.0260 / 0.0232 at (L, R) = (25, 4) / (50, 4) / (100, 4) / (200, 10)); lr 30 converges faster
+at L = 50 (0.0246) and lr 3 slower (0.0363). We keep the original 10.
+
+Cost (XLA:CPU, 2 shared cores, default widths): 0.25-0.45 ms per image x step x restart (G
+forward + z-gradient), i.e. 25-45 s per 1000 images at the default eval setting
+(L, R) = (50, 2) and 8-15 min at the paper's (200, 10); each BPDA white-box attack step pays
+one full z-search forward.
 """
 from __future__ import annotations
 
