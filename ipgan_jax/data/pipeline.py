@@ -55,7 +55,7 @@ def get_source(name: str, split: str, data_dir: Optional[str] = None, manual_dir
         from ipgan_jax.data.tfds_builders import ImagenetSample
         folder = manual_dir or _cached_or_raise(foolbox_sample_dir, "imagenet_sample",
                                                 cache_dir() / "imagenet_sample" / "images")
-        return _prepare(tfds, ImagenetSample, data_dir, str(folder), "test" if split != "train" else "test")
+        return _prepare(tfds, ImagenetSample, data_dir, str(folder), "test")  # its only split
     # imagenet2012
     manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual")
     stock = _prepared_stock(tfds, "imagenet2012", data_dir)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ipgan_jax.attacks import make_attack
+from ipgan_jax.attacks import cross_entropy, make_attack
 from ipgan_jax.data.pipeline import dataset_family, make_loader
 from ipgan_jax.defenses import load_defense
 from ipgan_jax.eval import metrics as M
@@ -306,7 +306,7 @@ class Evaluator:
             b = self.batches_of(clf)[0]
             x, y = jnp.asarray(b["image"]), jnp.asarray(b["label"])
             f = _logits_fn(*self.targets[clf])
-            loss = lambda x: M_ce(f(dfn(x)), y)  # noqa: E731
+            loss = lambda x: jnp.sum(cross_entropy(f(dfn(x)), y))  # noqa: E731
             g = np.asarray(jax.jit(jax.grad(loss))(x)).reshape(x.shape[0], -1)
             out[(clf, d)] = {"mean_abs_grad": float(np.mean(np.abs(g))),
                              "zero_grad_fraction": float(np.mean(np.all(g == 0, axis=1)))}
@@ -329,8 +329,3 @@ class Evaluator:
             accs.append(M.rates(cnt)["robust_acc"])
         self.checks_data.setdefault("steps", {})[(clf, d)] = dict(zip(steps, accs))
         return accs
-
-
-def M_ce(logits, y):
-    import optax
-    return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, y))
