@@ -50,12 +50,12 @@ def main(argv):
     n = FLAGS.num_examples or config.eval.num_examples
     t0 = time.time()
     ev = Evaluator(config, classifiers, defenses, attacks, n, seed=config.seed)
-    nb = len(ev.batches)
+    nb, nc = len(ev.batches), len(ev.costly_batches_of(classifiers[0]))
     nd = len([d for d in defenses if d != "none"])
     work = {"oblivious": len(classifiers) * len(attacks) * nb,
             "transfer": len(classifiers) * len([a for a in TRANSFER_ATTACKS if a in attacks]) * nb,
-            "whitebox": len(classifiers) * nd * nb, "cw": len(classifiers) * (nd + 1) * nb,
-            "curve": len(classifiers) * (nd + 1) * len(config.eval.eps_curve) * nb}
+            "whitebox": len(classifiers) * nd * nc, "cw": len(classifiers) * (nd + 1) * nc,
+            "curve": len(classifiers) * (nd + 1) * len(config.eval.eps_curve) * nc}
     bar = progress(sum(v for k, v in work.items() if k in blocks), desc="eval")
     ev.run_clean()
     if "oblivious" in blocks:
@@ -88,7 +88,8 @@ def main(argv):
     out_dir = config.eval.out_dir or f"{config.workdir}/eval"
     meta = {"num_examples": n, "classifiers": classifiers, "defenses": defenses, "attacks": attacks,
             "blocks": sorted(blocks), "seconds": round(time.time() - t0, 1), "dataset": config.dataset,
-            "whitebox_steps": config.eval.whitebox_steps, "whitebox_restarts": config.eval.whitebox_restarts}
+            "whitebox_steps": config.eval.whitebox_steps, "whitebox_restarts": config.eval.whitebox_restarts,
+            "whitebox_num_examples": config.eval.get("whitebox_num_examples") or n}
     files = write_outputs(ev, out_dir, checks, meta)
     print(markdown(ev))
     print("\n**Sanity checks**\n")

@@ -8,9 +8,8 @@ the defense (the classifier must exist), ``all`` (default) does what is missing,
 from __future__ import annotations
 
 import json
-import sys
 
-from absl import app, flags, logging
+from absl import app, logging
 from ml_collections import config_flags
 
 from ipgan_jax.config import check_config

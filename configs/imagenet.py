@@ -62,6 +62,7 @@ def get_config(arg: str = "resnet50"):
                            deepfool=dict(steps=20, candidates=10)),
         defenses="none,ipgan", transfer_source="vgg19", transfer_source_for_mcnn="resnet50",
         whitebox=True, whitebox_steps=100, whitebox_restarts=2,
+        whitebox_num_examples=0,   # > 0: only the first N examples in the costly blocks (whitebox, cw, curve, checks)
         eps_curve=(0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255), out_dir=config_dict.placeholder(str)))
     # the same name the MNIST config uses for the surrogate of M_CNN, so the evaluator code is shared
     if demo:

@@ -81,5 +81,6 @@ def get_config():
         attack_params=dict(cw_l2=dict(binary_search_steps=4, steps=100, lr=0.05, abort_early=True)),
         defenses="none,ipgan", transfer_source="mcnn", transfer_source_for_mcnn="lenet",
         whitebox=True, whitebox_steps=100, whitebox_restarts=2,
+        whitebox_num_examples=0,   # > 0: only the first N examples in the costly blocks (whitebox, cw, curve, checks)
         eps_curve=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4), out_dir=config_dict.placeholder(str)))
     return c

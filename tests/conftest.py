@@ -18,3 +18,14 @@ def tiny_config(tmp_path):
     c = mnist_tiny.get_config()
     c.workdir = str(tmp_path / "wd")
     return c
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory):
+    """configs/mnist_tiny.py with a tiny LeNet already trained in a module-wide temporary workdir."""
+    from configs import mnist_tiny
+    from ipgan_jax.training.classifier import train_classifier
+    c = mnist_tiny.get_config()
+    c.workdir = str(tmp_path_factory.mktemp("trained_tiny") / "wd")
+    train_classifier(c)
+    return c

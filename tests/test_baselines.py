@@ -7,20 +7,11 @@ import optax
 import pytest
 
 from ipgan_jax.defenses import DEFENSES, load_defense
-from ipgan_jax.defenses.ape_gan import Conv, ConvTranspose, StridedConv
+from ipgan_jax.models.fast_conv import Conv, ConvTranspose, StridedConv
 from ipgan_jax.defenses.loop import defense_dir, train_defense
-from ipgan_jax.training.classifier import load_classifier, train_classifier
+from ipgan_jax.training.classifier import load_classifier
 
 BASELINES = ("ape_gan", "defense_gan", "dae", "uipd", "grip_gan")
-
-
-@pytest.fixture(scope="module")
-def trained_tiny(tmp_path_factory):
-    from configs import mnist_tiny
-    c = mnist_tiny.get_config()
-    c.workdir = str(tmp_path_factory.mktemp("baselines") / "wd")
-    train_classifier(c)
-    return c
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,7 @@ def trained_workdir(tmp_path_factory):
 def test_run_eval_end_to_end(trained_workdir):
     r = subprocess.run([sys.executable, "run_eval.py", "--config", "configs/mnist_tiny.py",
                         f"--config.workdir={trained_workdir}", "--classifiers", "lenet",
-                        "--blocks", "oblivious,whitebox,cw,curve,checks"],
+                        "--blocks", "oblivious,whitebox,cw,curve,checks", "--config.eval.whitebox_num_examples=40"],
                        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, IPGAN_PROGRESS="0"))
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout
@@ -95,6 +95,9 @@ def test_run_eval_end_to_end(trained_workdir):
     assert {"oblivious", "whitebox", "cw_distortion"} <= blocks
     cell = next(c for c in data["cells"] if c["block"] == "oblivious" and c["defense"] == "none" and c["attack"] == "pgd")
     assert cell["n"] == 64 and cell["dsr"] == 0.0          # no defense never defends
+    wb = next(c for c in data["cells"] if c["block"] == "whitebox" and c["defense"] == "ipgan")
+    assert wb["n"] == 40                                    # costly blocks: the first 40 examples only
+    assert data["meta"]["whitebox_num_examples"] == 40
     assert (ev / "results.csv").read_text().startswith("block,attack,classifier,defense")
     assert (ev / "grid_lenet_ipgan.png").stat().st_size > 1000
     assert (ev / "curve_lenet.png").stat().st_size > 1000

@@ -16,7 +16,7 @@ from ipgan_jax.defenses.loop import defense_dir, train_defense
 from ipgan_jax.models.discriminator import get_discriminator
 from ipgan_jax.models.fusion import fuse
 from ipgan_jax.models.generator import get_generator
-from ipgan_jax.training.classifier import load_classifier, train_classifier
+from ipgan_jax.training.classifier import load_classifier
 from ipgan_jax.training.logging import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,15 +55,6 @@ def test_loss_terms_on_known_inputs():
     logits = jnp.array([[0.0, np.log(3.0)], [0.0, 0.0]])
     ce = losses.classification_loss(logits, jnp.array([1, 0]))
     assert float(ce) == pytest.approx((-np.log(0.75) + np.log(2)) / 2, rel=1e-5)
-
-
-@pytest.fixture(scope="module")
-def trained_tiny(tmp_path_factory):
-    from configs import mnist_tiny
-    c = mnist_tiny.get_config()
-    c.workdir = str(tmp_path_factory.mktemp("ipgan") / "wd")
-    train_classifier(c)
-    return c
 
 
 def _batch(config, n=32):

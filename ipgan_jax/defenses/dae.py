@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import optax
 
 from ipgan_jax import losses
-from ipgan_jax.defenses.ape_gan import Conv, JitSampleRows, attack_config, section_num_steps
+from ipgan_jax.defenses.ape_gan import JitSampleRows, attack_config, section_num_steps
+from ipgan_jax.models.fast_conv import Conv
 from ipgan_jax.defenses.base import DefenseTrainer
 from ipgan_jax.defenses.training_attacks import make_training_attack
 

@@ -49,7 +49,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ipgan_jax.defenses.ape_gan import ConvTranspose, JitSampleRows, StridedConv, section_num_steps
+from ipgan_jax.defenses.ape_gan import JitSampleRows, section_num_steps
+from ipgan_jax.models.fast_conv import ConvTranspose, StridedConv
 from ipgan_jax.defenses.base import DefenseTrainer
 
 

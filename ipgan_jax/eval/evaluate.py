@@ -15,7 +15,6 @@ computed from the same runs (``sanity_checks``).
 """
 from __future__ import annotations
 
-import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -28,7 +27,6 @@ from ipgan_jax.data.pipeline import dataset_family, make_loader
 from ipgan_jax.defenses import load_defense
 from ipgan_jax.eval import metrics as M
 from ipgan_jax.training.classifier import load_classifier
-from ipgan_jax.training.logging import progress
 
 TRANSFER_ATTACKS = ("fgsm", "pgd", "mifgsm")
 
@@ -117,6 +115,22 @@ class Evaluator:
             cfg.image_size = size
             self._batches[size] = load_examples(cfg, self.num_examples, self.config.eval.batch_size)
         return self._batches[size]
+
+    def costly_batches_of(self, clf):
+        """The batches for the costly blocks (white-box, C&W, eps curve, checks): the first
+        ``config.eval.whitebox_num_examples`` examples (all when unset or 0)."""
+        limit = self.config.eval.get("whitebox_num_examples") or 0
+        if not limit:
+            return self.batches_of(clf)
+        out, left = [], int(limit)
+        for b in self.batches_of(clf):
+            if left <= 0:
+                break
+            m = np.asarray(b["mask"])
+            keep = m & (np.cumsum(m) <= left)
+            left -= int(keep.sum())
+            out.append({**b, "mask": keep})
+        return out
 
     @property
     def batches(self):
@@ -225,7 +239,7 @@ class Evaluator:
                     continue
                 fns = [self._whitebox_fn(clf, d, "pgd", steps=cfg.whitebox_steps, restarts=cfg.whitebox_restarts,
                                          loss=loss, random_start=True) for loss in ("ce", "margin")]
-                for i, b in enumerate(self.batches_of(clf)):
+                for i, b in enumerate(self.costly_batches_of(clf)):
                     x, y, m = b["image"], b["label"], b["mask"]
                     worst_pd = worst_pa = None
                     for j, fn in enumerate(fns):
@@ -254,7 +268,7 @@ class Evaluator:
                 else:
                     fn = self._whitebox_fn(clf, d, "cw_l2")
                 cell = self._cell("cw_distortion", "cw_l2", clf, d)
-                for i, b in enumerate(self.batches_of(clf)):
+                for i, b in enumerate(self.costly_batches_of(clf)):
                     x, y, m = b["image"], b["label"], b["mask"]
                     out = fn(x, y, jax.random.fold_in(self.key, 5000 + i))
                     if d == "none":
@@ -280,7 +294,7 @@ class Evaluator:
                     over = dict(eps=eps, steps=20, step_size=max(eps / 8, 1e-4))
                     cnt_o = {k: 0 for k in Cell().counts}
                     cnt_w = dict(cnt_o)
-                    for i, b in enumerate(self.batches_of(clf)):
+                    for i, b in enumerate(self.costly_batches_of(clf)):
                         x, y, m = b["image"], b["label"], b["mask"]
                         key = jax.random.fold_in(self.key, 7000 + i)
                         _, pc, pa, per_def, _, _ = self._oblivious_fn(clf, attack, **over)(x, y, key)
@@ -303,7 +317,7 @@ class Evaluator:
         for (clf, d), dfn in self.defend_fns.items():
             if d == "none":
                 continue
-            b = self.batches_of(clf)[0]
+            b = self.costly_batches_of(clf)[0]
             x, y = jnp.asarray(b["image"]), jnp.asarray(b["label"])
             f = _logits_fn(*self.targets[clf])
             loss = lambda x: jnp.sum(cross_entropy(f(dfn(x)), y))  # noqa: E731
@@ -320,7 +334,7 @@ class Evaluator:
             cnt = {k: 0 for k in Cell().counts}
             fn = self._whitebox_fn(clf, d, "pgd", steps=s, random_start=False) if d != "none" else \
                 self._oblivious_fn(clf, "pgd", steps=s, random_start=False)
-            for i, b in enumerate(self.batches_of(clf)[:2]):
+            for i, b in enumerate(self.costly_batches_of(clf)[:2]):
                 x, y, m = b["image"], b["label"], b["mask"]
                 out = fn(x, y, jax.random.fold_in(self.key, 9000 + i))
                 pc, pa, pt = (out[1], out[2], out[3]) if d != "none" else (out[1], out[2], out[2])

@@ -127,7 +127,7 @@ def markdown(ev) -> str:
 def sanity_checks(ev, tol: float | None = None) -> list[dict]:
     """The checks every robustness evaluation should pass; each: name, ok, detail."""
     checks = []
-    n = max(1, sum(int(np.sum(b["mask"])) for b in ev.batches))
+    n = max(1, sum(int(np.sum(b["mask"])) for b in ev.costly_batches_of(ev.classifiers[0])))
     tol = tol if tol is not None else 2.0 / n
     for (clf, d), curve in ev.curves.items():
         if d == "none":
