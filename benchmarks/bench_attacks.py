@@ -25,7 +25,6 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 import attack_fixtures as af  # noqa: E402
 from ipgan_jax import attacks as A  # noqa: E402

@@ -72,7 +72,7 @@ def get_config():
         dict(name="mifgsm", eps=0.3, eps_min=0.1, steps=5, step_size=0.06),
     ]
     c.train = ml_collections.ConfigDict(dict(
-        batch_size=64, num_steps=1500, log_every=50, eval_every=250, eval_batch_size=256,
+        batch_size=64, num_steps=3000, log_every=50, eval_every=250, eval_batch_size=256,
         checkpoint_every=250, keep=3, sample_every=500))
 
     # Evaluation (run_eval.py).

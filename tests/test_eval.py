@@ -101,6 +101,7 @@ def test_run_eval_end_to_end(trained_workdir):
     assert (ev / "results.csv").read_text().startswith("block,attack,classifier,defense")
     assert (ev / "grid_lenet_ipgan.png").stat().st_size > 1000
     assert (ev / "curve_lenet.png").stat().st_size > 1000
+    assert (ev / "dsr_curve_lenet.png").stat().st_size > 1000
     assert data["sanity_checks"]
 
 

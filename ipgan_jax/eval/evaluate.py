@@ -283,13 +283,13 @@ class Evaluator:
                         bar.update(1)
 
     def run_eps_curve(self, attack="pgd", bar=None):
-        """Undefended / defended (oblivious) / defended (white-box) accuracy vs eps for PGD-20."""
+        """Undefended / defended (oblivious) / defended (white-box) accuracy and DSR vs eps, PGD-20."""
         eps_list = [float(e) for e in self.config.eval.eps_curve]
         for clf in self.classifiers:
             for d in self.defenses:
                 if d != "none" and (clf, d) not in self.defend_fns:
                     continue
-                obl, wb = [], []
+                obl, wb, obl_dsr, wb_dsr = [], [], [], []
                 for eps in eps_list:
                     over = dict(eps=eps, steps=20, step_size=max(eps / 8, 1e-4))
                     cnt_o = {k: 0 for k in Cell().counts}
@@ -307,9 +307,13 @@ class Evaluator:
                                 cnt_w[k] += int(v)
                         if bar is not None:
                             bar.update(1)
-                    obl.append(M.rates(cnt_o)["robust_acc"])
-                    wb.append(M.rates(cnt_w)["robust_acc"] if d != "none" else float("nan"))
-                self.curves[(clf, d)] = {"eps": eps_list, "oblivious": obl, "whitebox": wb}
+                    r_o, r_w = M.rates(cnt_o), M.rates(cnt_w)
+                    obl.append(r_o["robust_acc"])
+                    obl_dsr.append(r_o["dsr"])
+                    wb.append(r_w["robust_acc"] if d != "none" else float("nan"))
+                    wb_dsr.append(r_w["dsr"] if d != "none" else float("nan"))
+                self.curves[(clf, d)] = {"eps": eps_list, "oblivious": obl, "whitebox": wb,
+                                         "oblivious_dsr": obl_dsr, "whitebox_dsr": wb_dsr}
 
     def gradient_check(self):
         """Mean |d CE(f(d(x)))/dx| and the fraction of examples whose gradient is exactly 0."""

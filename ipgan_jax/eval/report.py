@@ -60,7 +60,9 @@ def markdown(ev) -> str:
         attacks = sorted({k[1] for k in ev.cells if k[0] == block})
         if not attacks:
             continue
-        lines.append(f"\n**{BLOCK_TITLES[block]}** (attacks: {', '.join(attacks)})\n")
+        n_block = max(c.counts["n"] for k, c in ev.cells.items() if k[0] == block and k[1] == attacks[0])
+        lines.append(f"\n**{BLOCK_TITLES[block]}** (attacks: {', '.join(attacks)}; {n_block} images per "
+                     "classifier and attack)\n")
         lines.append("| defense | " + " | ".join(f"{CLASSIFIER_NAMES.get(c, c)} DSR" for c in clfs) + " | "
                      + " | ".join(f"{CLASSIFIER_NAMES.get(c, c)} rob. acc" for c in clfs) + " |")
         lines.append("|---" * (1 + 2 * len(clfs)) + "|")
@@ -121,6 +123,15 @@ def markdown(ev) -> str:
                 succ = 1 - s["robust_acc"]
                 row.append(f"{s.get('median_l2', float('nan')):.3f} ({100 * succ:.1f}%)")
             lines.append(f"| {CLASSIFIER_NAMES.get(c, c)} | " + " | ".join(row) + " |")
+    if ev.curves:
+        eps = next(iter(ev.curves.values()))["eps"]
+        lines.append("\n**Robust accuracy (%) vs eps, PGD-20: oblivious / white-box through the defense**\n")
+        lines.append("| classifier | defense | " + " | ".join(f"eps {e:g}" for e in eps) + " |")
+        lines.append("|---" * (2 + len(eps)) + "|")
+        for (c, d), cur in ev.curves.items():
+            row = [_pct(o) if d == "none" else f"{_pct(o)} / {_pct(w)}"
+                   for o, w in zip(cur["oblivious"], cur["whitebox"])]
+            lines.append(f"| {CLASSIFIER_NAMES.get(c, c)} | {DEFENSE_NAMES.get(d, d)} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -212,7 +223,7 @@ def write_outputs(ev, out_dir, checks, meta) -> dict:
                 labels += [f"{a} adv", f"{a} inv.pert.", f"{a} rec"]
             if rows_img:
                 files[f"grid_{clf}_{d}"] = image_grid(rows_img, labels, out_dir / f"grid_{clf}_{d}.png")
-        series = {}
+        series, dsr_series = {}, {}
         eps = None
         for d in ev.defenses:
             cur = ev.curves.get((clf, d))
@@ -224,9 +235,15 @@ def write_outputs(ev, out_dir, checks, meta) -> dict:
             else:
                 series[f"{d} (oblivious)"] = cur["oblivious"]
                 series[f"{d} (white-box)"] = cur["whitebox"]
+                dsr_series[f"{d} (oblivious)"] = cur["oblivious_dsr"]
+                dsr_series[f"{d} (white-box)"] = cur["whitebox_dsr"]
+        name = CLASSIFIER_NAMES.get(clf, clf)
         if series:
             files[f"curve_{clf}"] = line_plot(eps, series, out_dir / f"curve_{clf}.png", "eps (Linf, pixels)",
-                                              "robust accuracy (PGD-20)", f"{CLASSIFIER_NAMES.get(clf, clf)}")
+                                              "robust accuracy (PGD-20)", name)
+        if dsr_series:
+            files[f"dsr_curve_{clf}"] = line_plot(eps, dsr_series, out_dir / f"dsr_curve_{clf}.png",
+                                                  "eps (Linf, pixels)", "DSR (PGD-20)", name)
     return files
 
 

@@ -109,7 +109,22 @@ class Conv(nn.Module):
         return y
 
 
-class StridedConv(nn.Module):
+class _StridedLayer(nn.Module):
+    """Fields and parameters shared by StridedConv / ConvTranspose (flax's names and inits)."""
+    features: int
+    kernel_size: int = 3
+    strides: int = 2
+    use_bias: bool = True
+
+    def _kernel(self, cin):
+        k = self.kernel_size
+        return self.param("kernel", nn.initializers.lecun_normal(), (k, k, cin, self.features))
+
+    def _bias(self, y):
+        return y + self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else y
+
+
+class StridedConv(_StridedLayer):
     """``nn.Conv(features, (k, k), strides=s, padding='SAME')`` (same params), computed fast.
 
     Evaluated as a stride-1 ``conv_s1`` on the space-to-depth (s x s blocks -> channels) input
@@ -118,16 +133,13 @@ class StridedConv(nn.Module):
     with odd sizes, 7 -> 4, as in the WGAN-GP critic). It wastes some MACs (zero taps), so
     plain ``nn.Conv`` is used where XLA:CPU's own strided gradients are fast (APE-GAN's nets).
     """
-    features: int
     kernel_size: int = 3
-    strides: int = 2
-    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x):
         k, s, f = self.kernel_size, self.strides, self.features
         b, h, w, cin = x.shape
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, cin, f))
+        kernel = self._kernel(cin)
         ho, wo = -(-h // s), -(-w // s)
         p_lo = max((ho - 1) * s + k - h, 0) // 2                    # lax 'SAME' (same in H and W
         p_lo_w = max((wo - 1) * s + k - w, 0) // 2                  # for square inputs)
@@ -147,13 +159,10 @@ class StridedConv(nn.Module):
         kp = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
         wt = kp[iy[:, :, None, None], ix[None, None, :, :]]             # [Qy, s, Qx, s, C_in, F]
         wt = wt.transpose(0, 2, 1, 3, 4, 5).reshape(iy.shape[0], ix.shape[0], s * s * cin, f)
-        y = conv_s1(xs, wt, (pad_y, pad_x))
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (f,))
-        return y
+        return self._bias(conv_s1(xs, wt, (pad_y, pad_x)))
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(_StridedLayer):
     """``nn.ConvTranspose(features, (k, k), strides=(s, s), padding='SAME')``, computed fast.
 
     Same parameters ('kernel' [k, k, C_in, F], 'bias' [F], same init) and the same function as
@@ -161,16 +170,13 @@ class ConvTranspose(nn.Module):
     the s*s output phases as channels, then a depth-to-space shuffle (sub-pixel form). XLA:CPU
     runs lax.conv_transpose (an input-dilated conv) ~10x slower than this.
     """
-    features: int
     kernel_size: int = 4
-    strides: int = 2
-    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x):
         k, s, f = self.kernel_size, self.strides, self.features
         b, h, w, cin = x.shape
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, cin, f))
+        kernel = self._kernel(cin)
         # lax.conv_transpose 'SAME': output o = s*i - j + a for input i, kernel tap j.
         a = k - 1 if s > k - 1 else -(-(k + s - 2) // 2)
         # output s*m + p reads input m + d through tap j = s*d - p + a (when 0 <= j < k)
@@ -184,7 +190,4 @@ class ConvTranspose(nn.Module):
         t = len(taps)
         wt = wt.transpose(0, 2, 4, 1, 3, 5).reshape(t, t, cin, s * s * f)
         y = conv_s1(x, wt, ((-d_lo, d_hi), (-d_lo, d_hi)))
-        y = y.reshape(b, h, w, s, s, f).transpose(0, 1, 3, 2, 4, 5).reshape(b, h * s, w * s, f)
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (f,))
-        return y
+        return self._bias(y.reshape(b, h, w, s, s, f).transpose(0, 1, 3, 2, 4, 5).reshape(b, h * s, w * s, f))
