@@ -20,9 +20,10 @@ flags.DEFINE_integer("num_examples", None, "test images per cell (default config
 flags.DEFINE_string("attacks", None, "comma list (default config.eval.attacks): fgsm,pgd,bim,mifgsm,cw_l2,deepfool")
 flags.DEFINE_string("defenses", None, "comma list (default config.eval.defenses), e.g. none,ipgan")
 flags.DEFINE_string("classifiers", None, "comma list (default config.classifiers)")
-flags.DEFINE_string("blocks", "oblivious,transfer,whitebox,cw,curve,checks",
-                    "which parts to run: oblivious,transfer,whitebox,cw,curve,checks")
+flags.DEFINE_string("blocks", None, "comma list (default config.eval.blocks) of the parts to run: "
+                    "oblivious,transfer,whitebox,cw,curve,checks")
 FLAGS = flags.FLAGS
+ALL_BLOCKS = "oblivious,transfer,whitebox,cw,curve,checks"
 
 
 def _split(s):
@@ -43,8 +44,8 @@ def main(argv):
     classifiers = _split(FLAGS.classifiers or ",".join(config.classifiers))
     defenses = _split(FLAGS.defenses or config.eval.defenses)
     attacks = _split(FLAGS.attacks or config.eval.attacks)
-    blocks = set(_split(FLAGS.blocks))
-    unknown = blocks - {"oblivious", "transfer", "whitebox", "cw", "curve", "checks"}
+    blocks = set(_split(FLAGS.blocks or config.eval.get("blocks", ALL_BLOCKS)))
+    unknown = blocks - set(_split(ALL_BLOCKS))
     if unknown:
         raise ValueError(f"unknown --blocks {sorted(unknown)}")
     n = FLAGS.num_examples or config.eval.num_examples
@@ -52,18 +53,20 @@ def main(argv):
     ev = Evaluator(config, classifiers, defenses, attacks, n, seed=config.seed)
     nb, nc = len(ev.batches), len(ev.costly_batches_of(classifiers[0]))
     nd = len([d for d in defenses if d != "none"])
+    def source_of(clf):
+        src = config.eval.transfer_source
+        return config.eval.transfer_source_for_mcnn if clf == src else src
+
+    transfer_clfs = [c for c in classifiers if source_of(c) != c]  # a classifier is never its own surrogate
     work = {"oblivious": len(classifiers) * len(attacks) * nb,
-            "transfer": len(classifiers) * len([a for a in TRANSFER_ATTACKS if a in attacks]) * nb,
+            "transfer": len(transfer_clfs) * len([a for a in TRANSFER_ATTACKS if a in attacks]) * nb,
             "whitebox": len(classifiers) * nd * nc, "cw": len(classifiers) * (nd + 1) * nc,
             "curve": len(classifiers) * (nd + 1) * len(config.eval.eps_curve) * nc}
     bar = progress(sum(v for k, v in work.items() if k in blocks), desc="eval")
     ev.run_clean()
     if "oblivious" in blocks:
         ev.run_oblivious(bar=bar)
-    if "transfer" in blocks and len(classifiers) >= 1:
-        def source_of(clf):
-            src = config.eval.transfer_source
-            return config.eval.transfer_source_for_mcnn if clf == src else src
+    if "transfer" in blocks and transfer_clfs:
         from ipgan_jax.training.classifier import load_classifier
         for c in classifiers:
             s = source_of(c)
@@ -83,7 +86,7 @@ def main(argv):
         for c in classifiers:
             for d in defenses:
                 if d == "none" or (c, d) in ev.defend_fns:
-                    ev.steps_check(c, d)
+                    ev.steps_check(c, d, steps=tuple(config.eval.get("steps_check", (10, 100))))
     checks = sanity_checks(ev)
     out_dir = config.eval.out_dir or f"{config.workdir}/eval"
     meta = {"num_examples": n, "classifiers": classifiers, "defenses": defenses, "attacks": attacks,
@@ -93,6 +96,8 @@ def main(argv):
     files = write_outputs(ev, out_dir, checks, meta)
     print(markdown(ev))
     print("\n**Sanity checks**\n")
+    if not checks:
+        print("(none run: add `checks`, `curve` or `whitebox` to --blocks)")
     for ch in checks:
         print(f"- {'PASS' if ch['ok'] else 'WARNING'}: {ch['name']}: {ch['detail']}")
     print(f"\nwrote: {', '.join(str(p) for p in files.values())}  ({time.time() - t0:.0f} s)")

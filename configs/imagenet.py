@@ -57,6 +57,8 @@ def get_config(arg: str = "resnet50"):
         batch_size=64, num_steps=50000, log_every=100, eval_every=2000, eval_batch_size=64,
         checkpoint_every=2000, keep=3, sample_every=2000))
     c.eval = ml_collections.ConfigDict(dict(
+        blocks="oblivious,transfer,whitebox,cw,curve,checks",  # run_eval.py --blocks overrides
+        steps_check=(10, 100),     # PGD steps of the "more steps never help the defense" sanity check
         num_examples=1000, batch_size=50, attacks="fgsm,pgd,bim,mifgsm,cw_l2,deepfool",
         attack_params=dict(cw_l2=dict(binary_search_steps=5, steps=100, abort_early=True),
                            deepfool=dict(steps=20, candidates=10)),
@@ -69,8 +71,11 @@ def get_config(arg: str = "resnet50"):
         c.train.update(batch_size=4, num_steps=200, log_every=10, eval_every=100, eval_batch_size=20,
                        checkpoint_every=100, sample_every=100)
         c.ipgan.gen_width = 16
+        # C&W and the eps curve through EfficientNet + a 224-px generator cost ~1 h on a 2-core CPU:
+        # the demo runs the oblivious and white-box blocks and the sanity checks (~10 min).
         c.eval.update(num_examples=20, batch_size=20, attacks="fgsm,pgd,mifgsm", whitebox_steps=20,
-                      whitebox_restarts=1, transfer_source=classifier, transfer_source_for_mcnn=classifier)
+                      whitebox_restarts=1, transfer_source=classifier, transfer_source_for_mcnn=classifier,
+                      blocks="oblivious,whitebox,checks", steps_check=(5, 20))
     if tiny:
         c.train.update(batch_size=8, num_steps=2, log_every=1, eval_every=2, eval_batch_size=8,
                        checkpoint_every=1, sample_every=2)

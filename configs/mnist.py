@@ -77,6 +77,8 @@ def get_config():
 
     # Evaluation (run_eval.py).
     c.eval = ml_collections.ConfigDict(dict(
+        blocks="oblivious,transfer,whitebox,cw,curve,checks",  # run_eval.py --blocks overrides
+        steps_check=(10, 100),     # PGD steps of the "more steps never help the defense" sanity check
         num_examples=1000, batch_size=250, attacks="fgsm,pgd,bim,mifgsm,cw_l2,deepfool",
         attack_params=dict(cw_l2=dict(binary_search_steps=4, steps=100, lr=0.05, abort_early=True)),
         defenses="none,ipgan", transfer_source="mcnn", transfer_source_for_mcnn="lenet",

@@ -130,3 +130,29 @@ def test_sanity_checks_fire_on_masked_defense(trained_workdir):
     ev2 = Evaluator(c, ["lenet"], ["none", "ipgan"], ["pgd"], 64)
     ev2.gradient_check()
     assert all(ch["ok"] for ch in sanity_checks(ev2) if "gradients" in ch["name"])
+
+
+def test_markdown_leaves_out_blocks_that_did_not_run():
+    """A white-box-only run prints Block 3 but no empty Block 1 or per-attack table."""
+    from types import SimpleNamespace
+    from ipgan_jax.eval.evaluate import Cell
+    from ipgan_jax.eval.report import markdown
+    y = np.array([0, 1, 2, 3])
+    cell = Cell()
+    cell.add(M.counts(y, np.array([1, 1, 2, 0]), np.array([0, 2, 2, 0]), y), ssim_rec=np.ones(4))
+    ev = SimpleNamespace(classifiers=["lenet"], defenses=["none", "ipgan"], cells={("whitebox", "pgd", "lenet", "ipgan"): cell},
+                         clean_acc={("lenet", "none"): 1.0, ("lenet", "ipgan"): 1.0}, curves={})
+    out = markdown(ev)
+    assert "Block 3" in out and "Block 1" not in out and "Per attack" not in out
+    assert "up to 4 test images" in out
+    # the attack fools f on images 0 and 3, the defense restores image 0: DSR 1/2; robust accuracy 2/4
+    assert "| IP-GAN | 50.00 | 50.00 (" in out
+
+
+def test_image_grid_tile_scale_follows_image_size(tmp_path):
+    from PIL import Image
+    from ipgan_jax.eval.plots import image_grid
+    small, large = np.random.rand(8, 28, 28, 1), np.random.rand(8, 224, 224, 3)
+    w_small = Image.open(image_grid([small, small], ["clean", "x_rec"], tmp_path / "s.png")).size[0]
+    w_large = Image.open(image_grid([large], ["clean"], tmp_path / "l.png")).size[0]
+    assert w_small > 8 * 28 * 3 and w_large < 8 * 224 * 1.2    # MNIST tiles enlarged 3x, ImageNet tiles not

@@ -9,7 +9,7 @@ resized to the input's size. The net reads ``2x - 1`` (centred input): on raw [0
 with adversarial examples in the batch, Adam drove the sigmoid output into saturation (output
 0 everywhere, MSE stuck at ~0.1) within 20 steps. Stateless (no norm), so ``defend`` is a pure
 fn of (params, x).
-The convs are ``ape_gan.Conv`` (= ``nn.Conv`` 'SAME', with an input gradient that stays fast
+The convs are ``fast_conv.Conv`` (= ``nn.Conv`` 'SAME', with an input gradient that stays fast
 inside the attacks' ``lax`` loops on CPU).
 
 Training: pixel MSE ``mean (AE(x_in) - x)^2`` with ``x_in = clip(x_src + noise_std * N(0, I), 0, 1)``

@@ -53,9 +53,9 @@ def _pct(v):
 def markdown(ev) -> str:
     lines = []
     clfs, defs = ev.classifiers, ev.defenses
-    n = ev.cells and next(iter(ev.cells.values())).counts["n"]
-    lines.append(f"Evaluation on the first {n} test images per cell; DSR in %, paper's value in brackets "
-                 "where it has one. Cells pool all attacks of the block: " )
+    n = max((c.counts["n"] for c in ev.cells.values()), default=0)
+    lines.append(f"Evaluation on up to {n} test images per cell; DSR in %, paper's value in brackets "
+                 "where it has one. Block cells pool all attacks of the block.")
     for block in ("oblivious", "transfer", "whitebox"):
         attacks = sorted({k[1] for k in ev.cells if k[0] == block})
         if not attacks:
@@ -79,12 +79,15 @@ def markdown(ev) -> str:
                 acc_cells.append(f"{_pct(s['robust_acc'])} ({_pct(lo)}-{_pct(hi)})")
             lines.append(f"| {DEFENSE_NAMES.get(d, d)} | " + " | ".join(dsr_cells) + " | " + " | ".join(acc_cells) + " |")
     # ACC / ASR / SSIM per attack
-    lines.append("\n**Per attack (oblivious block): ACC / ASR / DSR / SSIM(x, x_rec) [SSIM(x, x_adv)]**\n")
-    lines.append("| classifier | attack | ACC | ASR | " + " | ".join(f"{DEFENSE_NAMES.get(d, d)} DSR" for d in defs
-                                                          if d != "none") + " | SSIM rec | SSIM adv |")
-    lines.append("|---" * (6 + len([d for d in defs if d != "none"])) + "|")
-    for c in clfs:
-        for a in sorted({k[1] for k in ev.cells if k[0] == "oblivious"}):
+    oblivious_attacks = sorted({k[1] for k in ev.cells if k[0] == "oblivious"})
+    defended = [DEFENSE_NAMES.get(d, d) for d in defs if d != "none"]
+    if oblivious_attacks:
+        lines.append("\n**Per attack (oblivious block): ACC / ASR / DSR / SSIM(x, x_rec) [SSIM(x, x_adv)]**\n")
+        lines.append("| classifier | attack | ACC | ASR | " + " | ".join(f"{name} DSR" for name in defended)
+                     + f" | SSIM rec ({'/'.join(defended)}) | SSIM adv |")
+        lines.append("|---" * (6 + len(defended)) + "|")
+    for c in clfs if oblivious_attacks else ():
+        for a in oblivious_attacks:
             base = ev.cells.get(("oblivious", a, c, "none"))
             if base is None:
                 continue
