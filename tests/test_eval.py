@@ -103,6 +103,8 @@ def test_run_eval_end_to_end(trained_workdir):
     assert (ev / "curve_lenet.png").stat().st_size > 1000
     assert (ev / "dsr_curve_lenet.png").stat().st_size > 1000
     assert data["sanity_checks"]
+    paired = next(ch for ch in data["sanity_checks"] if ch["name"].startswith("full white-box PGD at least"))
+    assert "(40 / 40 images)" in paired["detail"]          # compared with oblivious PGD on the same 40 images
 
 
 def test_sanity_checks_fire_on_masked_defense(trained_workdir):

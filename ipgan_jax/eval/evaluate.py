@@ -208,8 +208,12 @@ class Evaluator:
             if source_of is not None and source == clf:
                 print(f"note: transfer block skipped for {clf}: its surrogate would be itself")
                 continue
+            # the costly blocks see only the first whitebox_num_examples images: keep oblivious PGD counts
+            # on exactly those images too, so the white-box >= oblivious check compares paired examples
+            limited = bool(self.config.eval.get("whitebox_num_examples"))
             for a in attacks or self.attacks:
                 fn = self._oblivious_fn(clf, a, source)
+                subset = self.costly_batches_of(clf) if (limited and block == "oblivious" and a == "pgd") else []
                 for i, b in enumerate(self.batches_of(clf)):
                     key = jax.random.fold_in(jax.random.fold_in(self.key, i), zlib.crc32(a.encode()))
                     x, y, m = b["image"], b["label"], b["mask"]
@@ -225,6 +229,8 @@ class Evaluator:
                             pd, ssim_rec, x_rec = per_def[d]
                             cnt = M.counts(pc, pa, pd, y, m)
                             self._cell(block, a, clf, d).add(cnt, np.asarray(ssim_rec)[ok], np.asarray(ssim_adv)[ok])
+                            if i < len(subset):
+                                self._cell("oblivious_subset", a, clf, d).add(M.counts(pc, pa, pd, y, subset[i]["mask"]))
                             if i == 0 and block == "oblivious":
                                 self.samples[(clf, a, d)] = (np.asarray(x[:8]), np.asarray(x_adv[:8]),
                                                              np.asarray(x_rec[:8]))

@@ -171,12 +171,15 @@ def sanity_checks(ev, tol: float | None = None) -> list[dict]:
         for d in ev.defenses:
             if d == "none":
                 continue
-            ob = ev.cells.get(("oblivious", "pgd", clf, d))
+            # paired: the oblivious cell restricted to the white-box block's images when that is a subset
+            ob = ev.cells.get(("oblivious_subset", "pgd", clf, d)) or ev.cells.get(("oblivious", "pgd", clf, d))
             wb = ev.cells.get(("whitebox", "pgd", clf, d))
             if ob and wb:
                 o, w = ob.summary()["robust_acc"], wb.summary()["robust_acc"]
+                n_o, n_w = ob.counts["n"], wb.counts["n"]
                 checks.append({"name": f"full white-box PGD at least as strong as oblivious PGD ({clf}, {d})",
-                               "ok": w <= o + tol, "detail": f"robust acc white-box {w:.4f} vs oblivious {o:.4f}"})
+                               "ok": w <= o + tol, "detail": f"robust acc white-box {w:.4f} vs oblivious {o:.4f} "
+                                                             f"({n_w} / {n_o} images)"})
     return checks
 
 
