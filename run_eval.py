@@ -44,7 +44,7 @@ def main(argv):
     classifiers = _split(FLAGS.classifiers or ",".join(config.classifiers))
     defenses = _split(FLAGS.defenses or config.eval.defenses)
     attacks = _split(FLAGS.attacks or config.eval.attacks)
-    blocks = set(_split(FLAGS.blocks or config.eval.get("blocks", ALL_BLOCKS)))
+    blocks = set(_split(FLAGS.blocks or config.eval.blocks))
     unknown = blocks - set(_split(ALL_BLOCKS))
     if unknown:
         raise ValueError(f"unknown --blocks {sorted(unknown)}")
@@ -86,7 +86,7 @@ def main(argv):
         for c in classifiers:
             for d in defenses:
                 if d == "none" or (c, d) in ev.defend_fns:
-                    ev.steps_check(c, d, steps=tuple(config.eval.get("steps_check", (10, 100))))
+                    ev.steps_check(c, d, steps=tuple(config.eval.steps_check))
     checks = sanity_checks(ev)
     out_dir = config.eval.out_dir or f"{config.workdir}/eval"
     meta = {"num_examples": n, "classifiers": classifiers, "defenses": defenses, "attacks": attacks,

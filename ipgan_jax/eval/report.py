@@ -86,7 +86,7 @@ def markdown(ev) -> str:
         lines.append("| classifier | attack | ACC | ASR | " + " | ".join(f"{name} DSR" for name in defended)
                      + f" | SSIM rec ({'/'.join(defended)}) | SSIM adv |")
         lines.append("|---" * (6 + len(defended)) + "|")
-    for c in clfs if oblivious_attacks else ():
+    for c in clfs:
         for a in oblivious_attacks:
             base = ev.cells.get(("oblivious", a, c, "none"))
             if base is None:
