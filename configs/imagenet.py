@@ -35,6 +35,7 @@ def get_config(arg: str = "resnet50"):
     c.dataset = "imagenet_sample" if demo or tiny else "imagenet2012"
     c.data_dir = config_dict.placeholder(str)
     c.manual_dir = config_dict.placeholder(str)
+    c.validation_size = 0 if (demo or tiny) else 10000  # end of the train split; 0: no split (20-photo demo)
     c.image_size = INPUT_SIZE[classifier]
     c.channels = 3
     c.num_classes = 1000
@@ -46,7 +47,7 @@ def get_config(arg: str = "resnet50"):
     c.ipgan = ml_collections.ConfigDict(dict(
         generator="unet", gen_width=32, discriminator="patchgan", disc_width=64,
         eps_inv=32 / 255, l_pix=0.7, l_adv=0.3, l_cls=1.0, l_feat=1.0, feat_layer="penultimate",
-        lr_g=2e-4, lr_d=2e-4, b1=0.5, b2=0.999, clean_fraction=0.25, d_steps=1))
+        lr_g=2e-4, lr_d=2e-4, b1=0.5, b2=0.999, clean_fraction=0.25, d_steps=1, attack_sources="target"))
     c.train_attacks = [
         dict(name="fgsm", eps=16 / 255, eps_min=2 / 255),
         dict(name="pgd", eps=16 / 255, eps_min=2 / 255, steps=5, step_size=4 / 255, random_start=True),

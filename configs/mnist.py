@@ -17,6 +17,7 @@ def get_config():
     c.dataset = "mnist"
     c.data_dir = config_dict.placeholder(str)    # TFDS data_dir (default ~/.cache/ipgan_jax/tfds)
     c.manual_dir = config_dict.placeholder(str)  # TFDS manual_dir (ImageNet tars)
+    c.validation_size = 5000      # last 5k train images: monitoring / model selection, never trained on
     c.image_size = 28
     c.channels = 1
     c.num_classes = 10
@@ -39,6 +40,10 @@ def get_config():
         feat_layer="penultimate",    # phi in the feature loss: penultimate | logits
         lr_g=2e-4, lr_d=2e-4, b1=0.5, b2=0.999,
         clean_fraction=0.25,         # share of each batch passed through G without attack
+        # models the training attacks are crafted on, one drawn per step: 'target' (f; the paper)
+        # and/or other trained classifiers, e.g. "target,lenet_s1,alexnet_s1" (<arch>_<tag> names
+        # train an independent copy of <arch> on first use)
+        attack_sources="target",
         d_steps=1,
     ))
     # Baselines of Table 1 (--config.defense=<name>); ipgan_jax/defenses/<name>.py documents each.

@@ -8,6 +8,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
+from ipgan_jax.attacks.losses import cross_entropy
+
 
 def pixel_loss(x_rec, x):
     """Mean squared error per pixel, ``mean((x_rec - x)^2)``."""
@@ -27,8 +29,9 @@ def gan_discriminator_loss(d_real_logits, d_fake_logits):
 
 
 def classification_loss(logits, labels):
-    """Target-DNN guidance: cross-entropy of f(x_rec) against the true label."""
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    """Target-DNN guidance: cross-entropy of f(x_rec) against the true label (the float32-stable
+    form of :func:`ipgan_jax.attacks.losses.cross_entropy`)."""
+    return jnp.mean(cross_entropy(logits, labels))
 
 
 def feature_loss(feat_rec, feat_clean):

@@ -75,3 +75,14 @@ def test_missing_dataset_gives_clear_error(tmp_path, monkeypatch):
         pipeline.get_source("imagenet2012", "train", data_dir=str(tmp_path / "tfds"))
     with pytest.raises(ValueError, match="unknown dataset"):
         pipeline.get_source("cifar10", "train")
+
+
+def test_validation_split_is_the_end_of_train_and_disjoint_from_it():
+    train = pipeline.make_loader("mnist", "train", 100, train=False, validation_size=5000)
+    val = pipeline.make_loader("mnist", "validation", 100, train=False, validation_size=5000)
+    full = pipeline.make_loader("mnist", "train", 100, train=False)
+    assert (train.n, val.n, full.n) == (55000, 5000, 60000)
+    np.testing.assert_array_equal(val.batch(0)["image"], full.batch(550)["image"])
+    np.testing.assert_array_equal(train.batch(549)["image"], full.batch(549)["image"])
+    with pytest.raises(ValueError, match="validation"):
+        pipeline.make_loader("mnist", "validation", 100, train=False)

@@ -51,9 +51,19 @@ def best_other_class(logits, labels):
 
 
 def cross_entropy(logits, labels):
-    """Softmax cross-entropy per example: logsumexp(z) - z_y, float [B] (>= 0)."""
+    """Softmax cross-entropy per example, float [B] (>= 0), stable in float32 for its value and gradient.
+
+    Written as ``softplus(logsumexp_{j != y}(z_j - z_y))``, which equals ``logsumexp(z) - z_y``.
+    The textbook form has gradient ``p_y - 1`` at the label, which is exactly 0 in float32 once
+    the softmax maximum rounds to 1 (confident models), leaving only the tiny terms of the other
+    classes and a wrong input-gradient sign. Here the label's gradient is ``-sigmoid(s)`` with
+    ``s = logsumexp_{j != y}(z_j - z_y)``: the sum of the other classes' probabilities, never
+    rounded away against 1.
+    """
     z = _upcast(logits)
-    return jax.nn.logsumexp(z, axis=-1) - label_logit(z, labels)
+    rel = z - label_logit(z, labels)[:, None]
+    s = jax.nn.logsumexp(jnp.where(_label_mask(z, labels), -jnp.inf, rel), axis=-1)
+    return jax.nn.softplus(s)
 
 
 def margin(logits, labels):

@@ -140,7 +140,8 @@ class Loader:
     drop_remainder: bool = True
     preprocess: Optional[Callable[[np.ndarray], np.ndarray]] = None
     cache_in_memory: bool = True
-    num_examples: Optional[int] = None  # use only the first n records (after nothing else)
+    num_examples: Optional[int] = None  # use only the first n records of the range below
+    record_range: Optional[tuple] = None  # (lo, hi): serve only source records lo..hi-1
     process_index: Optional[int] = None
     process_count: Optional[int] = None
 
@@ -151,7 +152,11 @@ class Loader:
             raise ValueError(f"global_batch_size={self.global_batch_size} is not divisible by the "
                              f"number of hosts ({self.process_count})")
         n = len(self.source)
-        self.n = n if self.num_examples is None else min(n, int(self.num_examples))
+        lo, hi = (0, n) if self.record_range is None else (int(self.record_range[0]), int(self.record_range[1]))
+        if not 0 <= lo <= hi <= n:
+            raise ValueError(f"record_range={self.record_range} is outside the source's {n} records")
+        self._offset = lo
+        self.n = (hi - lo) if self.num_examples is None else min(hi - lo, int(self.num_examples))
         if self.n == 0:
             raise ValueError("the dataset split is empty")
         self.host_batch = self.global_batch_size // self.process_count
@@ -169,8 +174,9 @@ class Loader:
     def _read(self, idx):
         if self._images is not None:
             return self._images[idx], self._labels[idx]
-        recs = self.source.__getitems__([int(i) for i in idx]) if hasattr(self.source, "__getitems__") \
-            else [self.source[int(i)] for i in idx]
+        ids = [int(i) + self._offset for i in idx]
+        recs = self.source.__getitems__(ids) if hasattr(self.source, "__getitems__") \
+            else [self.source[i] for i in ids]
         return (np.stack([np.asarray(r["image"]) for r in recs]),
                 np.asarray([int(r["label"]) for r in recs], np.int64))
 
@@ -260,17 +266,63 @@ def resize_center_crop(size: int, crop_fraction: float = 0.875) -> Callable[[np.
     return fn
 
 
+SPLITS = ("train", "validation", "test")
+
+
+def split_range(split: str, num_records: int, validation_size: int):
+    """(source split, (lo, hi)) for a logical split.
+
+    'train' is the source's train split less its last ``validation_size`` records, 'validation'
+    is those last records (never trained on: monitoring and model selection), 'test' is the test
+    split (used only by run_eval.py). ``validation_size`` 0 gives the whole train split.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+    if split == "test":
+        return "test", None
+    if not 0 <= validation_size < num_records:
+        raise ValueError(f"validation_size={validation_size} must be in [0, {num_records})")
+    cut = num_records - validation_size
+    if split == "validation":
+        if validation_size == 0:
+            raise ValueError("split 'validation' is empty: set config.validation_size > 0")
+        return "train", (cut, num_records)
+    return "train", (0, cut)
+
+
 def make_loader(name: str, split: str, global_batch_size: int, *, seed: int = 0, train: bool = True,
                 image_size: Optional[int] = None, num_examples: Optional[int] = None,
-                data_dir: Optional[str] = None, manual_dir: Optional[str] = None) -> Loader:
-    """The loader a config asks for: shuffled+dropped for training, ordered+masked for eval."""
-    source = get_source(name, split, data_dir=data_dir, manual_dir=manual_dir)
+                data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
+                validation_size: int = 0) -> Loader:
+    """The loader a config asks for: shuffled+dropped for training, ordered+masked for eval.
+
+    ``split``: 'train' | 'validation' | 'test' (see :func:`split_range`); ``validation_size``
+    records at the end of the source's train split form 'validation'. ImageNet's 'test' is its
+    official validation set.
+    """
+    record_range = None
+    if split in ("train", "validation") and validation_size:
+        source = get_source(name, "train", data_dir=data_dir, manual_dir=manual_dir)
+        _, record_range = split_range(split, len(source), validation_size)
+    else:
+        if split == "validation":
+            split_range(split, 1, 0)  # raises: no validation records without validation_size
+        source = get_source(name, split, data_dir=data_dir, manual_dir=manual_dir)
     preprocess = None
     if name != "mnist" and image_size is not None:
         preprocess = resize_center_crop(image_size)
     return Loader(source, global_batch_size, seed=seed, shuffle=train, drop_remainder=train,
                   preprocess=preprocess, cache_in_memory=(name != "imagenet2012"),
-                  num_examples=num_examples)
+                  num_examples=num_examples, record_range=record_range)
+
+
+def config_loader(config, split: str, global_batch_size: int, *, train: bool,
+                  num_examples: Optional[int] = None) -> Loader:
+    """make_loader with the dataset, folders, image size, seed and validation_size of ``config``."""
+    return make_loader(config.dataset, split, global_batch_size, seed=config.seed, train=train,
+                       image_size=config.get("image_size"), num_examples=num_examples,
+                       data_dir=config.get("data_dir"), manual_dir=config.get("manual_dir"),
+                       validation_size=config.get("validation_size", 0) if split != "test" else 0)
 
 
 def dataset_family(name: str) -> str:

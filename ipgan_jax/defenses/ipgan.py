@@ -34,7 +34,31 @@ class IPGANTrainer(DefenseTrainer):
         self.generator = get_generator(cfg.generator, config.channels, cfg.gen_width, config.image_size)
         self.discriminator = get_discriminator(cfg.discriminator, cfg.disc_width)
         self.g_tx, self.d_tx = adam(cfg, cfg.lr_g), adam(cfg, cfg.lr_d)
-        self.make_adversarial = make_training_attack(config, self.target_logits)
+        self.make_adversarial = make_training_attack(config, self.attack_source_logits())
+
+    def attack_source_logits(self):
+        """Frozen logits fns of ``config.ipgan.attack_sources``, in order: 'target' is f, any other
+        name a trained classifier (trained first if missing). A name listed twice is drawn twice
+        as often."""
+        from ipgan_jax.training.classifier import load_classifier
+        names = [n.strip() for n in str(self.cfg.get("attack_sources", "target")).split(",") if n.strip()]
+        if "target" not in names:
+            raise ValueError(f"config.ipgan.attack_sources={self.cfg.attack_sources!r} must include 'target'")
+        fns, loaded = [], {}
+        for n in names:
+            if n == "target":
+                fns.append(self.target_logits)
+                continue
+            if n in loaded:
+                fns.append(loaded[n])
+                continue
+            if n == self.config.classifier:
+                raise ValueError(f"attack source {n!r} is the target itself: write 'target'")
+            module, variables = load_classifier(self.config, n, train_if_missing=True)
+            v = jax.lax.stop_gradient(variables)
+            loaded[n] = lambda x, m=module, v=v: m.apply(v, x, train=False)
+            fns.append(loaded[n])
+        return fns
 
     # -- pure pieces ---------------------------------------------------------------
     def defend(self, params, x):

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ipgan_jax.attacks import make_attack
-from ipgan_jax.data.pipeline import dataset_family, make_loader
+from ipgan_jax.data.pipeline import config_loader, dataset_family
 from ipgan_jax.eval import metrics as M
 from ipgan_jax.eval.plots import image_grid
 from ipgan_jax.training import parallel
@@ -40,10 +40,12 @@ def make_trainer(config, target_module, target_variables):
 
 
 def heldout_batch(config, n: int) -> dict:
-    """The first ``n`` test images: a fixed batch for monitoring during training."""
-    loader = make_loader(config.dataset, "test", n, train=False, data_dir=config.get("data_dir"),
-                         image_size=config.image_size, num_examples=n)
-    b = loader.batch(0)
+    """A fixed batch of ``n`` validation images (the end of the train split, never trained on) for
+    monitoring and model selection. Test images are never used here. Without a validation split
+    (``config.validation_size`` 0, e.g. the 20-photo ImageNet demo) the first training images are used.
+    """
+    split = "validation" if config.get("validation_size", 0) else "train"
+    b = config_loader(config, split, n, train=False, num_examples=n).batch(0)
     return {"image": b["image"], "label": b["label"]}
 
 
@@ -99,9 +101,8 @@ def train_defense(config, *, max_steps: int | None = None) -> dict:
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
     train_step = jax.jit(trainer.train_step, in_shardings=(rep, dat, rep), out_shardings=(rep, rep),
                          donate_argnums=(0,))
-    loader = make_loader(config.dataset, "train", config.train.batch_size, seed=config.seed, train=True,
-                         data_dir=config.get("data_dir"), image_size=config.image_size,
-                         num_examples=config.train.get("num_train_examples"))
+    loader = config_loader(config, "train", config.train.batch_size, train=True,
+                           num_examples=config.train.get("num_train_examples"))
     held = heldout_batch(config, config.train.eval_batch_size)
     monitor, make_samples = make_monitor(config, trainer)
     writer = MetricsWriter(out, resume_step=start, enabled=jax.process_index() == 0)

@@ -6,6 +6,10 @@ only the drawn one runs) and each example's budget is drawn uniformly in [eps_mi
 the attack runs at ``eps`` and its perturbation is scaled by ``eps_i / eps`` (still inside
 the example's eps_i ball and the [0,1] box). The first ``clean_fraction`` of the batch stays
 clean, so G also learns to leave clean images alone. The result carries no gradient.
+
+``logits_fn`` may also be a list of frozen classifiers (the target f first, then surrogates):
+each step then draws its source model uniformly as well, in the spirit of ensemble adversarial
+training (Tramer et al. 2018), so G also sees perturbations crafted on other models.
 """
 from __future__ import annotations
 
@@ -28,12 +32,16 @@ def make_training_attack(config, logits_fn, clean_fraction=None):
     if clean_fraction is None:
         clean_fraction = config.ipgan.clean_fraction if "ipgan" in config else 0.0
 
+    sources = list(logits_fn) if isinstance(logits_fn, (list, tuple)) else [logits_fn]
+    # one branch per (source, attack); branch b uses attack b % len(attacks)
+    branches = [lambda x, y, k, a=a, f=f: a(f, x, y, k) for f in sources for a in attacks]
+    lows = jnp.asarray([b[0] for b in eps_bounds] * len(sources))
+    highs = jnp.asarray([b[1] for b in eps_bounds] * len(sources))
+
     def fn(x, y, rng):
         k_sel, k_att, k_eps = jax.random.split(rng, 3)
-        idx = jax.random.randint(k_sel, (), 0, len(attacks))
-        lo = jnp.asarray([b[0] for b in eps_bounds])[idx]
-        hi = jnp.asarray([b[1] for b in eps_bounds])[idx]
-        branches = [lambda x, y, k, a=a: a(logits_fn, x, y, k) for a in attacks]
+        idx = jax.random.randint(k_sel, (), 0, len(branches))
+        lo, hi = lows[idx], highs[idx]
         x_adv = jax.lax.switch(idx, branches, x, y, k_att)
         scale = jax.random.uniform(k_eps, (x.shape[0], 1, 1, 1), minval=lo, maxval=hi) / hi
         x_adv = jnp.clip(x + (x_adv - x) * scale, 0.0, 1.0)

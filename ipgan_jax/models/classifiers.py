@@ -97,11 +97,23 @@ class AlexNetMNIST(nn.Module):
 MNIST_CLASSIFIERS = {"lenet": LeNet5, "mcnn": MCNN, "alexnet": AlexNetMNIST}
 
 
+def classifier_arch(name: str) -> str:
+    """The architecture of a classifier name: ``lenet`` -> ``lenet``; ``lenet_s1`` -> ``lenet``.
+
+    ``<arch>_<tag>`` names an independently trained copy of an MNIST architecture (its own
+    initialisation, seeded by the full name): the surrogate models used as extra attack sources
+    in training (``config.ipgan.attack_sources``).
+    """
+    arch = name.split("_", 1)[0]
+    return arch if ("_" in name and arch in MNIST_CLASSIFIERS) else name
+
+
 def get_classifier(name: str, num_classes: int = 10) -> nn.Module:
-    """Build a classifier module by name. MNIST: lenet | mcnn | alexnet. ImageNet names are
-    resolved by ``ipgan_jax.models.imagenet`` when it is installed."""
-    if name in MNIST_CLASSIFIERS:
-        return MNIST_CLASSIFIERS[name](num_classes=num_classes)
+    """Build a classifier module by name. MNIST: lenet | mcnn | alexnet, or ``<arch>_<tag>`` for an
+    independently trained copy (see :func:`classifier_arch`). ImageNet names are resolved by
+    ``ipgan_jax.models.imagenet`` when it is installed."""
+    if classifier_arch(name) in MNIST_CLASSIFIERS:
+        return MNIST_CLASSIFIERS[classifier_arch(name)](num_classes=num_classes)
     try:
         from ipgan_jax.models import imagenet
     except ImportError:

@@ -22,7 +22,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
 
-from ipgan_jax.data.pipeline import make_loader
+from ipgan_jax.data.pipeline import config_loader
 from ipgan_jax.models.classifiers import get_classifier
 from ipgan_jax.training import parallel
 from ipgan_jax.training.checkpoint import CheckpointError, Checkpointer, abstract_like
@@ -95,8 +95,8 @@ def train_classifier(config, name: str | None = None, *, max_steps: int | None =
     parallel.check_batch_size(cfg.batch_size, mesh)
     out = classifier_dir(config, name)
     model = get_classifier(name, config.num_classes)
-    train_loader = make_loader(config.dataset, "train", cfg.batch_size, seed=config.seed, train=True,
-                               data_dir=config.get("data_dir"), num_examples=cfg.get("num_train_examples"))
+    train_loader = config_loader(config, "train", cfg.batch_size, train=True,
+                                 num_examples=cfg.get("num_train_examples"))
     total = int(cfg.num_epochs * train_loader.steps_per_epoch) if cfg.num_steps <= 0 else int(cfg.num_steps)
     tx = _tx(cfg, total)
     rng = jax.random.PRNGKey(config.seed)
@@ -131,14 +131,17 @@ def train_classifier(config, name: str | None = None, *, max_steps: int | None =
         writer.close()
         return {"steps": stop, "test_accuracy": None}
     eval_bs = -(-cfg.eval_batch_size // mesh.devices.size) * mesh.devices.size
-    test_loader = make_loader(config.dataset, "test", eval_bs, train=False,
-                              data_dir=config.get("data_dir"))
-    acc = evaluate(model, {"params": state.params}, test_loader, mesh)
-    writer.write(total, {"test_accuracy": acc})
+    variables = {"params": state.params}
+    val_acc = None
+    if config.get("validation_size", 0):
+        val_acc = evaluate(model, variables, config_loader(config, "validation", eval_bs, train=False), mesh)
+    acc = evaluate(model, variables, config_loader(config, "test", eval_bs, train=False), mesh)
+    writer.write(total, {"test_accuracy": acc, **({"validation_accuracy": val_acc} if val_acc is not None else {})})
     writer.close()
-    export_params(out, state.params, {"classifier": name, "test_accuracy": acc, "steps": total,
-                                      "dataset": config.dataset})
-    return {"test_accuracy": acc, "steps": total}
+    export_params(out, state.params, {"classifier": name, "test_accuracy": acc, "validation_accuracy": val_acc,
+                                      "steps": total, "dataset": config.dataset,
+                                      "train_records": train_loader.n})
+    return {"test_accuracy": acc, "validation_accuracy": val_acc, "steps": total}
 
 
 def export_params(out: Path, params, meta: dict) -> None:
