@@ -32,15 +32,20 @@ def make_training_attack(config, logits_fn, clean_fraction=None):
     if clean_fraction is None:
         clean_fraction = config.ipgan.clean_fraction if "ipgan" in config else 0.0
 
-    sources = list(logits_fn) if isinstance(logits_fn, (list, tuple)) else [logits_fn]
-    # one branch per (source, attack); branch b uses attack b % len(attacks)
+    listed = list(logits_fn) if isinstance(logits_fn, (list, tuple)) else [logits_fn]
+    sources = list(dict.fromkeys(listed))          # unique, in order; a repeat raises its weight
+    weights = [listed.count(f) for f in sources]
+    # one branch per (source, attack): source weight / len(attacks) each
     branches = [lambda x, y, k, a=a, f=f: a(f, x, y, k) for f in sources for a in attacks]
+    probs = jnp.asarray([w for w in weights for _ in attacks], jnp.float32)
+    probs = probs / jnp.sum(probs)
     lows = jnp.asarray([b[0] for b in eps_bounds] * len(sources))
     highs = jnp.asarray([b[1] for b in eps_bounds] * len(sources))
 
     def fn(x, y, rng):
         k_sel, k_att, k_eps = jax.random.split(rng, 3)
-        idx = jax.random.randint(k_sel, (), 0, len(branches))
+        idx = jax.random.randint(k_sel, (), 0, len(branches)) if len(sources) == 1 else \
+            jax.random.choice(k_sel, len(branches), p=probs)
         lo, hi = lows[idx], highs[idx]
         x_adv = jax.lax.switch(idx, branches, x, y, k_att)
         scale = jax.random.uniform(k_eps, (x.shape[0], 1, 1, 1), minval=lo, maxval=hi) / hi
