@@ -35,7 +35,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
-    from ipgan_jax.config import check_config
+    from ipgan_jax.cli import check_config
     check_config(config)
     from ipgan_jax.eval.evaluate import TRANSFER_ATTACKS, Evaluator
     from ipgan_jax.eval.report import markdown, sanity_checks, write_outputs
@@ -104,5 +104,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from ipgan_jax.config import run_with_clear_errors
+    from ipgan_jax.cli import run_with_clear_errors
     run_with_clear_errors(lambda: app.run(main))

@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 
 from absl import app, logging
-from ml_collections import config_flags
 
-from ipgan_jax.config import check_config
+from ipgan_jax.cli import check_config, define_config_flag, run_with_clear_errors
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/mnist.py", "Path to an ml_collections config file.")
+_CONFIG = define_config_flag("configs/mnist.py")
 
 
 def main(argv):
@@ -24,9 +23,8 @@ def main(argv):
     config = _CONFIG.value
     check_config(config)
     from ipgan_jax.training.parallel import maybe_initialize_distributed
-    maybe_initialize_distributed(config.distributed)
-    import jax
-    logging.info("devices: %s", jax.devices())
+    maybe_initialize_distributed(config.distributed)   # before anything touches the devices
+    from ipgan_jax.defenses import train_defense
     from ipgan_jax.training.classifier import classifier_dir, train_classifier
     results = {}
     if config.stage in ("all", "classifier") and config.dataset == "mnist":
@@ -34,12 +32,10 @@ def main(argv):
             results["classifier"] = train_classifier(config)
             print(f"classifier {config.classifier}: test accuracy {results['classifier']['test_accuracy']:.4f}")
     if config.stage in ("all", "defense"):
-        from ipgan_jax.defenses import train_defense
         results["defense"] = train_defense(config)
         print(f"defense {config.defense} on {config.classifier}: {json.dumps(results['defense'])}")
     return 0
 
 
 if __name__ == "__main__":
-    from ipgan_jax.config import run_with_clear_errors
     run_with_clear_errors(lambda: app.run(main))

@@ -8,7 +8,7 @@
 The argument after ':' is ``<classifier>[,demo][,tiny]``. ``image_size`` follows the classifier
 (224, or 299 for Inception-v3). Data: TFDS ``imagenet2012`` prepared from the official tars in
 ``--config.manual_dir`` (see README). Weights: convert the Keras weight file once with
-``python -m ipgan_jax.port --model resnet50 --weights FILE --out <workdir>/classifiers/resnet50/pretrained``
+``python -m ipgan_jax.models.imagenet.weights.port --model resnet50 --weights FILE --out <workdir>/classifiers/resnet50/pretrained``
 (EfficientNet-Lite0's weights ship in a package and are converted automatically).
 
 ``demo``: no ImageNet on the machine: train and evaluate on the 20 labelled sample photos
@@ -18,7 +18,7 @@ The argument after ':' is ``<classifier>[,demo][,tiny]``. ``image_size`` follows
 import ml_collections
 from ml_collections import config_dict
 
-INPUT_SIZE = {"resnet50": 224, "vgg19": 224, "inception_v3": 299, "efficientnet_lite0": 224}
+from ipgan_jax.models.imagenet import INPUT_SIZE
 
 
 def get_config(arg: str = "resnet50"):
@@ -47,7 +47,7 @@ def get_config(arg: str = "resnet50"):
     c.ipgan = ml_collections.ConfigDict(dict(
         generator="unet", gen_width=32, discriminator="patchgan", disc_width=64,
         eps_inv=32 / 255, l_pix=0.7, l_adv=0.3, l_cls=1.0, l_feat=1.0, feat_layer="penultimate",
-        lr_g=2e-4, lr_d=2e-4, b1=0.5, b2=0.999, clean_fraction=0.25, d_steps=1, attack_sources="target"))
+        lr_g=2e-4, lr_d=2e-4, b1=0.5, b2=0.999, clean_fraction=0.25, attack_sources="target"))
     c.train_attacks = [
         dict(name="fgsm", eps=16 / 255, eps_min=2 / 255),
         dict(name="pgd", eps=16 / 255, eps_min=2 / 255, steps=5, step_size=4 / 255, random_start=True),
@@ -56,7 +56,8 @@ def get_config(arg: str = "resnet50"):
     # Sensible for one 80 GB GPU at 224 (fp32); scale with the number of devices.
     c.train = ml_collections.ConfigDict(dict(
         batch_size=64, num_steps=50000, log_every=100, eval_every=2000, eval_batch_size=64,
-        checkpoint_every=2000, keep=3, sample_every=2000))
+        checkpoint_every=2000, keep=3, sample_every=2000,
+        num_train_examples=config_dict.placeholder(int)))  # None: the whole train split
     c.eval = ml_collections.ConfigDict(dict(
         blocks="oblivious,transfer,whitebox,cw,curve,checks",  # run_eval.py --blocks overrides
         steps_check=(10, 100),     # PGD steps of the "more steps never help the defense" sanity check

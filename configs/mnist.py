@@ -44,7 +44,6 @@ def get_config():
         # and/or other trained classifiers, e.g. "target,lenet_s1,alexnet_s1" (<arch>_<tag> names
         # train an independent copy of <arch> on first use)
         attack_sources="target",
-        d_steps=1,
     ))
     # Baselines of Table 1 (--config.defense=<name>); ipgan_jax/defenses/<name>.py documents each.
     # num_steps > 0 overrides train.num_steps for that defense (0: use train.num_steps); the
@@ -78,7 +77,8 @@ def get_config():
     ]
     c.train = ml_collections.ConfigDict(dict(
         batch_size=64, num_steps=3000, log_every=50, eval_every=250, eval_batch_size=256,
-        checkpoint_every=250, keep=3, sample_every=500))
+        checkpoint_every=250, keep=3, sample_every=500,
+        num_train_examples=config_dict.placeholder(int)))  # None: the whole train split
 
     # Evaluation (run_eval.py).
     c.eval = ml_collections.ConfigDict(dict(

@@ -1,12 +1,11 @@
-"""Test setup: 8 emulated CPU devices (sharding tests), quiet progress bars, tiny configs."""
+"""Test setup: 8 emulated CPU devices (sharding tests), quiet progress bars, tiny configs.
+
+The package is imported as installed (``pip install -e .``; see README), not through sys.path edits.
+"""
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("IPGAN_PROGRESS", "0")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import pytest  # noqa: E402
 

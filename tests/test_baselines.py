@@ -6,9 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from ipgan_jax.defenses import DEFENSES, load_defense
+from ipgan_jax.defenses import DEFENSES, defense_dir, load_defense, train_defense
 from ipgan_jax.models.fast_conv import Conv, ConvTranspose, StridedConv
-from ipgan_jax.defenses.loop import defense_dir, train_defense
 from ipgan_jax.training.classifier import load_classifier
 
 BASELINES = ("ape_gan", "defense_gan", "dae", "uipd", "grip_gan")

@@ -13,9 +13,9 @@ from ipgan_jax.data.pipeline import make_loader
 from ipgan_jax.models.classifiers import get_classifier
 from ipgan_jax.training import parallel
 from ipgan_jax.training.checkpoint import CheckpointError
-from ipgan_jax.training.classifier import (classifier_dir, create_state, load_classifier, make_train_step,
-                                           train_classifier)
+from ipgan_jax.training.classifier import ClassifierTrainer, classifier_dir, load_classifier, train_classifier
 from ipgan_jax.training.logging import read_metrics
+from ipgan_jax.training.loop import jit_train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,10 +41,9 @@ def _batch(n=64, step=0):
 @pytest.mark.parametrize("name", ["lenet", "mcnn"])
 def test_classifier_learns(name):
     mesh = parallel.make_mesh()
-    model = get_classifier(name)
-    state = create_state(model, jax.random.PRNGKey(0), (28, 28, 1), optax.adam(1e-3))
-    state = parallel.replicate(state, mesh)
-    step = make_train_step(model, mesh)
+    trainer = ClassifierTrainer(get_classifier(name), optax.adam(1e-3), (28, 28, 1))
+    state = parallel.replicate(trainer.init_state(jax.random.PRNGKey(0)), mesh)
+    step = jit_train_step(trainer.train_step, mesh)
     batch = parallel.shard_batch(_batch(), mesh)
     losses = []
     for _ in range(15):
@@ -55,16 +54,17 @@ def test_classifier_learns(name):
 
 def test_same_step_on_1_and_8_devices():
     assert jax.device_count() == 8, "conftest sets 8 emulated CPU devices"
-    model = get_classifier("mcnn")  # has dropout: the rng must also be layout independent
+    # mcnn has dropout: the rng must also be layout independent
+    trainer = ClassifierTrainer(get_classifier("mcnn"), optax.adam(1e-3), (28, 28, 1))
     batch = _batch(64)
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
         mesh = parallel.make_mesh(devices)
-        state = parallel.replicate(create_state(model, jax.random.PRNGKey(0), (28, 28, 1), optax.adam(1e-3)), mesh)
-        step = make_train_step(model, mesh)
+        state = parallel.replicate(trainer.init_state(jax.random.PRNGKey(0)), mesh)
+        step = jit_train_step(trainer.train_step, mesh)
         for _ in range(3):
             state, m = step(state, parallel.shard_batch(batch, mesh), jax.random.PRNGKey(7))
-        results.append((jax.device_get(state.params), float(m["loss"])))
+        results.append((jax.device_get(state["params"]), float(m["loss"])))
     (p1, l1), (p8, l8) = results
     assert abs(l1 - l8) < 1e-5
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):

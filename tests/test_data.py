@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from ipgan_jax.data import pipeline
-from ipgan_jax.data.fetch import DatasetNotFoundError
+from ipgan_jax.data.wheels import DatasetNotFoundError
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from ipgan_jax.eval import metrics as M
+from ipgan_jax import metrics as M
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -153,7 +153,7 @@ def test_markdown_leaves_out_blocks_that_did_not_run():
 
 def test_image_grid_tile_scale_follows_image_size(tmp_path):
     from PIL import Image
-    from ipgan_jax.eval.plots import image_grid
+    from ipgan_jax.images import image_grid
     small, large = np.random.rand(8, 28, 28, 1), np.random.rand(8, 224, 224, 3)
     w_small = Image.open(image_grid([small, small], ["clean", "x_rec"], tmp_path / "s.png")).size[0]
     w_large = Image.open(image_grid([large], ["clean"], tmp_path / "l.png")).size[0]

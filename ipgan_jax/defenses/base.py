@@ -2,25 +2,37 @@
 
 Every defense (IP-GAN and the baselines) implements ``DefenseTrainer``:
 
-* ``init_state(rng)`` -> state pytree (params, optimiser states, ``'step'``: int32 scalar),
+* ``init_state(rng)`` -> state dict (params, optimiser states, ``'step'``: int32 scalar),
 * ``train_step(state, batch, rng)`` -> ``(state, metrics)``: pure, jitted and donated by the
-  shared loop in ``ipgan_jax.defenses.loop``, data-parallel over the ``'data'`` mesh axis,
+  shared loop (``ipgan_jax.training.loop``), data-parallel over the ``'data'`` mesh axis,
 * ``defense_params(state)`` -> the params ``defend`` needs at test time (exported),
 * ``defend(params, x)`` -> x_clean: float32 [B, H, W, C] in [0, 1] -> same shape/range.
 
 ``target_logits(x)`` / ``target_features(x)`` evaluate the frozen target classifier f; its
 variables are closed over as constants and wrapped in ``stop_gradient``, so no optimiser
 ever sees them.
+
+``num_steps()`` is ``config.<name>.num_steps`` when > 0, else ``config.train.num_steps``;
+``sample_rows`` gives the rows of the sample grids (subclasses add rows in ``extra_sample_rows``).
 """
 from __future__ import annotations
 
 import abc
 
 import jax
+import ml_collections
+
+from ipgan_jax.images import amplify
+
+
+def attack_config(config, specs):
+    """A minimal config for ``make_training_attack`` with its own attack list ``specs``."""
+    return ml_collections.ConfigDict({"train_attacks": [dict(s) for s in specs], "dataset": config.dataset})
 
 
 class DefenseTrainer(abc.ABC):
-    name: str = "defense"
+    name: str = "defense"               # also the config section read by num_steps()
+    change_label: str = "change x10"    # the sample-grid row of defend(x_adv) - x_adv (amplified)
 
     def __init__(self, config, target_module, target_variables):
         self.config = config
@@ -52,11 +64,19 @@ class DefenseTrainer(abc.ABC):
     def defend(self, params, x): ...
 
     def num_steps(self) -> int:
-        return int(self.config.train.num_steps)
+        """``config.<name>.num_steps`` when > 0, else the shared ``config.train.num_steps``."""
+        section = self.config.get(self.name)
+        own = int(section.get("num_steps", 0) or 0) if hasattr(section, "get") else 0
+        return own if own > 0 else int(self.config.train.num_steps)
 
     def sample_rows(self, params, x, x_adv):
-        """Rows for the sample image grid: list of (label, images [N,H,W,C] in [0,1])."""
-        from ipgan_jax.eval.plots import amplify
-        x_rec = self.defend(params, x_adv)
-        return [("clean", x), ("adversarial", x_adv), ("inv. pert. (scaled)", amplify(x_rec - x_adv)),
-                ("defended", x_rec)]
+        """Rows for the sample image grid: list of (label, images [N,H,W,C] in [0,1]); ``defend``
+        is jitted once (not run op by op)."""
+        if getattr(self, "_defend_jit", None) is None:
+            self._defend_jit = jax.jit(self.defend)
+        x_rec = self._defend_jit(params, x_adv)
+        return ([("clean", x), ("adversarial", x_adv), (self.change_label, amplify(x_rec - x_adv)),
+                 ("defended", x_rec)] + self.extra_sample_rows(params, x, x_adv))
+
+    def extra_sample_rows(self, params, x, x_adv):
+        return []

@@ -25,11 +25,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ipgan_jax import losses
-from ipgan_jax.defenses.ape_gan import JitSampleRows, attack_config, section_num_steps
-from ipgan_jax.models.fast_conv import Conv
-from ipgan_jax.defenses.base import DefenseTrainer
+from ipgan_jax.defenses import losses
+from ipgan_jax.defenses.base import DefenseTrainer, attack_config
 from ipgan_jax.defenses.training_attacks import make_training_attack
+from ipgan_jax.models.fast_conv import Conv
 
 _ACTS = {"relu": nn.relu, "sigmoid": nn.sigmoid, "leaky_relu": lambda h: nn.leaky_relu(h, 0.2)}
 
@@ -53,7 +52,7 @@ class DenoisingAutoencoder(nn.Module):
         return nn.sigmoid(conv(self.out_channels)(h))
 
 
-class DAETrainer(JitSampleRows, DefenseTrainer):
+class DAETrainer(DefenseTrainer):
     name = "dae"
 
     def __init__(self, config, target_module, target_variables):
@@ -66,9 +65,6 @@ class DAETrainer(JitSampleRows, DefenseTrainer):
             specs = cfg.get("train_attacks") or config.train_attacks
             self.make_adversarial = make_training_attack(
                 attack_config(config, specs), self.target_logits, clean_fraction=1.0 - cfg.adv_fraction)
-
-    def num_steps(self) -> int:
-        return section_num_steps(self.config, "dae")
 
     def defend(self, params, x):
         """x [B,H,W,C] in [0,1] -> AE(x) in [0,1]."""

@@ -49,9 +49,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ipgan_jax.defenses.ape_gan import JitSampleRows, section_num_steps
-from ipgan_jax.models.fast_conv import ConvTranspose, StridedConv
 from ipgan_jax.defenses.base import DefenseTrainer
+from ipgan_jax.models.fast_conv import ConvTranspose, StridedConv
 
 
 class WGANGenerator(nn.Module):
@@ -92,7 +91,7 @@ def _hash_images(x):
                    dtype=jnp.uint32)
 
 
-class DefenseGANTrainer(JitSampleRows, DefenseTrainer):
+class DefenseGANTrainer(DefenseTrainer):
     name = "defense_gan"
 
     def __init__(self, config, target_module, target_variables):
@@ -104,9 +103,6 @@ class DefenseGANTrainer(JitSampleRows, DefenseTrainer):
         self.g_tx = optax.adam(cfg.lr, b1=cfg.b1, b2=cfg.b2)
         self.d_tx = optax.adam(cfg.lr, b1=cfg.b1, b2=cfg.b2)
         self._bpda = self._make_bpda()
-
-    def num_steps(self) -> int:
-        return section_num_steps(self.config, "defense_gan")
 
     # -- the GAN -----------------------------------------------------------------------
     def generate(self, g_params, z):

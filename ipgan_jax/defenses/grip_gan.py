@@ -24,7 +24,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ipgan_jax.defenses.ape_gan import JitSampleRows, section_num_steps
 from ipgan_jax.defenses.ipgan import IPGANTrainer
 
 _OWN_FIELDS = ("num_steps", "input_noise", "l_margin", "margin")
@@ -37,8 +36,9 @@ def margin_loss(logits, labels, kappa):
     return jnp.mean(jax.nn.relu(kappa - (z_y - other)))
 
 
-class GRIPGANTrainer(JitSampleRows, IPGANTrainer):
+class GRIPGANTrainer(IPGANTrainer):
     name = "grip_gan"
+    change_label = "change x10"
 
     def __init__(self, config, target_module, target_variables):
         merged = config.copy_and_resolve_references()
@@ -68,6 +68,3 @@ class GRIPGANTrainer(JitSampleRows, IPGANTrainer):
             terms = {**terms, "margin": margin_loss(logits_rec, y, self.margin)}
             total = total + self.l_margin * terms["margin"]
         return total, (terms, x_rec, logits_rec)
-
-    def num_steps(self) -> int:
-        return section_num_steps(self.config, "grip_gan") if "grip_gan" in self.config else super().num_steps()

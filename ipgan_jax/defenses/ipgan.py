@@ -13,12 +13,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ipgan_jax import losses
+from ipgan_jax.defenses import losses
 from ipgan_jax.defenses.base import DefenseTrainer
 from ipgan_jax.defenses.training_attacks import make_training_attack
 from ipgan_jax.models.discriminator import get_discriminator
 from ipgan_jax.models.fusion import fuse
 from ipgan_jax.models.generator import get_generator
+from ipgan_jax.training.classifier import load_classifier
 
 
 def adam(cfg, lr):
@@ -27,6 +28,7 @@ def adam(cfg, lr):
 
 class IPGANTrainer(DefenseTrainer):
     name = "ipgan"
+    change_label = "inv. pert. (scaled)"
 
     def __init__(self, config, target_module, target_variables):
         super().__init__(config, target_module, target_variables)
@@ -40,7 +42,6 @@ class IPGANTrainer(DefenseTrainer):
         """Frozen logits fns of ``config.ipgan.attack_sources``, in order: 'target' is f, any other
         name a trained classifier (trained first if missing). A name listed twice is drawn twice
         as often."""
-        from ipgan_jax.training.classifier import load_classifier
         names = [n.strip() for n in str(self.cfg.get("attack_sources", "target")).split(",") if n.strip()]
         if "target" not in names:
             raise ValueError(f"config.ipgan.attack_sources={self.cfg.attack_sources!r} must include 'target'")

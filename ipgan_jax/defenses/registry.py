@@ -1,0 +1,57 @@
+"""The defenses by config name, and loading a trained one for evaluation.
+
+``DEFENSES`` maps ``config.defense`` to its trainer class; ``make_trainer`` builds the one a
+config names; ``load_defense`` returns a pure ``defend_fn(x) -> x_clean`` of exported params.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+
+from ipgan_jax.defenses.ape_gan import APEGANTrainer
+from ipgan_jax.defenses.dae import DAETrainer
+from ipgan_jax.defenses.defense_gan import DefenseGANTrainer
+from ipgan_jax.defenses.grip_gan import GRIPGANTrainer
+from ipgan_jax.defenses.ipgan import IPGANTrainer
+from ipgan_jax.defenses.uipd import UIPDTrainer
+from ipgan_jax.training.checkpoint import restore_params
+from ipgan_jax.training.classifier import load_classifier
+
+DEFENSES = {"ipgan": IPGANTrainer, "ape_gan": APEGANTrainer, "defense_gan": DefenseGANTrainer,
+            "dae": DAETrainer, "uipd": UIPDTrainer, "grip_gan": GRIPGANTrainer}
+
+
+def defense_dir(config, defense: str | None = None, classifier: str | None = None) -> Path:
+    return Path(config.workdir) / "defenses" / (defense or config.defense) / (classifier or config.classifier)
+
+
+def make_trainer(config, target_module, target_variables):
+    """The trainer of ``config.defense`` against the frozen target (module, variables)."""
+    if config.defense not in DEFENSES:
+        raise ValueError(f"config.defense={config.defense!r}: choose one of {sorted(DEFENSES)}")
+    return DEFENSES[config.defense](config, target_module, target_variables)
+
+
+def load_defense(config, defense: str, classifier: str | None = None, target=None):
+    """``(defend_fn, trainer)`` with ``defend_fn(x) -> x_clean`` for a trained defense.
+
+    'none' gives the identity. ``target`` = (module, variables) of f (loaded when omitted).
+    """
+    classifier = classifier or config.classifier
+    if defense == "none":
+        return (lambda x: x), None
+    if defense not in DEFENSES:
+        raise ValueError(f"unknown defense {defense!r}; choose one of {['none', *sorted(DEFENSES)]}")
+    cfg = config.copy_and_resolve_references()
+    cfg.defense, cfg.classifier = defense, classifier
+    module, variables = target if target is not None else load_classifier(cfg, classifier)
+    trainer = make_trainer(cfg, module, variables)
+    path = defense_dir(cfg) / "params"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no trained {defense} defense for {classifier} at {path}; train it with "
+            f"`python run_train.py --config <config> --config.defense={defense} --config.classifier={classifier}`")
+    abstract = jax.eval_shape(lambda: trainer.defense_params(trainer.init_state(jax.random.PRNGKey(0))))
+    params = restore_params(path, abstract, "defense params")
+    return (lambda x: trainer.defend(params, x)), trainer

@@ -1,0 +1,116 @@
+"""Training a defense: the target classifier, the trainer, and the shared loop with its monitor.
+
+``train_defense(config)``: load (or first train) the frozen target classifier, build the
+defense trainer named by ``config.defense``, then run it through the one training loop
+(``ipgan_jax.training.loop``: jitted, donated, data-parallel steps, exact resume from orbax
+checkpoints, progress bar, metrics as JSON lines + TensorBoard) with two periodic actions:
+held-out evaluation on the validation split (DSR under each training attack, clean accuracy
+after the defense, SSIM) and PNG sample grids. Exports the test-time params at the end to
+``<workdir>/defenses/<defense>/<classifier>/params``.
+"""
+from __future__ import annotations
+
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ipgan_jax import metrics as M
+from ipgan_jax.attacks import make_attack
+from ipgan_jax.data.pipeline import config_loader, dataset_family
+from ipgan_jax.defenses.registry import defense_dir, make_trainer
+from ipgan_jax.images import image_grid
+from ipgan_jax.training.checkpoint import export_params
+from ipgan_jax.training.classifier import load_classifier
+from ipgan_jax.training.loop import Periodic, TrainLoop
+
+
+def heldout_batch(config, n: int) -> dict:
+    """A fixed batch of ``n`` validation images (the end of the train split, never trained on) for
+    monitoring and model selection. Test images are never used here. Without a validation split
+    (``config.validation_size`` 0, e.g. the 20-photo ImageNet demo) the first training images are used.
+    """
+    split = "validation" if config.get("validation_size", 0) else "train"
+    b = config_loader(config, split, n, train=False, num_examples=n).batch(0)
+    return {"image": b["image"], "label": b["label"]}
+
+
+def make_monitor(config, trainer):
+    """jitted fn(params, x, y, key) -> {metric: value} for each training attack (oblivious)."""
+    specs = []
+    for s in config.train_attacks:
+        s = dict(s)
+        s.pop("eps_min", None)
+        specs.append(s)
+    attacks = [(s["name"], make_attack(s, dataset=dataset_family(config.dataset))) for s in specs]
+
+    def monitor(params, x, y, key):
+        logits_fn = trainer.target_logits
+        pred_clean = jnp.argmax(logits_fn(x), -1)
+        x_clean_def = trainer.defend(params, x)
+        out = {"clean_acc": jnp.mean(pred_clean == y),
+               "defended_clean_acc": jnp.mean(jnp.argmax(logits_fn(x_clean_def), -1) == y)}
+        for i, (name, attack) in enumerate(attacks):
+            x_adv = attack(logits_fn, x, y, jax.random.fold_in(key, i))
+            x_rec = trainer.defend(params, x_adv)
+            c = M.counts(pred_clean, jnp.argmax(logits_fn(x_adv), -1), jnp.argmax(logits_fn(x_rec), -1), y)
+            out[f"{name}/dsr"] = c["defended"] / jnp.maximum(c["attack_success"], 1)
+            out[f"{name}/asr"] = c["attack_success"] / jnp.maximum(c["clean_correct"], 1)
+            out[f"{name}/ssim_rec"] = jnp.mean(M.ssim(x, x_rec))
+            out[f"{name}/ssim_adv"] = jnp.mean(M.ssim(x, x_adv))
+        return out
+
+    first = attacks[0][1]
+    samples = jax.jit(lambda params, x, y, key: (first(trainer.target_logits, x, y, key),))
+    return jax.jit(monitor), samples
+
+
+def train_defense(config, *, max_steps: int | None = None) -> dict:
+    """Train (or resume) ``config.defense`` against ``config.classifier``; returns final monitor metrics.
+
+    ``max_steps`` stops after that many total steps without exporting (simulates a kill in tests).
+    """
+    out = defense_dir(config)
+    trainer = make_trainer(config, *load_classifier(config, train_if_missing=True))
+    init_rng, step_rng, mon_rng = jax.random.split(jax.random.fold_in(
+        jax.random.PRNGKey(config.seed), zlib.crc32(f"{config.defense}/{config.classifier}".encode())), 3)
+    total = trainer.num_steps()
+    loader = config_loader(config, "train", config.train.batch_size, train=True,
+                           num_examples=config.train.num_train_examples)
+    held = heldout_batch(config, config.train.eval_batch_size)
+    monitor, make_samples = make_monitor(config, trainer)
+    last = {}
+
+    def run_monitor(step, state):
+        params = trainer.defense_params(state)
+        last.clear()
+        last.update({k: float(v) for k, v in monitor(params, held["image"], held["label"], mon_rng).items()})
+        return last
+
+    def write_samples(step, state, name=None):
+        params = trainer.defense_params(state)
+        n = min(8, held["image"].shape[0])
+        (x_adv,) = make_samples(params, held["image"][:n], held["label"][:n], mon_rng)
+        rows = trainer.sample_rows(params, held["image"][:n], np.asarray(x_adv))
+        if jax.process_index() == 0:
+            image_grid([np.asarray(r) for _, r in rows], [lbl for lbl, _ in rows],
+                       out / "samples" / (name or f"step_{step:06d}.png"))
+
+    with TrainLoop(out, trainer, loader=loader, total_steps=total, cfg=config.train, init_rng=init_rng,
+                   step_rng=step_rng, desc=f"train {config.defense}/{config.classifier}") as loop:
+        def evaluate(step, state):
+            m = run_monitor(step, state)
+            loop.report(f"step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in m.items() if "dsr" in k or "acc" in k))
+            return m
+
+        actions = [Periodic(config.train.eval_every, evaluate, prefix="eval/"),
+                   Periodic(config.train.sample_every, write_samples)]
+        if not loop.run(actions, max_steps=max_steps):
+            return {"steps": min(total, max_steps)}
+        if not last:   # resumed at the end: the monitor has not run in this process
+            loop.writer.write(total, {f"eval/{k}": v for k, v in run_monitor(total, loop.state).items()})
+        write_samples(total, loop.state, "final.png")
+    export_params(out, jax.device_get(trainer.defense_params(loop.state)),
+                  {"defense": config.defense, "classifier": config.classifier, "steps": total, "heldout": last})
+    return {"steps": total, **{k: round(v, 4) for k, v in last.items()}}

@@ -1,0 +1,132 @@
+"""The one training loop: the target classifiers, IP-GAN and every baseline run through it.
+
+A *trainer* is any object with two pure functions over a state pytree (a dict with an int32
+``'step'`` entry):
+
+* ``init_state(rng) -> state``,
+* ``train_step(state, batch, rng) -> (state, metrics)``: ``batch`` is
+  ``{'image': float32 [B, H, W, C] in [0, 1], 'label': int32 [B]}`` (B global); the step folds
+  ``state['step']`` into ``rng`` itself, so the key of step k is a function of k alone.
+
+``TrainLoop`` jit-compiles ``train_step`` data-parallel (state replicated and donated, batch split
+over the ``'data'`` mesh axis), resumes from the latest orbax checkpoint (exactly: the data
+position and the per-step key are functions of the step), logs window averages to
+``metrics.jsonl`` and TensorBoard, draws a progress bar, and runs periodic actions
+(:class:`Periodic`, in the style of big_vision's ``itstime``) such as held-out evaluation and
+sample grids. The caller evaluates and exports after ``run`` (``checkpoint.export_params``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import jax
+import numpy as np
+from absl import logging
+
+from ipgan_jax.training import parallel
+from ipgan_jax.training.checkpoint import Checkpointer, abstract_like
+from ipgan_jax.training.logging import MetricsWriter, progress
+
+
+def itstime(step: int, every: int, total: Optional[int] = None) -> bool:
+    """True every ``every`` steps (never when ``every`` <= 0) and at the last step ``total``."""
+    return (every > 0 and step % every == 0) or (total is not None and step == total)
+
+
+@dataclasses.dataclass
+class Periodic:
+    """An action ``fn(step, state) -> dict | None`` run after step ``every``, ``2*every``, ... and
+    after the last step of the run's total. A returned dict is written to the metrics, each key
+    prefixed with ``prefix``."""
+    every: int
+    fn: Callable
+    prefix: str = ""
+
+    def __call__(self, step: int, total: int, state, writer: MetricsWriter) -> Optional[dict]:
+        if not itstime(step, self.every, total):
+            return None
+        out = self.fn(step, state)
+        if out:
+            writer.write(step, {f"{self.prefix}{k}": v for k, v in out.items()})
+        return out
+
+
+def jit_train_step(train_step, mesh):
+    """``train_step`` jit-compiled data-parallel: state replicated and donated, batch sharded."""
+    rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
+    return jax.jit(train_step, in_shardings=(rep, dat, rep), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def _mean(window: list) -> dict:
+    return {k: float(np.mean([float(w[k]) for w in window])) for k in window[0]}
+
+
+class TrainLoop:
+    """Train ``trainer`` for ``total_steps`` steps in ``workdir`` (resumes what is there).
+
+    ``cfg`` gives ``batch_size`` (global), ``log_every``, ``checkpoint_every`` and ``keep``.
+    ``init_rng`` seeds ``init_state``; ``step_rng`` is passed to every step. After ``__init__``,
+    ``state`` is the restored (or fresh) state, ``start`` its step, ``writer`` the metrics writer.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, trainer, *, loader, total_steps: int, cfg, init_rng,
+                 step_rng, desc: str = "train", mesh=None):
+        self.workdir = Path(workdir)
+        self.trainer, self.loader, self.total = trainer, loader, int(total_steps)
+        self.cfg, self.step_rng, self.desc = cfg, step_rng, desc
+        self.mesh = parallel.make_mesh() if mesh is None else mesh
+        parallel.check_batch_size(cfg.batch_size, self.mesh)
+        self.ckpt = Checkpointer(self.workdir / "checkpoints", save_every=cfg.checkpoint_every, keep=cfg.keep)
+        abstract = jax.eval_shape(trainer.init_state, init_rng)
+        self.state, self.start = self.ckpt.restore(abstract_like(abstract, parallel.replicated(self.mesh)))
+        if self.state is None:
+            self.state = parallel.replicate(jax.jit(trainer.init_state)(init_rng), self.mesh)
+        self.writer = MetricsWriter(self.workdir, resume_step=self.start, enabled=jax.process_index() == 0)
+        self.bar = None
+
+    def run(self, actions: Sequence[Periodic] = (), max_steps: Optional[int] = None) -> bool:
+        """Train up to step ``min(total_steps, max_steps)``; ``max_steps`` stops early as a kill
+        would (used by tests). Returns True when the run has reached ``total_steps``."""
+        total, cfg = self.total, self.cfg
+        stop = total if max_steps is None else min(total, max_steps)
+        train_step = jit_train_step(self.trainer.train_step, self.mesh)
+        self.bar = progress(total, initial=self.start, desc=self.desc)
+        t0, seen, window = time.time(), 0, []
+        for step, batch in zip(range(self.start, stop), self.loader.iterate(self.start)):
+            self.state, metrics = train_step(self.state, parallel.shard_batch(batch, self.mesh), self.step_rng)
+            window.append(metrics)
+            seen += cfg.batch_size
+            self.bar.update(1)
+            done = step + 1
+            if itstime(done, cfg.log_every, stop):
+                avg = _mean(window)
+                avg["images_per_sec"] = seen / (time.time() - t0)
+                self.writer.write(done, avg)
+                self.bar.set_postfix({k: f"{avg[k]:.4g}" for k in list(avg)[:3]})
+                window, seen, t0 = [], 0, time.time()
+            for action in actions:
+                action(done, total, self.state, self.writer)
+            self.ckpt.save(done, self.state, force=(done == stop))
+        self.bar.close()
+        self.ckpt.close()
+        return stop == total
+
+    def report(self, text: str) -> None:
+        """A line above the progress bar (to the log when there is none)."""
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            logging.info("%s", text)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
