@@ -1,13 +1,11 @@
 """A small trained MNIST classifier shared by the attack tests and the attack benchmark.
 
-``trained_lenet()`` trains LeNet-5 (``get_classifier('lenet')``) on the real MNIST train split
-with optax Adam for a few hundred steps (~98% test accuracy, tens of seconds on a laptop CPU)
+``trained_lenet()`` trains LeNet-5 on the real MNIST train split with the library's own
+classifier trainer (``train_classifier``: the one training loop, configs/mnist.py with the
+settings below) for a few hundred steps (~98% test accuracy, about a minute on a laptop CPU)
 and caches the parameters under ``$IPGAN_TEST_CACHE`` (default ``/tmp/ipgan_jax_test_cache``)
 in a file named by a hash of the settings, so later runs only read the file. Writes are atomic
 (temp file + rename), so concurrent test workers are safe.
-
-The lead may replace the training loop with the library's own classifier trainer; callers only
-rely on ``trained_lenet()`` returning a :class:`TrainedClassifier` and on ``mnist_test_batch``.
 """
 from __future__ import annotations
 
@@ -21,9 +19,16 @@ from typing import Any, Callable, Dict, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import serialization
+
+from configs import mnist
+from ipgan_jax import files
+from ipgan_jax.data.pipeline import make_loader
+from ipgan_jax.models.classifiers import get_classifier
+from ipgan_jax.training.classifier import load_classifier, train_classifier
 
 SETTINGS: Dict[str, Any] = dict(model="lenet", dataset="mnist", steps=600, batch_size=128,
-                                learning_rate=1e-3, seed=0, version=1)
+                                learning_rate=1e-3, warmup_steps=50, weight_decay=0.0, seed=0, version=2)
 
 
 @dataclass
@@ -48,40 +53,19 @@ def _cache_path(settings) -> str:
     return os.path.join(cache_dir(), f"{settings['model']}_{settings['dataset']}_{digest}.msgpack")
 
 
-def _train(settings) -> Tuple[Any, Any]:
-    import optax
-    from ipgan_jax.data.pipeline import make_loader
-    from ipgan_jax.models.classifiers import get_classifier
-
-    module = get_classifier(settings["model"])
-    loader = make_loader(settings["dataset"], "train", settings["batch_size"], seed=settings["seed"], train=True)
-    init_key = jax.random.key(settings["seed"])
-    params = module.init(init_key, jnp.zeros((1, 28, 28, 1), jnp.float32), train=False)["params"]
-    tx = optax.adam(settings["learning_rate"])
-    opt_state = tx.init(params)
-
-    @jax.jit
-    def step(params, opt_state, image, label, key):
-        def loss_fn(p):
-            logits = module.apply({"params": p}, image, train=True, rngs={"dropout": key})
-            return optax.softmax_cross_entropy_with_integer_labels(logits, label).mean()
-        grads = jax.grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
-
-    dropout_key = jax.random.key(settings["seed"] + 1)
-    for i in range(settings["steps"]):
-        batch = loader.batch(i)
-        params, opt_state = step(params, opt_state, batch["image"], batch["label"],
-                                 jax.random.fold_in(dropout_key, i))
-    return module, params
-
-
-def _evaluate(module, params, settings) -> float:
-    images, labels = mnist_test_set()
-    apply = jax.jit(lambda x: jnp.argmax(module.apply({"params": params}, x, train=False), -1))
-    preds = np.concatenate([np.asarray(apply(images[i:i + 1000])) for i in range(0, len(images), 1000)])
-    return float(np.mean(preds == labels))
+def _train(settings) -> Tuple[Any, Any, float]:
+    """(module, params, test accuracy) of ``train_classifier`` with ``settings`` in a temporary workdir."""
+    c = mnist.get_config()
+    c.seed, c.classifier, c.dataset = settings["seed"], settings["model"], settings["dataset"]
+    c.classifier_train.update(num_steps=settings["steps"], batch_size=settings["batch_size"],
+                              learning_rate=settings["learning_rate"], warmup_steps=settings["warmup_steps"],
+                              weight_decay=settings["weight_decay"], checkpoint_every=settings["steps"])
+    with tempfile.TemporaryDirectory(prefix="attack_fixture_") as wd:
+        c.workdir = wd
+        acc = train_classifier(c)["test_accuracy"]
+        module, variables = load_classifier(c)
+        params = jax.device_get(variables["params"])
+    return module, params, float(acc)
 
 
 _TEST_SET = None
@@ -91,7 +75,6 @@ def mnist_test_set() -> Tuple[np.ndarray, np.ndarray]:
     """The full MNIST test split: images float32 [10000,28,28,1] in [0,1], labels int32 [10000]."""
     global _TEST_SET
     if _TEST_SET is None:
-        from ipgan_jax.data.pipeline import make_loader
         loader = make_loader("mnist", "test", 10000, train=False)
         b = loader.batch(0)
         n = int(np.sum(b["mask"]))
@@ -107,9 +90,6 @@ def mnist_test_batch(n: int, offset: int = 0) -> Tuple[jax.Array, jax.Array]:
 
 def trained_lenet(**overrides) -> TrainedClassifier:
     """Train (or load from the /tmp cache) LeNet-5 on MNIST; see module docstring."""
-    from flax import serialization
-    from ipgan_jax.models.classifiers import get_classifier
-
     settings = dict(SETTINGS, **overrides)
     path = _cache_path(settings)
     module = get_classifier(settings["model"])
@@ -118,13 +98,7 @@ def trained_lenet(**overrides) -> TrainedClassifier:
             blob = serialization.msgpack_restore(f.read())
         params = jax.tree_util.tree_map(jnp.asarray, blob["params"])  # plain nested dict, as linen expects
         return TrainedClassifier(module, params, float(blob["test_accuracy"]), settings)
-    module, params = _train(settings)
-    acc = _evaluate(module, params, settings)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    data = serialization.msgpack_serialize({"params": serialization.to_state_dict(params),
-                                            "test_accuracy": acc})
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    module, params, acc = _train(settings)
+    files.write_bytes(path, serialization.msgpack_serialize({"params": serialization.to_state_dict(params),
+                                                             "test_accuracy": acc}))
     return TrainedClassifier(module, params, acc, settings)

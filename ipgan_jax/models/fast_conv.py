@@ -120,6 +120,10 @@ class _StridedLayer(nn.Module):
         k = self.kernel_size
         return self.param("kernel", nn.initializers.lecun_normal(), (k, k, cin, self.features))
 
+    def _sizes(self, x):
+        """((kernel size, stride, features), x.shape, the kernel param) for input x [B, H, W, C]."""
+        return (self.kernel_size, self.strides, self.features), x.shape, self._kernel(x.shape[-1])
+
     def _bias(self, y):
         return y + self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else y
 
@@ -137,9 +141,7 @@ class StridedConv(_StridedLayer):
 
     @nn.compact
     def __call__(self, x):
-        k, s, f = self.kernel_size, self.strides, self.features
-        b, h, w, cin = x.shape
-        kernel = self._kernel(cin)
+        (k, s, f), (b, h, w, cin), kernel = self._sizes(x)
         ho, wo = -(-h // s), -(-w // s)
         p_lo = max((ho - 1) * s + k - h, 0) // 2                    # lax 'SAME' (same in H and W
         p_lo_w = max((wo - 1) * s + k - w, 0) // 2                  # for square inputs)
@@ -174,9 +176,7 @@ class ConvTranspose(_StridedLayer):
 
     @nn.compact
     def __call__(self, x):
-        k, s, f = self.kernel_size, self.strides, self.features
-        b, h, w, cin = x.shape
-        kernel = self._kernel(cin)
+        (k, s, f), (b, h, w, cin), kernel = self._sizes(x)
         # lax.conv_transpose 'SAME': output o = s*i - j + a for input i, kernel tap j.
         a = k - 1 if s > k - 1 else -(-(k + s - 2) // 2)
         # output s*m + p reads input m + d through tap j = s*d - p + a (when 0 <= j < k)
