@@ -175,3 +175,19 @@ def test_resumes_a_checkpoint_of_the_old_flax_trainstate(tiny_config, tmp_path):
     _, vb = load_classifier(old, "lenet")
     for a, b in zip(jax.tree.leaves(va), jax.tree.leaves(vb)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_periodic_actions_fire_every_n_steps_and_at_the_end(tmp_path):
+    from ipgan_jax.training.logging import MetricsWriter
+    from ipgan_jax.training.loop import Periodic, itstime
+    assert [s for s in range(1, 13) if itstime(s, 5, 12)] == [5, 10, 12]
+    assert [s for s in range(1, 13) if itstime(s, 0, 12)] == [12]      # every <= 0: only the last step
+    assert not any(itstime(s, 0) for s in range(1, 13))
+    seen = []
+    action = Periodic(4, lambda step, state: seen.append((step, state)) or {"m": step}, prefix="eval/")
+    writer = MetricsWriter(tmp_path, tensorboard=False)
+    for step in range(1, 11):
+        action(step, 10, f"s{step}", writer)
+    writer.close()
+    assert seen == [(4, "s4"), (8, "s8"), (10, "s10")]
+    assert [(r["step"], r["eval/m"]) for r in read_metrics(tmp_path / "metrics.jsonl")] == [(4, 4), (8, 8), (10, 10)]
