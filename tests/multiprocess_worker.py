@@ -1,0 +1,39 @@
+"""One process of the two-process test (tests/test_multiprocess.py); not a test itself.
+
+    python tests/multiprocess_worker.py WORKDIR OUT_NPZ [PROCESS_ID NUM_PROCESSES PORT]
+
+Trains the tiny LeNet data-parallel over every device of every process (each process feeds its
+own slice of each global batch) and writes the exported parameters, flattened, to OUT_NPZ
+(process 0 only). Without the last three arguments it runs as a single process.
+"""
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("IPGAN_PROGRESS", "0")
+
+
+def main(workdir, out, process_id=None, num_processes=None, port=None):
+    import jax
+    if process_id is not None:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=int(num_processes),
+                                   process_id=int(process_id))
+    import numpy as np
+    from configs import mnist_tiny
+    from ipgan_jax.training.classifier import load_classifier, train_classifier
+    c = mnist_tiny.get_config()
+    c.workdir = workdir
+    c.classifier_train.update(num_steps=8, checkpoint_every=4, log_every=4)
+    result = train_classifier(c)
+    _, variables = load_classifier(c)
+    if jax.process_index() == 0:
+        flat = {jax.tree_util.keystr(k): np.asarray(v)
+                for k, v in jax.tree_util.tree_flatten_with_path(variables)[0]}
+        np.savez(out, test_accuracy=result["test_accuracy"], process_count=jax.process_count(),
+                 device_count=jax.device_count(), **flat)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
