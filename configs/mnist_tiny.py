@@ -22,6 +22,6 @@ def get_config():
     c.eval.update(num_examples=64, batch_size=32, attacks="fgsm,pgd",
                   attack_params=dict(cw_l2=dict(binary_search_steps=2, steps=10, abort_early=True)),
                   whitebox_steps=10, whitebox_restarts=1, eps_curve=(0.0, 0.15, 0.3))
-    c.eval.cw.update(binary_search_steps=3, steps=20)
+    c.eval.cw.update(binary_search_steps=3, steps=20, lr=0.1)
     c.eval.checks.steps = (5, 20)
     return c

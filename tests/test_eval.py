@@ -182,7 +182,7 @@ def test_run_eval_end_to_end(trained_workdir):
     from ipgan_jax.eval.records import block_metrics, record_from_json
     r = subprocess.run([sys.executable, "run_eval.py", "--config", "configs/mnist_tiny.py",
                         f"--config.workdir={trained_workdir}", "--classifiers", "lenet",
-                        "--blocks", "oblivious,whitebox,cw,curve,checks", "--config.eval.whitebox_num_examples=40",
+                        "--blocks", "oblivious,whitebox,cw,curve,checks", "--config.eval.whitebox_num_examples=24",
                         "--config.eval.eps_curve=(0.1,0.3)"],
                        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, IPGAN_PROGRESS="0"))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -203,17 +203,17 @@ def test_run_eval_end_to_end(trained_workdir):
     obl = [x for x in recs if x.block == "oblivious" and x.defense == "ipgan"]
     assert {x.attack for x in obl} == {"fgsm", "pgd"} and all(x.n == 64 for x in obl)
     wb = [x for x in recs if x.block == "whitebox" and x.defense == "ipgan"]
-    assert {x.attack for x in wb} == {"pgd_ce", "pgd_margin"} and all(x.n == 40 and x.through for x in wb)
+    assert {x.attack for x in wb} == {"pgd_ce", "pgd_margin"} and all(x.n == 24 and x.through for x in wb)
     # the stored block row is the per-image worst case recomputed from the stored records
     row = next(b for b in data["block_metrics"] if b["block"] == "whitebox" and b["defense"] == "ipgan")
-    assert row["robust_acc"] == pytest.approx(block_metrics(wb).robust_acc) and row["n"] == 40
+    assert row["robust_acc"] == pytest.approx(block_metrics(wb).robust_acc) and row["n"] == 24
     none_pgd = next(x for x in recs if x.block == "oblivious" and x.defense == "none" and x.attack == "pgd")
     assert np.array_equal(none_pgd.pipe_adv, none_pgd.f_adv)          # 'none' is the identity
     assert (ev / "results.csv").read_text().startswith("kind,block,attack,classifier,defense")
     assert (ev / "grid_lenet_ipgan.png").stat().st_size > 1000
     assert (ev / "curve_lenet.png").stat().st_size > 1000
     assert (ev / "dsr_curve_lenet.png").stat().st_size > 1000
-    assert data["meta"]["whitebox_num_examples"] == 40
+    assert data["meta"]["whitebox_num_examples"] == 24
 
 
 def test_markdown_leaves_out_blocks_that_did_not_run():
