@@ -60,13 +60,16 @@ def get_config(arg: str = "resnet50"):
         num_train_examples=config_dict.placeholder(int)))  # None: the whole train split
     c.eval = ml_collections.ConfigDict(dict(
         blocks="oblivious,transfer,whitebox,cw,curve,checks",  # run_eval.py --blocks overrides
-        steps_check=(10, 100),     # PGD steps of the "more steps never help the defense" sanity check
-        num_examples=1000, batch_size=50, attacks="fgsm,pgd,bim,mifgsm,cw_l2,deepfool",
+        num_examples=1000, batch_size=50, attacks="fgsm,pgd,bim,mifgsm,cw_l2,cw_hc,deepfool",
         attack_params=dict(cw_l2=dict(binary_search_steps=5, steps=100, abort_early=True),
                            deepfool=dict(steps=20, candidates=10)),
         defenses="none,ipgan", transfer_source="vgg19", transfer_source_for_mcnn="resnet50",
-        whitebox=True, whitebox_steps=100, whitebox_restarts=2,
+        whitebox_suite="pgd_ce,pgd_margin", whitebox_steps=100, whitebox_restarts=2,
+        whitebox_per_defense=dict(defense_gan=dict(eot_samples=4)),
         whitebox_num_examples=0,   # > 0: only the first N examples in the costly blocks (whitebox, cw, curve, checks)
+        cw=dict(binary_search_steps=9, steps=1000, lr=0.01, initial_const=0.01, abort_early=True),
+        checks=dict(steps=(10, 100), large_eps=(64 / 255, 1.0), max_large_eps_acc=0.05, min_grad_ratio=0.01,
+                    bpda_margin=0.05, tol=0.01),   # see configs/mnist.py
         eps_curve=(0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255), out_dir=config_dict.placeholder(str)))
     # the same name the MNIST config uses for the surrogate of M_CNN, so the evaluator code is shared
     if demo:
@@ -77,7 +80,8 @@ def get_config(arg: str = "resnet50"):
         # the demo runs the oblivious and white-box blocks and the sanity checks (~10 min).
         c.eval.update(num_examples=20, batch_size=20, attacks="fgsm,pgd,mifgsm", whitebox_steps=20,
                       whitebox_restarts=1, transfer_source=classifier, transfer_source_for_mcnn=classifier,
-                      blocks="oblivious,whitebox,checks", steps_check=(5, 20))
+                      blocks="oblivious,whitebox,checks")
+        c.eval.checks.steps = (5, 20)
     if tiny:
         c.train.update(batch_size=8, num_steps=2, log_every=1, eval_every=2, eval_batch_size=8,
                        checkpoint_every=1, sample_every=2)
@@ -85,5 +89,7 @@ def get_config(arg: str = "resnet50"):
         c.train_attacks = [dict(name="fgsm", eps=16 / 255, eps_min=2 / 255)]
         c.eval.update(num_examples=8, batch_size=8, attacks="fgsm", whitebox_steps=2, whitebox_restarts=1,
                       attack_params=dict(cw_l2=dict(binary_search_steps=1, steps=2)),
+                      cw=dict(binary_search_steps=1, steps=2),
                       eps_curve=(0.0, 16 / 255), transfer_source=classifier, transfer_source_for_mcnn=classifier)
+        c.eval.checks.update(steps=(1, 2))
     return c

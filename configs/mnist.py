@@ -83,11 +83,23 @@ def get_config():
     # Evaluation (run_eval.py).
     c.eval = ml_collections.ConfigDict(dict(
         blocks="oblivious,transfer,whitebox,cw,curve,checks",  # run_eval.py --blocks overrides
-        steps_check=(10, 100),     # PGD steps of the "more steps never help the defense" sanity check
-        num_examples=1000, batch_size=250, attacks="fgsm,pgd,bim,mifgsm,cw_l2,deepfool",
-        attack_params=dict(cw_l2=dict(binary_search_steps=4, steps=100, lr=0.05, abort_early=True)),
+        num_examples=1000, batch_size=250,   # the first num_examples *test* images (evaluation only)
+        attacks="fgsm,pgd,bim,mifgsm,cw_l2,cw_hc,deepfool",   # cw_hc: C&W-L2 with kappa 20
+        # oblivious / transfer blocks: per-attack overrides of the library defaults (cw_hc inherits cw_l2's)
+        attack_params=dict(cw_l2=dict(binary_search_steps=4, steps=100, lr=0.05, initial_const=0.01,
+                                      abort_early=True)),
         defenses="none,ipgan", transfer_source="mcnn", transfer_source_for_mcnn="lenet",
-        whitebox=True, whitebox_steps=100, whitebox_restarts=2,
+        # white-box block (and curve, large-eps check): each suite member at eps (pgd's eps), restarts
+        # x steps of 2.5 eps / steps, worst case per image; per-defense overrides of steps / restarts
+        # and EOT draws (Defense-GAN: gradient averaged over 4 z0 draws)
+        whitebox_suite="pgd_ce,pgd_margin", whitebox_steps=100, whitebox_restarts=2,
+        whitebox_per_defense=dict(defense_gan=dict(eot_samples=4)),
         whitebox_num_examples=0,   # > 0: only the first N examples in the costly blocks (whitebox, cw, curve, checks)
+        cw=dict(binary_search_steps=9, steps=1000, lr=0.01, initial_const=0.01, abort_early=True),  # cw block
+        checks=dict(steps=(10, 100),            # PGD steps compared by the steps check
+                    large_eps=(0.5, 1.0), max_large_eps_acc=0.05,
+                    min_grad_ratio=0.01,         # median |grad| through d / without d
+                    bpda_margin=0.05,            # BPDA may beat the exact gradient by at most this
+                    tol=0.01),                   # steps / fgsm_vs_pgd / transfer: max(tol, 2 / n)
         eps_curve=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4), out_dir=config_dict.placeholder(str)))
     return c

@@ -18,6 +18,9 @@ def get_config():
                        dict(name="pgd", eps=0.3, eps_min=0.1, steps=3, step_size=0.1, random_start=True)]
     c.train.update(batch_size=32, num_steps=6, log_every=2, eval_every=3, eval_batch_size=64,
                    checkpoint_every=3, sample_every=3, num_train_examples=1024)
-    c.eval.update(num_examples=64, batch_size=32, attacks="fgsm,pgd", attack_params=dict(cw_l2=dict(binary_search_steps=2, steps=10, abort_early=True)), whitebox_steps=5, whitebox_restarts=1,
-                  eps_curve=(0.0, 0.15, 0.3))
+    c.eval.update(num_examples=64, batch_size=32, attacks="fgsm,pgd",
+                  attack_params=dict(cw_l2=dict(binary_search_steps=2, steps=10, abort_early=True)),
+                  whitebox_steps=10, whitebox_restarts=1, eps_curve=(0.0, 0.15, 0.3))
+    c.eval.cw.update(binary_search_steps=3, steps=20, lr=0.1)
+    c.eval.checks.steps = (5, 20)
     return c

@@ -8,6 +8,9 @@ padding) examples. Rates are fractions in [0, 1]; a rate over an empty set is Na
 * DSR: among successful adversarial examples, the fraction classified correctly after the defense.
 * robust accuracy: accuracy on the defended adversarial examples, over all images.
 * SSIM: dm-pix SSIM (11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, data range 1).
+
+These batch counts serve the training monitors; the evaluation harness works on per-image
+records instead (``ipgan_jax.eval.records``: worst case per image, pipeline denominators).
 """
 from __future__ import annotations
 

@@ -71,6 +71,102 @@ def test_ssim_matches_independent_implementation():
     assert np.allclose(np.asarray(M.ssim(x, x)), 1.0, atol=1e-6)
 
 
+def _rec(f_clean, pipe_clean, f_adv, pipe_adv, attack="a", through=False, bounded=True, l2=None):
+    from ipgan_jax.eval.records import AttackRecord
+    n = len(f_clean)
+    return AttackRecord(block="b", attack=attack, classifier="c", defense="d", bounded=bounded, through=through,
+                        f_clean=f_clean, pipe_clean=pipe_clean, f_adv=f_adv, pipe_adv=pipe_adv,
+                        ssim_rec=np.arange(n) / n, ssim_adv=np.ones(n), l2=np.ones(n) if l2 is None else l2)
+
+
+def test_block_robust_accuracy_is_worst_case_per_image_with_n_images():
+    """Attack A breaks images 0, 1; attack B breaks 2: robust = {3} only (1/4), not the mean over
+    attacks (2/4 + 3/4) / 2; the Wilson interval has n = 4 images; unbounded attacks stay out."""
+    from ipgan_jax.eval.records import attack_metrics, block_metrics
+    t, f = True, False
+    ok = np.array([t, t, t, t])
+    a = _rec(ok, ok, np.array([f, f, t, t]), np.array([f, f, t, t]), "A")
+    b = _rec(ok, ok, np.array([t, t, f, t]), np.array([t, t, f, t]), "B")
+    cw = _rec(ok, ok, ~ok, ~ok, "cw", bounded=False)
+    bm = block_metrics([a, b, cw])
+    assert bm.attacks == ("A", "B") and bm.n == 4 and bm.robust_correct == 1
+    assert bm.robust_ci == M.wilson_interval(1, 4)
+    assert attack_metrics(a).robust_acc == 0.5 and attack_metrics(b).robust_acc == 0.75
+    # SSIM of the worst-case iterate: image 0/1 from A, 2 from B, 3 (unbroken) from the last (B)
+    assert bm.ssim_rec == pytest.approx(np.mean(np.arange(4) / 4))
+
+
+def test_robust_needs_clean_correct_through_pipeline_and_block_dsr_per_image():
+    from ipgan_jax.eval.records import attack_metrics, block_metrics
+    t, f = True, False
+    # image 0: f wrong on clean, the defense 'fixes' it -> never robust; image 1: fooled by A and B,
+    # restored for A only -> not defended; image 2: fooled by A, restored -> defended; image 3: never fooled
+    f_clean, pipe_clean = np.array([f, t, t, t]), np.array([t, t, t, t])
+    a = _rec(f_clean, pipe_clean, np.array([f, f, f, t]), np.array([t, t, t, t]), "A")
+    b = _rec(f_clean, pipe_clean, np.array([f, f, t, t]), np.array([t, f, t, t]), "B")
+    ma = attack_metrics(a)
+    assert ma.acc == 0.75 and ma.asr == pytest.approx(2 / 3) and ma.dsr == 1.0 and ma.robust_acc == 1.0
+    bm = block_metrics([a, b])
+    assert bm.dsr_n == 2 and bm.dsr == 0.5               # images 1 and 2 were fooled; only 2 defended
+    assert bm.robust_correct == 3                        # image 1 falls to B
+    a_bad = _rec(f_clean, np.array([f, t, t, t]), a.f_adv, a.pipe_adv, "A")
+    assert attack_metrics(a_bad).robust_acc == 0.75      # wrong on clean input through d: not robust
+
+
+def test_whitebox_denominators_are_the_pipeline_and_min_norm_medians_count_failures():
+    from ipgan_jax.eval.records import attack_metrics, median_l2
+    t, f = True, False
+    # through the pipeline: f(d(x)) right on 3 of 4, the attack breaks 1 of them; f alone is irrelevant
+    r = _rec(np.array([f, f, f, f]), np.array([t, t, t, f]), np.array([f, f, f, f]), np.array([f, t, t, f]),
+             through=True)
+    m = attack_metrics(r)
+    assert m.acc == 0.75 and m.asr == pytest.approx(1 / 3) and np.isnan(m.dsr) and m.robust_acc == 0.5
+    # C&W: clean-correct images 0..2, success on 0 only (L2 0.5): median over {0.5, inf, inf} = inf;
+    # image 3 (wrong on clean input, L2 0) is left out instead of counting as a free success
+    cw = _rec(np.array([t, t, t, f]), np.array([t, t, t, f]), np.array([f, t, t, f]), np.array([f, t, t, f]),
+              bounded=False, through=True, l2=np.array([0.5, 0.0, 0.0, 0.0]))
+    assert median_l2(cw) == np.inf and attack_metrics(cw).asr == pytest.approx(1 / 3)
+    cw2 = _rec(cw.f_clean, cw.pipe_clean, np.array([f, f, t, f]), np.array([f, f, t, f]), bounded=False,
+               through=True, l2=np.array([0.5, 0.7, 0.0, 0.0]))
+    assert median_l2(cw2) == pytest.approx(0.7)
+
+
+def test_records_round_trip_through_json():
+    from ipgan_jax.eval.records import record_from_json, record_to_json, unpack_bits, pack_bits
+    rng = np.random.default_rng(0)
+    bits = rng.random(37) > 0.5
+    assert np.array_equal(unpack_bits(pack_bits(bits), 37), bits)
+    r = _rec(bits, ~bits, bits, bits, bounded=False, l2=rng.random(37))
+    back = record_from_json(json.loads(json.dumps(record_to_json(r))))
+    for k in ("f_clean", "pipe_clean", "f_adv", "pipe_adv"):
+        assert np.array_equal(getattr(back, k), getattr(r, k))
+    np.testing.assert_allclose(back.l2, r.l2, atol=1e-4)
+
+
+def test_check_decisions_fail_on_broken_measurements():
+    """Each decision rule flags the pattern it exists for (and passes the healthy one)."""
+    from ipgan_jax.eval import checks as C
+    assert C.decide_steps(0.10, 0.05, (10, 100), 0.02)[0] and not C.decide_steps(0.10, 0.30, (10, 100), 0.02)[0]
+    assert C.decide_fgsm_vs_pgd(0.4, 0.0, 100, 0.02)[0] and not C.decide_fgsm_vs_pgd(0.1, 0.5, 100, 0.02)[0]
+    assert C.decide_large_eps({0.5: 0.0, 1.0: 0.01}, 0.05)[0] and not C.decide_large_eps({0.5: 0.6, 1.0: 0.0}, 0.05)[0]
+    assert C.decide_gradient(np.array([0.5, 1.0, 2.0]), 0.01)[0] and not C.decide_gradient(np.zeros(3), 0.01)[0]
+    assert C.decide_bpda(0.0, 0.0, 0.05)[0] and not C.decide_bpda(0.8, 0.1, 0.05)[0]
+    assert C.decide_transfer(0.0, {"oblivious pgd": 0.1}, 0.02)[0]
+    assert not C.decide_transfer(0.7, {"oblivious pgd": 0.1, "oblivious fgsm": 0.3}, 0.02)[0]
+    assert C.tolerance(40, 0.01) == pytest.approx(0.05) and C.tolerance(10000, 0.01) == 0.01
+
+
+def test_block_keys_are_deterministic_and_distinct():
+    from ipgan_jax.eval.evaluate import block_key
+    k = jax.random.PRNGKey(0)
+    same = [np.asarray(jax.random.key_data(block_key(k, "whitebox", 3, "pgd_ce"))) for _ in range(2)]
+    assert np.array_equal(*same)
+    others = [block_key(k, "whitebox", 4, "pgd_ce"), block_key(k, "curve", 3, "pgd_ce"),
+              block_key(k, "whitebox", 3, "pgd_margin")]
+    for o in others:
+        assert not np.array_equal(np.asarray(jax.random.key_data(o)), same[0])
+
+
 @pytest.fixture(scope="module")
 def trained_workdir(tmp_path_factory):
     wd = tmp_path_factory.mktemp("evalwd") / "wd"
@@ -81,74 +177,63 @@ def trained_workdir(tmp_path_factory):
 
 
 def test_run_eval_end_to_end(trained_workdir):
+    """The tiny trained LeNet + IP-GAN: tables, per-image records, and every sanity check passes
+    for the identity and for IP-GAN."""
+    from ipgan_jax.eval.records import block_metrics, record_from_json
     r = subprocess.run([sys.executable, "run_eval.py", "--config", "configs/mnist_tiny.py",
                         f"--config.workdir={trained_workdir}", "--classifiers", "lenet",
-                        "--blocks", "oblivious,whitebox,cw,curve,checks", "--config.eval.whitebox_num_examples=40"],
+                        "--blocks", "oblivious,whitebox,cw,curve,checks", "--config.eval.whitebox_num_examples=24",
+                        "--config.eval.eps_curve=(0.1,0.3)"],
                        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, IPGAN_PROGRESS="0"))
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout
     assert "Block 1" in out and "Block 3" in out and "IP-GAN" in out and "[98.04]" in out  # paper value beside ours
-    assert "Sanity checks" in out and "C&W-L2" in out
+    assert "Sanity checks" in out and "C&W-L2" in out and "FAIL" not in out and "SKIPPED" not in out
+    # tables are printed before the files are written
+    assert out.index("Sanity checks") < out.index("wrote:")
     ev = trained_workdir / "eval"
     data = json.loads((ev / "results.json").read_text())
-    blocks = {c["block"] for c in data["cells"]}
-    assert {"oblivious", "whitebox", "cw_distortion"} <= blocks
-    cell = next(c for c in data["cells"] if c["block"] == "oblivious" and c["defense"] == "none" and c["attack"] == "pgd")
-    assert cell["n"] == 64 and cell["dsr"] == 0.0          # no defense never defends
-    wb = next(c for c in data["cells"] if c["block"] == "whitebox" and c["defense"] == "ipgan")
-    assert wb["n"] == 40                                    # costly blocks: the first 40 examples only
-    assert data["meta"]["whitebox_num_examples"] == 40
-    assert (ev / "results.csv").read_text().startswith("block,attack,classifier,defense")
+    assert data["schema"] == "ipgan-eval/2"
+    checks = data["sanity_checks"]
+    from ipgan_jax.eval.checks import CHECKS
+    assert {(c["name"], c["defense"]) for c in checks} == {(n, d) for n in CHECKS for d in ("none", "ipgan")}
+    assert all(c["ok"] is True for c in checks), [c for c in checks if c["ok"] is not True]
+    recs = [record_from_json(x) for x in data["records"]]
+    assert {x.block for x in recs} == {"oblivious", "whitebox", "cw"}
+    obl = [x for x in recs if x.block == "oblivious" and x.defense == "ipgan"]
+    assert {x.attack for x in obl} == {"fgsm", "pgd"} and all(x.n == 64 for x in obl)
+    wb = [x for x in recs if x.block == "whitebox" and x.defense == "ipgan"]
+    assert {x.attack for x in wb} == {"pgd_ce", "pgd_margin"} and all(x.n == 24 and x.through for x in wb)
+    # the stored block row is the per-image worst case recomputed from the stored records
+    row = next(b for b in data["block_metrics"] if b["block"] == "whitebox" and b["defense"] == "ipgan")
+    assert row["robust_acc"] == pytest.approx(block_metrics(wb).robust_acc) and row["n"] == 24
+    none_pgd = next(x for x in recs if x.block == "oblivious" and x.defense == "none" and x.attack == "pgd")
+    assert np.array_equal(none_pgd.pipe_adv, none_pgd.f_adv)          # 'none' is the identity
+    assert (ev / "results.csv").read_text().startswith("kind,block,attack,classifier,defense")
     assert (ev / "grid_lenet_ipgan.png").stat().st_size > 1000
     assert (ev / "curve_lenet.png").stat().st_size > 1000
     assert (ev / "dsr_curve_lenet.png").stat().st_size > 1000
-    assert data["sanity_checks"]
-    paired = next(ch for ch in data["sanity_checks"] if ch["name"].startswith("full white-box PGD at least"))
-    assert "(40 / 40 images)" in paired["detail"]          # compared with oblivious PGD on the same 40 images
-
-
-def test_sanity_checks_fire_on_masked_defense(trained_workdir):
-    """A stop_gradient 'defense' (identity forward, zero gradient) must be flagged."""
-    from configs import mnist_tiny
-    from ipgan_jax.eval.evaluate import Evaluator
-    from ipgan_jax.eval.report import sanity_checks
-    c = mnist_tiny.get_config()
-    c.workdir = str(trained_workdir)
-    ev = Evaluator(c, ["lenet"], ["none"], ["pgd"], 64)
-    ev.defenses.append("masked")
-    ev.defend_fns[("lenet", "masked")] = jax.lax.stop_gradient
-    ev.run_clean()
-    ev.run_oblivious()
-    ev.run_whitebox()
-    ev.run_eps_curve()
-    ev.gradient_check()
-    ev.steps_check("lenet", "masked")
-    checks = {ch["name"]: ch for ch in sanity_checks(ev)}
-    grad = checks["non-zero gradients through the defense (lenet, masked)"]
-    assert not grad["ok"]
-    wb = checks["full white-box PGD at least as strong as oblivious PGD (lenet, masked)"]
-    assert not wb["ok"]
-    # the same checks pass for the real (differentiable) IP-GAN generator
-    ev2 = Evaluator(c, ["lenet"], ["none", "ipgan"], ["pgd"], 64)
-    ev2.gradient_check()
-    assert all(ch["ok"] for ch in sanity_checks(ev2) if "gradients" in ch["name"])
+    assert data["meta"]["whitebox_num_examples"] == 24
 
 
 def test_markdown_leaves_out_blocks_that_did_not_run():
     """A white-box-only run prints Block 3 but no empty Block 1 or per-attack table."""
     from types import SimpleNamespace
-    from ipgan_jax.eval.evaluate import Cell
+    from ipgan_jax.eval.evaluate import Evaluator
     from ipgan_jax.eval.report import markdown
-    y = np.array([0, 1, 2, 3])
-    cell = Cell()
-    cell.add(M.counts(y, np.array([1, 1, 2, 0]), np.array([0, 2, 2, 0]), y), ssim_rec=np.ones(4))
-    ev = SimpleNamespace(classifiers=["lenet"], defenses=["none", "ipgan"], cells={("whitebox", "pgd", "lenet", "ipgan"): cell},
-                         clean_acc={("lenet", "none"): 1.0, ("lenet", "ipgan"): 1.0}, curves={})
+    t, f = True, False
+    ok = np.array([t, t, t, t])
+    r = _rec(ok, ok, ok, np.array([f, t, t, f]), "pgd_ce", through=True)
+    r.block, r.classifier, r.defense = "whitebox", "lenet", "ipgan"
+    ev = SimpleNamespace(classifiers=["lenet"], defenses=["none", "ipgan"], records={("whitebox", "pgd_ce", "lenet", "ipgan"): r},
+                         pipe_clean={("lenet", "none"): ok, ("lenet", "ipgan"): ok}, curves={})
+    ev.block_records = lambda b, c, d: Evaluator.block_records(ev, b, c, d)
+    ev.clean_accuracy = lambda: {k: float(np.mean(v)) for k, v in ev.pipe_clean.items()}
     out = markdown(ev)
     assert "Block 3" in out and "Block 1" not in out and "Per attack" not in out
     assert "up to 4 test images" in out
-    # the attack fools f on images 0 and 3, the defense restores image 0: DSR 1/2; robust accuracy 2/4
-    assert "| IP-GAN | 50.00 | 50.00 (" in out
+    # through the pipeline: 4 clean-correct, 2 broken: ASR 50, robust accuracy 2/4
+    assert "| LeNet | IP-GAN | 100.00 | 50.00 | 50.00 (" in out
 
 
 def test_image_grid_tile_scale_follows_image_size(tmp_path):

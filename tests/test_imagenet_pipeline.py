@@ -26,6 +26,6 @@ def test_imagenet_tiny_train_and_eval(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "EffNet-Lite0" in r.stdout and "Block 3" in r.stdout
     data = json.loads((wd / "eval" / "results.json").read_text())
-    none = next(c for c in data["cells"] if c["defense"] == "none" and c["block"] == "oblivious")
+    none = next(c for c in data["attack_metrics"] if c["defense"] == "none" and c["block"] == "oblivious")
     assert none["n"] == 8 and none["acc"] >= 0.5   # real pretrained weights on real photos
     assert (wd / "eval" / "grid_efficientnet_lite0_ipgan.png").exists()

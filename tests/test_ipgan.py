@@ -76,10 +76,20 @@ def test_train_steps_reduce_g_loss_and_keep_target_frozen(trained_tiny):
     loss1 = float(trainer.generator_loss(state["g"], state["d"], x_in, batch["image"], batch["label"])[0])
     assert loss1 < loss0
     assert int(state["step"]) == 8
-    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(trainer.target_variables)):
-        np.testing.assert_array_equal(a, np.asarray(b))
-    # the train step never differentiates w.r.t. f: its variables are not in the state
+    # f's variables -- as the trainer holds them and as stored on disk -- equal the copy taken before training
+    for held in (trainer.target_variables, load_classifier(c)[1]):
+        assert jax.tree.structure(held) == jax.tree.structure(before)
+        for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(held)):
+            np.testing.assert_array_equal(a, np.asarray(b))
+    # the train step never differentiates w.r.t. f: its variables are not in the state, and the
+    # generator loss has zero gradient with respect to them (f is wrapped in stop_gradient)
     assert set(state) == {"step", "g", "d", "g_opt", "d_opt"}
+
+    def loss_wrt_f(v):
+        t = IPGANTrainer(c, module, v)
+        return t.generator_loss(state["g"], state["d"], x_in, batch["image"], batch["label"])[0]
+    g_f = jax.grad(loss_wrt_f)(jax.tree.map(jnp.asarray, before))
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(g_f))
 
 
 def test_training_attack_mix_respects_budget(trained_tiny):

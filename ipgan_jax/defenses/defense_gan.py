@@ -30,7 +30,11 @@ pass is the z-search + G(z*) and whose backward pass is the identity w.r.t. x (z
 params), so ``jax.grad(lambda x: loss(f(defend(params, x))))`` exists and equals the gradient
 of f at G(z*). ``defend_exact`` is the same forward pass without the custom gradient: z* is a
 constant of x there (the search runs under ``stop_gradient``), so its gradient is zero -- the
-obfuscated gradient BPDA exists to get around.
+obfuscated gradient BPDA exists to get around. z_0 is a hash of x, i.e. effectively random to an
+attacker, so the white-box evaluation adds EOT: ``seed_field`` names the config field
+(``defense_gan.z_seed``) that fixes the draws; the evaluator rebuilds the defense with z_seed + k,
+k < ``eval.whitebox_per_defense.defense_gan.eot_samples``, and averages the BPDA gradient (of the
+log-softmax, hence of the CE loss) over those draws (``ipgan_jax.eval.evaluate.eot_logits``).
 
 z-search step size: lr 10 / momentum 0.7 (the original) works for this G: on a 500-step G and
 200 MNIST test images the error falls monotonically with L (mean per-pixel MSE 0.0333 / 0.0292
@@ -93,6 +97,7 @@ def _hash_images(x):
 
 class DefenseGANTrainer(DefenseTrainer):
     name = "defense_gan"
+    seed_field = "z_seed"   # config.defense_gan field that fixes the z_0 draws (EOT redraws it)
 
     def __init__(self, config, target_module, target_variables):
         super().__init__(config, target_module, target_variables)

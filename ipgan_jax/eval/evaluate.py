@@ -1,34 +1,46 @@
-"""The evaluation harness behind ``run_eval.py``.
+"""The evaluation harness behind ``run_eval.py``: per-image records, one class per block.
 
-For each target classifier f (columns) and defense d (rows) it measures, on the first
-``num_examples`` test images:
+For each target classifier f and defense d ('none' is the identity defense, evaluated like any
+other) on the first ``num_examples`` test images (never used for training or model selection:
+those use the validation split), the blocks write :class:`~ipgan_jax.eval.records.AttackRecord`
+objects to ``Evaluator.records[(block, attack, classifier, defense)]``:
 
-* block ``oblivious``: attacks see f only, then the defense runs (the paper's Table 1 setting);
-* block ``transfer``: attacks crafted on a different surrogate classifier (black-box);
-* block ``whitebox``: attacks see the whole pipeline f(d(x)) -- PGD-``whitebox_steps`` with
-  ``whitebox_restarts`` restarts, with CE and with margin loss, worst case per example --
-  plus C&W-L2 through the pipeline (median L2 distortion with and without the defense).
+* ``oblivious``: each attack sees f only, then the defense runs (the paper's Table 1 setting);
+* ``transfer``: attacks crafted on a different surrogate classifier (black-box);
+* ``whitebox``: a suite of attacks (``eval.whitebox_suite``; default PGD with CE and with margin
+  loss, ``whitebox_restarts`` random restarts of ``whitebox_steps`` steps of 2.5 eps / steps)
+  on the whole pipeline f(d(.)), with EOT over a defense's random draws where configured
+  (``eval.whitebox_per_defense``); worst case per image over the suite;
+* ``cw``: C&W-L2 (``eval.cw``) on the pipeline: median L2 (failures +inf) and success rate;
+* ``curve``: the white-box suite on f (oblivious) and on f(d(.)) at every eps of ``eval.eps_curve``;
+* ``checks``: the sanity checks of :mod:`ipgan_jax.eval.checks`.
 
-Each (block, attack, classifier, defense) cell holds summed counts, from which ACC, ASR, DSR,
-robust accuracy (with 95% Wilson intervals) and mean SSIM are derived. Sanity checks are
-computed from the same runs (``sanity_checks``).
+The costly blocks (whitebox, cw, curve, checks) use the first ``eval.whitebox_num_examples``
+images (all when 0); their records are prefixes of the same image list, so they pair with the
+oblivious records by index. Keys: ``fold_in`` of the seed with the block name, the batch index
+and the attack name (and eps), never magic offsets.
 """
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ipgan_jax.attacks import cross_entropy, make_attack
+from ipgan_jax.attacks import make_attack
 from ipgan_jax.data.pipeline import dataset_family, make_loader
 from ipgan_jax.defenses import load_defense
 from ipgan_jax import metrics as M
+from ipgan_jax.eval.records import AttackRecord, block_metrics
 from ipgan_jax.training.classifier import load_classifier
 
 TRANSFER_ATTACKS = ("fgsm", "pgd", "mifgsm")
+# minimum-norm attacks: reported in their own rows, never pooled with the Linf-bounded ones
+UNBOUNDED = frozenset({"cw_l2", "cw_hc", "deepfool"})
+# evaluation names for library attacks with other settings: name -> (library attack, overrides)
+ALIASES = {"cw_hc": ("cw_l2", {"confidence": 20.0})}   # high-confidence C&W (kappa 20)
 
 
 def attack_spec(name: str, dataset: str, **over) -> dict:
@@ -39,73 +51,115 @@ def attack_spec(name: str, dataset: str, **over) -> dict:
     return spec
 
 
-@dataclass
-class Cell:
-    counts: dict = field(default_factory=lambda: {k: 0 for k in (
-        "n", "clean_correct", "attack_success", "defended", "robust_correct", "adv_correct")})
-    ssim_rec: list = field(default_factory=list)
-    ssim_adv: list = field(default_factory=list)
-    l2: list = field(default_factory=list)
+def is_bounded(attack: str) -> bool:
+    return attack not in UNBOUNDED
 
-    def add(self, c: dict, ssim_rec=None, ssim_adv=None, l2=None):
-        for k, v in c.items():
-            self.counts[k] += int(v)
-        if ssim_rec is not None:
-            self.ssim_rec.extend(np.asarray(ssim_rec).tolist())
-        if ssim_adv is not None:
-            self.ssim_adv.extend(np.asarray(ssim_adv).tolist())
-        if l2 is not None:
-            self.l2.extend(np.asarray(l2).tolist())
 
-    def summary(self) -> dict:
-        r = M.rates(self.counts)
-        c = self.counts
-        r["dsr_ci"] = M.wilson_interval(c["defended"], c["attack_success"])
-        r["robust_acc_ci"] = M.wilson_interval(c["robust_correct"], c["n"])
-        r["ssim_rec"] = float(np.mean(self.ssim_rec)) if self.ssim_rec else float("nan")
-        r["ssim_adv"] = float(np.mean(self.ssim_adv)) if self.ssim_adv else float("nan")
-        if self.l2:
-            r["median_l2"] = M.median(self.l2)
-        r.update({k: int(v) for k, v in c.items()})
-        return r
+def block_key(base, block: str, batch: int, *names) -> jax.Array:
+    """Deterministic key of one (block, batch, attack, ...) cell: fold in the block name's CRC,
+    the batch index and each name's CRC."""
+    k = jax.random.fold_in(base, zlib.crc32(block.encode()) & 0x7FFFFFFF)
+    k = jax.random.fold_in(k, batch)
+    for nm in names:
+        k = jax.random.fold_in(k, zlib.crc32(str(nm).encode()) & 0x7FFFFFFF)
+    return k
+
+
+def _pgd_suite_member(loss: str):
+    def build(ev, eps, steps, restarts):
+        return ev.attack("pgd", eps=eps, steps=steps, restarts=restarts, step_size=2.5 * eps / max(steps, 1),
+                         loss=loss, random_start=True, keep_best=True)
+    return build
+
+
+# White-box suite members: name -> build(evaluator, eps, steps, restarts) -> fn(logits_fn, x, y, key) -> x_adv.
+# Any attack with that signature plugs in (e.g. APGD / Square once the attacks library has them).
+WHITEBOX_ATTACKS: dict[str, Callable] = {"pgd_ce": _pgd_suite_member("ce"), "pgd_margin": _pgd_suite_member("margin")}
+
+
+class WhiteboxSettings(NamedTuple):
+    steps: int
+    restarts: int
+    eot_samples: int   # defense draws averaged per gradient (1: plain gradient / BPDA)
+
+
+def eot_logits(logits_fns):
+    """EOT view of a randomised pipeline: fn(x) -> mean over draws of log_softmax(logits_k(x)).
+
+    The CE loss of this is the mean of the per-draw CE losses, so its gradient is the per-draw
+    gradients averaged (Athalye et al. 2018)."""
+    def fn(x):
+        return jnp.mean(jnp.stack([jax.nn.log_softmax(g(x).astype(jnp.float32), -1) for g in logits_fns]), 0)
+    return fn
+
+
+def load_examples(config, n: int, batch_size: int):
+    """The first n test images as masked batches (the test split: evaluation only)."""
+    loader = make_loader(config.dataset, "test", batch_size, train=False, data_dir=config.get("data_dir"),
+                         image_size=config.image_size, num_examples=n, manual_dir=config.get("manual_dir"))
+    return list(loader.iterate(prefetch=0))
 
 
 def _logits_fn(module, variables):
     return lambda x: module.apply(variables, x, train=False)
 
 
-def load_examples(config, n: int, batch_size: int):
-    loader = make_loader(config.dataset, "test", batch_size, train=False, data_dir=config.get("data_dir"),
-                         image_size=config.image_size, num_examples=n, manual_dir=config.get("manual_dir"))
-    return list(loader.iterate(prefetch=0))
-
-
 class Evaluator:
-    """Runs the blocks for one config; results go to ``self.cells[(block, attack, clf, defense)]``."""
+    """Holds the models, the images and the records; the blocks below fill ``records``."""
 
     def __init__(self, config, classifiers, defenses, attacks, num_examples, seed=0):
         self.config = config
         self.classifiers, self.defenses, self.attacks = list(classifiers), list(defenses), list(attacks)
         self.num_examples = num_examples
-        self._batches: dict = {}
         self.key = jax.random.PRNGKey(seed)
-        self.cells: dict = {}
+        self.records: dict = {}
         self.curves: dict = {}
-        self.checks_data: dict = {}
+        self.checks: list = []
         self.samples: dict = {}
-        self.clean_acc: dict = {}
+        self.f_clean: dict = {}      # clf -> bool [n]: f(x) == y
+        self.pipe_clean: dict = {}   # (clf, defense) -> bool [n]: f(d(x)) == y
+        self._batches: dict = {}
+        self._judges: dict = {}
+        self._jits: dict = {}
+        self._attack_views: dict = {}
         self.targets = {c: load_classifier(config, c) for c in self.classifiers}
-        self.defend_fns = {}
+        self.defend_fns, self.trainers = {}, {}
         for c in self.classifiers:
             for d in self.defenses:
-                try:
-                    self.defend_fns[(c, d)] = load_defense(config, d, c, target=self.targets[c])[0]
-                except FileNotFoundError as e:
-                    print(f"warning: skipping defense {d} on {c}: {e}")
-        self._jit_cache = {}
+                self.add_defense(c, d)
+        self.eps = float(self.attack_settings("pgd")["eps"])
 
-    def batches_of(self, clf):
-        """Evaluation batches at ``clf``'s input size (ImageNet models differ: 224 / 299)."""
+    def add_defense(self, clf, name, defend_fn=None, trainer=None):
+        """Register a defense (loaded by name when ``defend_fn`` is None; skipped with a warning
+        when it has not been trained)."""
+        if defend_fn is None:
+            try:
+                defend_fn, trainer = load_defense(self.config, name, clf, target=self.targets[clf])
+            except FileNotFoundError as e:
+                print(f"warning: skipping defense {name} on {clf}: {e}")
+                return
+        if name not in self.defenses:
+            self.defenses.append(name)
+        self.defend_fns[(clf, name)], self.trainers[(clf, name)] = defend_fn, trainer
+
+    # ---- models and images ----------------------------------------------------------
+    def pairs(self):
+        """(classifier, defense) pairs with a loaded defense, in table order."""
+        return [(c, d) for c in self.classifiers for d in self.defenses if (c, d) in self.defend_fns]
+
+    def defenses_of(self, clf):
+        return [d for c, d in self.pairs() if c == clf]
+
+    def logits(self, clf):
+        return _logits_fn(*self.targets[clf])
+
+    def pipeline(self, clf, d):
+        f, dfn = self.logits(clf), self.defend_fns[(clf, d)]
+        return lambda x: f(dfn(x))
+
+    def batches(self, clf, costly=False):
+        """Evaluation batches at ``clf``'s input size; ``costly``: only the first
+        ``eval.whitebox_num_examples`` images (padding masked)."""
         size = self.config.image_size
         if self.config.dataset != "mnist":
             from ipgan_jax.models.imagenet import INPUT_SIZE
@@ -114,242 +168,292 @@ class Evaluator:
             cfg = self.config.copy_and_resolve_references()
             cfg.image_size = size
             self._batches[size] = load_examples(cfg, self.num_examples, self.config.eval.batch_size)
-        return self._batches[size]
-
-    def costly_batches_of(self, clf):
-        """The batches for the costly blocks (white-box, C&W, eps curve, checks): the first
-        ``config.eval.whitebox_num_examples`` examples (all when unset or 0)."""
-        limit = self.config.eval.get("whitebox_num_examples") or 0
-        if not limit:
-            return self.batches_of(clf)
-        out, left = [], int(limit)
-        for b in self.batches_of(clf):
+        out = self._batches[size]
+        limit = int(self.config.eval.get("whitebox_num_examples") or 0)
+        if not costly or not limit:
+            return out
+        kept, left = [], limit
+        for b in out:
             if left <= 0:
                 break
             m = np.asarray(b["mask"])
             keep = m & (np.cumsum(m) <= left)
             left -= int(keep.sum())
-            out.append({**b, "mask": keep})
-        return out
+            kept.append({**b, "mask": keep})
+        return kept
 
-    @property
-    def batches(self):
-        return self.batches_of(self.classifiers[0])
+    def num_images(self, clf, costly=False) -> int:
+        return sum(int(np.sum(b["mask"])) for b in self.batches(clf, costly))
 
-    # ---- jitted pieces ---------------------------------------------------------------
-    def _attack(self, name, **over):
-        """Library defaults for the dataset, then ``config.eval.attack_params[name]``, then ``over``."""
-        extra = dict(self.config.eval.get("attack_params", {}).get(name, {}))
+    # ---- attacks --------------------------------------------------------------------
+    def attack_settings(self, name: str, **over) -> dict:
+        """Library defaults for the dataset, ``eval.attack_params[base]``, the alias's overrides,
+        ``eval.attack_params[name]``, then ``over``."""
+        base, alias_over = ALIASES.get(name, (name, {}))
+        params = self.config.eval.get("attack_params", {})
+        extra = dict(params.get(base, {}))
+        extra.update(alias_over)
+        if name != base:
+            extra.update(params.get(name, {}))
         extra.update(over)
-        return make_attack(attack_spec(name, self.config.dataset, **extra), dataset=dataset_family(self.config.dataset))
+        return attack_spec(base, self.config.dataset, **extra)
 
-    def _oblivious_fn(self, clf, attack_name, source=None, **over):
-        """jit fn(x, y, key) -> (x_adv, pred_clean, pred_adv, {defense: (pred_def, ssim_rec)}, ssim_adv, l2)."""
-        ck = ("obl", clf, attack_name, source, tuple(sorted(over.items())))
-        if ck in self._jit_cache:
-            return self._jit_cache[ck]
-        f = _logits_fn(*self.targets[clf])
-        src = f if source is None else _logits_fn(*self.targets[source])
-        attack = self._attack(attack_name, **over)
-        defends = {d: fn for (c, d), fn in self.defend_fns.items() if c == clf}
+    def attack(self, name: str, **over):
+        return make_attack(self.attack_settings(name, **over), dataset=dataset_family(self.config.dataset))
 
-        def run(x, y, key):
-            x_adv = attack(src, x, y, key)
-            pred_clean = jnp.argmax(f(x), -1)
-            pred_adv = jnp.argmax(f(x_adv), -1)
-            per_def = {}
-            for d, fn in defends.items():
-                x_rec = fn(x_adv)
-                per_def[d] = (jnp.argmax(f(x_rec), -1), M.ssim(x, x_rec), x_rec)
-            return x_adv, pred_clean, pred_adv, per_def, M.ssim(x, x_adv), M.l2_distortion(x, x_adv)
-
-        self._jit_cache[ck] = jax.jit(run)
-        return self._jit_cache[ck]
-
-    def _whitebox_fn(self, clf, defense, attack_name, **over):
-        """jit fn(x, y, key) -> (x_adv, pred_clean_through, pred_adv_f, pred_through) attacking f(d(x))."""
-        ck = ("wb", clf, defense, attack_name, tuple(sorted(over.items())))
-        if ck in self._jit_cache:
-            return self._jit_cache[ck]
-        f = _logits_fn(*self.targets[clf])
-        d = self.defend_fns[(clf, defense)]
-        through = lambda x: f(d(x))  # noqa: E731
-        attack = self._attack(attack_name, **over)
-
-        def run(x, y, key):
-            x_adv = attack(through, x, y, key)
-            return (x_adv, jnp.argmax(f(x), -1), jnp.argmax(f(x_adv), -1), jnp.argmax(through(x_adv), -1),
-                    M.ssim(x, d(x_adv)), M.l2_distortion(x, x_adv))
-
-        self._jit_cache[ck] = jax.jit(run)
-        return self._jit_cache[ck]
-
-    def _cell(self, *k) -> Cell:
-        return self.cells.setdefault(k, Cell())
-
-    # ---- blocks ----------------------------------------------------------------------
-    def run_clean(self):
-        """Clean accuracy of f without and with each defense: ``self.clean_acc[(clf, defense)]``."""
-        self.clean_acc = {}
-        for clf in self.classifiers:
-            f = _logits_fn(*self.targets[clf])
-            for d in self.defenses:
-                if d != "none" and (clf, d) not in self.defend_fns:
-                    continue
-                dfn = (lambda x: x) if d == "none" else self.defend_fns[(clf, d)]
-                fn = jax.jit(lambda x, y, m, dfn=dfn, f=f: jnp.sum((jnp.argmax(f(dfn(x)), -1) == y) & m))
-                correct = sum(int(fn(b["image"], b["label"], b["mask"])) for b in self.batches_of(clf))
-                self.clean_acc[(clf, d)] = correct / sum(int(np.sum(b["mask"])) for b in self.batches_of(clf))
-        return self.clean_acc
-
-    def run_oblivious(self, block="oblivious", source_of=None, attacks=None, bar=None):
-        for clf in self.classifiers:
-            source = source_of(clf) if source_of else None
-            if source_of is not None and source == clf:
-                print(f"note: transfer block skipped for {clf}: its surrogate would be itself")
-                continue
-            # the costly blocks see only the first whitebox_num_examples images: keep oblivious PGD counts
-            # on exactly those images too, so the white-box >= oblivious check compares paired examples
-            limited = bool(self.config.eval.get("whitebox_num_examples"))
-            for a in attacks or self.attacks:
-                fn = self._oblivious_fn(clf, a, source)
-                subset = self.costly_batches_of(clf) if (limited and block == "oblivious" and a == "pgd") else []
-                for i, b in enumerate(self.batches_of(clf)):
-                    key = jax.random.fold_in(jax.random.fold_in(self.key, i), zlib.crc32(a.encode()))
-                    x, y, m = b["image"], b["label"], b["mask"]
-                    x_adv, pc, pa, per_def, ssim_adv, l2 = fn(x, y, key)
-                    ok = np.asarray(m)
-                    fooled = np.asarray((pc == y) & (pa != y)) & ok
-                    for d in self.defenses:
-                        if d == "none":
-                            cnt = M.counts(pc, pa, pa, y, m)
-                            self._cell(block, a, clf, d).add(cnt, None, np.asarray(ssim_adv)[ok],
-                                                             np.asarray(l2)[fooled])
-                        elif d in per_def:
-                            pd, ssim_rec, x_rec = per_def[d]
-                            cnt = M.counts(pc, pa, pd, y, m)
-                            self._cell(block, a, clf, d).add(cnt, np.asarray(ssim_rec)[ok], np.asarray(ssim_adv)[ok])
-                            if i < len(subset):
-                                self._cell("oblivious_subset", a, clf, d).add(M.counts(pc, pa, pd, y, subset[i]["mask"]))
-                            if i == 0 and block == "oblivious":
-                                self.samples[(clf, a, d)] = (np.asarray(x[:8]), np.asarray(x_adv[:8]),
-                                                             np.asarray(x_rec[:8]))
-                    if bar is not None:
-                        bar.update(1)
-
-    def run_whitebox(self, bar=None):
+    def whitebox_settings(self, d) -> WhiteboxSettings:
         cfg = self.config.eval
-        for clf in self.classifiers:
-            for d in self.defenses:
-                if d == "none" or (clf, d) not in self.defend_fns:
-                    continue
-                fns = [self._whitebox_fn(clf, d, "pgd", steps=cfg.whitebox_steps, restarts=cfg.whitebox_restarts,
-                                         loss=loss, random_start=True) for loss in ("ce", "margin")]
-                for i, b in enumerate(self.costly_batches_of(clf)):
-                    x, y, m = b["image"], b["label"], b["mask"]
-                    worst_pd = worst_pa = None
-                    for j, fn in enumerate(fns):
-                        x_adv, pc, pa, pd, ssim_rec, _ = fn(x, y, jax.random.fold_in(self.key, 1000 * i + j))
-                        pd, pa = np.asarray(pd), np.asarray(pa)
-                        if worst_pd is None:
-                            worst_pd, worst_pa = pd.copy(), pa.copy()
-                        else:  # an example counts as broken if either loss broke it
-                            broken = pd != np.asarray(y)
-                            worst_pd = np.where(broken, pd, worst_pd)
-                            worst_pa = np.where(broken, pa, worst_pa)
-                    pc_f = np.asarray(pc)
-                    self._cell("whitebox", "pgd", clf, d).add(
-                        M.counts(pc_f, worst_pa, worst_pd, np.asarray(y), m), np.asarray(ssim_rec)[np.asarray(m)])
-                    if bar is not None:
-                        bar.update(1)
+        per = dict(cfg.get("whitebox_per_defense", {}).get(d or "none", {}))
+        return WhiteboxSettings(int(per.get("steps", cfg.whitebox_steps)), int(per.get("restarts", cfg.whitebox_restarts)),
+                                int(per.get("eot_samples", 1)))
 
-    def run_cw_distortion(self, bar=None):
-        """Median L2 that C&W-L2 needs to fool f alone vs the defended pipeline f(d(.))."""
-        for clf in self.classifiers:
-            for d in self.defenses:
-                if d != "none" and (clf, d) not in self.defend_fns:
-                    continue
-                if d == "none":
-                    fn = self._oblivious_fn(clf, "cw_l2")
-                else:
-                    fn = self._whitebox_fn(clf, d, "cw_l2")
-                cell = self._cell("cw_distortion", "cw_l2", clf, d)
-                for i, b in enumerate(self.costly_batches_of(clf)):
-                    x, y, m = b["image"], b["label"], b["mask"]
-                    out = fn(x, y, jax.random.fold_in(self.key, 5000 + i))
-                    if d == "none":
-                        _, pc, pa, _, _, l2 = out
-                        through = pa
-                    else:
-                        _, pc, pa, through, _, l2 = out
-                    ok = np.asarray(m)
-                    success = (np.asarray(through) != np.asarray(y)) & ok
-                    cell.add(M.counts(pc, pa, through, y, m), l2=np.asarray(l2)[success])
-                    if bar is not None:
-                        bar.update(1)
+    def suite_builders(self, d) -> dict:
+        """{name: build(eps) -> attack fn} of the white-box suite with ``d``'s steps / restarts
+        (eps may be a traced scalar: one compile serves every eps)."""
+        s = self.whitebox_settings(d)
+        names = [n.strip() for n in str(self.config.eval.whitebox_suite).split(",") if n.strip()]
+        unknown = [n for n in names if n not in WHITEBOX_ATTACKS]
+        if unknown:
+            raise ValueError(f"unknown eval.whitebox_suite entries {unknown}; known: {sorted(WHITEBOX_ATTACKS)}")
+        return {n: (lambda eps, b=WHITEBOX_ATTACKS[n]: b(self, eps, s.steps, s.restarts)) for n in names}
 
-    def run_eps_curve(self, attack="pgd", bar=None):
-        """Undefended / defended (oblivious) / defended (white-box) accuracy and DSR vs eps, PGD-20."""
-        eps_list = [float(e) for e in self.config.eval.eps_curve]
-        for clf in self.classifiers:
-            for d in self.defenses:
-                if d != "none" and (clf, d) not in self.defend_fns:
-                    continue
-                obl, wb, obl_dsr, wb_dsr = [], [], [], []
-                for eps in eps_list:
-                    over = dict(eps=eps, steps=20, step_size=max(eps / 8, 1e-4))
-                    cnt_o = {k: 0 for k in Cell().counts}
-                    cnt_w = dict(cnt_o)
-                    for i, b in enumerate(self.costly_batches_of(clf)):
-                        x, y, m = b["image"], b["label"], b["mask"]
-                        key = jax.random.fold_in(self.key, 7000 + i)
-                        _, pc, pa, per_def, _, _ = self._oblivious_fn(clf, attack, **over)(x, y, key)
-                        pd = pa if d == "none" else per_def[d][0]
-                        for k, v in M.counts(pc, pa, pd, y, m).items():
-                            cnt_o[k] += int(v)
-                        if d != "none":
-                            _, pc2, pa2, pt, _, _ = self._whitebox_fn(clf, d, attack, **over)(x, y, key)
-                            for k, v in M.counts(pc2, pa2, pt, y, m).items():
-                                cnt_w[k] += int(v)
-                        if bar is not None:
-                            bar.update(1)
-                    r_o, r_w = M.rates(cnt_o), M.rates(cnt_w)
-                    obl.append(r_o["robust_acc"])
-                    obl_dsr.append(r_o["dsr"])
-                    wb.append(r_w["robust_acc"] if d != "none" else float("nan"))
-                    wb_dsr.append(r_w["dsr"] if d != "none" else float("nan"))
-                self.curves[(clf, d)] = {"eps": eps_list, "oblivious": obl, "whitebox": wb,
-                                         "oblivious_dsr": obl_dsr, "whitebox_dsr": wb_dsr}
-
-    def gradient_check(self):
-        """Mean |d CE(f(d(x)))/dx| and the fraction of examples whose gradient is exactly 0."""
-        out = {}
-        for (clf, d), dfn in self.defend_fns.items():
-            if d == "none":
-                continue
-            b = self.costly_batches_of(clf)[0]
-            x, y = jnp.asarray(b["image"]), jnp.asarray(b["label"])
-            f = _logits_fn(*self.targets[clf])
-            loss = lambda x: jnp.sum(cross_entropy(f(dfn(x)), y))  # noqa: E731
-            g = np.asarray(jax.jit(jax.grad(loss))(x)).reshape(x.shape[0], -1)
-            out[(clf, d)] = {"mean_abs_grad": float(np.mean(np.abs(g))),
-                             "zero_grad_fraction": float(np.mean(np.all(g == 0, axis=1)))}
-        self.checks_data["gradients"] = out
+    def run_suite(self, block, clf, defenses, attacked_defense, eps=None, *, through, bar=None) -> dict:
+        """The white-box suite at ``eps`` (default the evaluation eps) against f(d(.)) for
+        ``attacked_defense`` d (None: f alone), judged for ``defenses``: {defense: [records]}."""
+        eps = self.eps if eps is None else float(eps)
+        attacked = self.logits(clf) if attacked_defense is None else self.attack_logits(clf, attacked_defense)
+        out = {d: [] for d in defenses}
+        for name, build in self.suite_builders(attacked_defense).items():
+            recs = self.run_attack(block, name, build, clf, defenses, attacked, through=through, costly=True,
+                                   bar=bar, eps=eps, cache=("suite", clf, attacked_defense, name))
+            for d, r in recs.items():
+                out[d].append(r)
         return out
 
-    def steps_check(self, clf, d, steps=(10, 100)):
-        """White-box robust accuracy for PGD with few vs many steps (must not go up)."""
-        accs = []
-        for s in steps:
-            cnt = {k: 0 for k in Cell().counts}
-            fn = self._whitebox_fn(clf, d, "pgd", steps=s, random_start=False) if d != "none" else \
-                self._oblivious_fn(clf, "pgd", steps=s, random_start=False)
-            for i, b in enumerate(self.costly_batches_of(clf)[:2]):
-                x, y, m = b["image"], b["label"], b["mask"]
-                out = fn(x, y, jax.random.fold_in(self.key, 9000 + i))
-                pc, pa, pt = (out[1], out[2], out[3]) if d != "none" else (out[1], out[2], out[2])
-                for k, v in M.counts(pc, pa, pt, y, m).items():
-                    cnt[k] += int(v)
-            accs.append(M.rates(cnt)["robust_acc"])
-        self.checks_data.setdefault("steps", {})[(clf, d)] = dict(zip(steps, accs))
-        return accs
+    def attack_logits(self, clf, d):
+        """What a white-box attacker differentiates: the pipeline, or its EOT average over
+        ``eot_samples`` draws of the defense's randomness (the defense rebuilt with its
+        ``seed_field`` config value + k; draw 0 is the evaluated pipeline itself)."""
+        if (clf, d) in self._attack_views:
+            return self._attack_views[(clf, d)]
+        n = self.whitebox_settings(d).eot_samples
+        if n <= 1:
+            return self._attack_views.setdefault((clf, d), self.pipeline(clf, d))
+        trainer = self.trainers.get((clf, d))
+        field = getattr(trainer, "seed_field", None)
+        if field is None:
+            raise ValueError(f"eval.whitebox_per_defense.{d}.eot_samples={n}, but defense {d} declares no "
+                             "seed_field to redraw; set eot_samples to 1")
+        f, fns = self.logits(clf), [self.defend_fns[(clf, d)]]
+        for k in range(1, n):
+            cfg = self.config.copy_and_resolve_references()
+            cfg[d][field] = int(cfg[d][field]) + k
+            fns.append(load_defense(cfg, d, clf, target=self.targets[clf])[0])
+        return self._attack_views.setdefault((clf, d), eot_logits([lambda x, g=g: f(g(x)) for g in fns]))
+
+    # ---- running one attack ---------------------------------------------------------
+    def _judge(self, clf, d):
+        """jit fn(x, x_adv, y) -> (f_adv, pipe_adv, ssim_rec, ssim_adv, l2, x_rec)."""
+        if (clf, d) not in self._judges:
+            f, dfn = self.logits(clf), self.defend_fns[(clf, d)]
+
+            def judge(x, x_adv, y):
+                x_rec = dfn(x_adv)
+                return (jnp.argmax(f(x_adv), -1) == y, jnp.argmax(f(x_rec), -1) == y, M.ssim(x, x_rec),
+                        M.ssim(x, x_adv), M.l2_distortion(x, x_adv), x_rec)
+            self._judges[(clf, d)] = jax.jit(judge)
+        return self._judges[(clf, d)]
+
+    def run_clean(self):
+        """f(x) == y per image, and f(d(x)) == y for each defense: ``f_clean``, ``pipe_clean``."""
+        for clf in self.classifiers:
+            f = self.logits(clf)
+            ok_f = jax.jit(lambda x, y, f=f: jnp.argmax(f(x), -1) == y)
+            self.f_clean[clf] = np.concatenate([np.asarray(ok_f(b["image"], b["label"]))[np.asarray(b["mask"])]
+                                                for b in self.batches(clf)])
+            for d in self.defenses_of(clf):
+                pipe = self.pipeline(clf, d)
+                ok = jax.jit(lambda x, y, p=pipe: jnp.argmax(p(x), -1) == y)
+                self.pipe_clean[(clf, d)] = np.concatenate(
+                    [np.asarray(ok(b["image"], b["label"]))[np.asarray(b["mask"])] for b in self.batches(clf)])
+
+    def clean_accuracy(self) -> dict:
+        return {k: float(np.mean(v)) for k, v in self.pipe_clean.items()}
+
+    def run_attack(self, block, name, attack, clf, defenses, attacked, *, through, costly, bar=None,
+                   eps=None, cache=None, samples=False) -> dict:
+        """Run ``attack`` against ``attacked`` (logits fn) on ``clf``'s batches and judge each of
+        ``defenses`` on the result; returns {defense: AttackRecord}.
+
+        ``attack``: fn(logits_fn, x, y, key) -> x_adv, or, with ``eps`` given, a builder
+        eps -> such a fn, called with eps as a traced scalar. ``cache``: a key under which the
+        compiled attack is kept (it must determine ``attack`` and ``attacked``)."""
+        if not self.f_clean:
+            self.run_clean()
+        fn = self._jits.get(cache) if cache is not None else None
+        if fn is None:
+            if eps is None:
+                fn = jax.jit(lambda x, y, k, e: attack(attacked, x, y, k))
+            else:
+                fn = jax.jit(lambda x, y, k, e: attack(e)(attacked, x, y, k))
+            if cache is not None:
+                self._jits[cache] = fn
+        e = jnp.float32(0.0 if eps is None else eps)
+        key_names = (name,) if eps is None else (name, f"eps={float(eps):g}")
+        parts = {d: [] for d in defenses}
+        for i, b in enumerate(self.batches(clf, costly)):
+            x, y, m = b["image"], b["label"], np.asarray(b["mask"])
+            x_adv = fn(x, y, block_key(self.key, block, i, *key_names), e)
+            for d in defenses:
+                out = self._judge(clf, d)(x, x_adv, y)
+                parts[d].append([np.asarray(a)[m] for a in out[:5]])
+                if samples and i == 0:
+                    self.samples[(clf, name, d)] = (np.asarray(x[:8]), np.asarray(x_adv[:8]), np.asarray(out[5][:8]))
+            if bar is not None:
+                bar.update(1)
+        recs = {}
+        for d, p in parts.items():
+            f_adv, pipe_adv, ssim_rec, ssim_adv, l2 = (np.concatenate(c) for c in zip(*p))
+            n = len(f_adv)
+            recs[d] = AttackRecord(block=block, attack=name, classifier=clf, defense=d, bounded=is_bounded(name),
+                                   through=through, f_clean=self.f_clean[clf][:n],
+                                   pipe_clean=self.pipe_clean[(clf, d)][:n], f_adv=f_adv, pipe_adv=pipe_adv,
+                                   ssim_rec=ssim_rec, ssim_adv=ssim_adv, l2=l2)
+        return recs
+
+    def block_records(self, block, clf, d) -> list:
+        return [r for (b, _, c, dd), r in self.records.items() if (b, c, dd) == (block, clf, d)]
+
+
+# ---- blocks: units() is the progress-bar length, run(bar) fills ev.records / ev.curves --------
+class Block:
+    name = ""
+
+    def __init__(self, ev: Evaluator):
+        self.ev = ev
+
+    def units(self) -> int:
+        raise NotImplementedError
+
+    def run(self, bar=None):
+        raise NotImplementedError
+
+
+class ObliviousBlock(Block):
+    """Each attack on f alone; every defense judged on the same x_adv."""
+    name = "oblivious"
+
+    def __init__(self, ev, attacks=None):
+        super().__init__(ev)
+        self.attacks = list(attacks if attacks is not None else ev.attacks)
+
+    def source(self, clf):
+        return clf
+
+    def jobs(self):
+        return [(c, a) for c in self.ev.classifiers for a in self.attacks]
+
+    def units(self):
+        return sum(len(self.ev.batches(c)) for c, _ in self.jobs())
+
+    def run(self, bar=None):
+        ev = self.ev
+        for clf, a in self.jobs():
+            recs = ev.run_attack(self.name, a, ev.attack(a), clf, ev.defenses_of(clf), ev.logits(self.source(clf)),
+                                 through=False, costly=False, bar=bar, samples=self.name == "oblivious")
+            ev.records.update({(self.name, a, clf, d): r for d, r in recs.items()})
+
+
+class TransferBlock(ObliviousBlock):
+    """Attacks crafted on a surrogate (``eval.transfer_source``; ``transfer_source_for_mcnn``
+    for the classifier that is itself the source); a classifier is never its own surrogate."""
+    name = "transfer"
+
+    def __init__(self, ev):
+        super().__init__(ev, [a for a in TRANSFER_ATTACKS if a in ev.attacks])
+        for c in ev.classifiers:
+            s = self.source(c)
+            if s != c and s not in ev.targets:
+                ev.targets[s] = load_classifier(ev.config, s)
+
+    def source(self, clf):
+        cfg = self.ev.config.eval
+        return cfg.transfer_source_for_mcnn if clf == cfg.transfer_source else cfg.transfer_source
+
+    def jobs(self):
+        return [(c, a) for c, a in super().jobs() if self.source(c) != c]
+
+
+class WhiteboxBlock(Block):
+    """The white-box suite on f(d(.)) for every (classifier, defense), the identity included."""
+    name = "whitebox"
+
+    def units(self):
+        ev = self.ev
+        return sum(len(ev.suite_builders(d)) * len(ev.batches(c, True)) for c, d in ev.pairs())
+
+    def run(self, bar=None):
+        ev = self.ev
+        for clf, d in ev.pairs():
+            for r in ev.run_suite(self.name, clf, [d], d, through=True, bar=bar)[d]:
+                ev.records[(self.name, r.attack, clf, d)] = r
+
+
+class CWBlock(Block):
+    """C&W-L2 (``eval.cw``) on the pipeline: minimum L2 needed to fool f(d(.))."""
+    name = "cw"
+
+    def units(self):
+        return sum(len(self.ev.batches(c, True)) for c, _ in self.ev.pairs())
+
+    def run(self, bar=None):
+        ev = self.ev
+        atk = ev.attack("cw_l2", **dict(ev.config.eval.cw))
+        for clf, d in ev.pairs():
+            rec = ev.run_attack(self.name, "cw_l2", atk, clf, [d], ev.attack_logits(clf, d), through=True,
+                                costly=True, bar=bar)[d]
+            ev.records[(self.name, "cw_l2", clf, d)] = rec
+
+
+class CurveBlock(Block):
+    """Robust accuracy vs eps with the white-box suite: on f then d (oblivious) and on f(d(.))."""
+    name = "curve"
+
+    def eps_list(self):
+        return [float(e) for e in self.ev.config.eval.eps_curve]
+
+    def units(self):
+        ev = self.ev
+        n = 0
+        for c in ev.classifiers:
+            per_eps = len(ev.suite_builders(None)) + sum(len(ev.suite_builders(d)) for d in ev.defenses_of(c))
+            n += per_eps * len(ev.batches(c, True))
+        return n * len(self.eps_list())
+
+    def run(self, bar=None):
+        ev = self.ev
+        for clf in ev.classifiers:
+            defs = ev.defenses_of(clf)
+            cur = {d: {"eps": self.eps_list(), "oblivious": [], "whitebox": [], "oblivious_dsr": [], "n": 0}
+                   for d in defs}
+            for eps in self.eps_list():
+                obl = ev.run_suite("curve_oblivious", clf, defs, None, eps, through=False, bar=bar)
+                for d in defs:
+                    wb = ev.run_suite("curve_whitebox", clf, [d], d, eps, through=True, bar=bar)[d]
+                    bo, bw = block_metrics(obl[d]), block_metrics(wb)
+                    cur[d]["oblivious"].append(bo.robust_acc)
+                    cur[d]["oblivious_dsr"].append(bo.dsr)
+                    cur[d]["whitebox"].append(bw.robust_acc)
+                    cur[d]["n"] = bw.n
+            ev.curves.update({(clf, d): v for d, v in cur.items()})
+
+
+def make_blocks(ev: Evaluator, names) -> list:
+    """Blocks to run, in the order oblivious, transfer, whitebox, cw, curve, checks."""
+    from ipgan_jax.eval.checks import ChecksBlock
+    table = {"oblivious": ObliviousBlock, "transfer": TransferBlock, "whitebox": WhiteboxBlock, "cw": CWBlock,
+             "curve": CurveBlock, "checks": ChecksBlock}
+    unknown = set(names) - set(table)
+    if unknown:
+        raise ValueError(f"unknown blocks {sorted(unknown)}; choose from {list(table)}")
+    return [table[n](ev) for n in table if n in names]

@@ -1,4 +1,4 @@
-"""Tables (Markdown / JSON / CSV), sanity checks and figures from an ``Evaluator`` run."""
+"""Tables (Markdown / JSON / CSV) and figures from an ``Evaluator`` run (definitions: ``records``)."""
 from __future__ import annotations
 
 import csv
@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ipgan_jax.eval.plots import line_plot
+from ipgan_jax.eval.records import attack_metrics, block_metrics, pack_bits, record_to_json
 from ipgan_jax.images import amplify, image_grid
 
 DEFENSE_NAMES = {"none": "No defense", "defense_gan": "Defense-GAN", "ape_gan": "APE-GAN", "dae": "DAE",
@@ -32,195 +33,239 @@ BLOCK_TO_PAPER = {"oblivious": 1, "transfer": 2}
 BLOCK_TITLES = {
     "oblivious": "Block 1 - white-box on the classifier only (oblivious): attack f, then defend",
     "transfer": "Block 2 - black-box transfer: attacks crafted on a surrogate classifier",
-    "whitebox": "Block 3 - full white-box through the defense: PGD on f(d(x)), CE + margin, restarts, worst case",
+    "whitebox": "Block 3 - full white-box through the defense: the white-box suite on f(d(x)), worst case per image",
 }
-
-
-def pooled(cells, block, clf, defense, attacks):
-    """Sum a block's counts over attacks (the table's cell pools every attack in the block)."""
-    from ipgan_jax.eval.evaluate import Cell
-    out = Cell()
-    for a in attacks:
-        c = cells.get((block, a, clf, defense))
-        if c is not None:
-            out.add(c.counts, c.ssim_rec, c.ssim_adv, c.l2)
-    return out
+SCHEMA = "ipgan-eval/2"
 
 
 def _pct(v):
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
 
 
-def markdown(ev) -> str:
-    lines = []
-    clfs, defs = ev.classifiers, ev.defenses
-    n = max((c.counts["n"] for c in ev.cells.values()), default=0)
-    lines.append(f"Evaluation on up to {n} test images per cell; DSR in %, paper's value in brackets "
-                 "where it has one. Block cells pool all attacks of the block.")
-    for block in ("oblivious", "transfer", "whitebox"):
-        attacks = sorted({k[1] for k in ev.cells if k[0] == block})
+def _ci(lo_hi):
+    return f"({_pct(lo_hi[0])}-{_pct(lo_hi[1])})"
+
+
+def _l2(v):
+    return "-" if math.isnan(v) else ("inf" if math.isinf(v) else f"{v:.3f}")
+
+
+def _cname(c):
+    return CLASSIFIER_NAMES.get(c, c)
+
+
+def _dname(d):
+    return DEFENSE_NAMES.get(d, d)
+
+
+def _attacks(ev, block, bounded):
+    seen = []
+    for (b, a, _, _), r in ev.records.items():
+        if b == block and r.bounded == bounded and a not in seen:
+            seen.append(a)
+    return seen
+
+
+def _block_table(ev, block, lines):
+    """Block robust accuracy (worst case per image over bounded attacks) and per-image DSR."""
+    attacks = _attacks(ev, block, True)
+    if not attacks:
+        return
+    n = max(r.n for (b, *_), r in ev.records.items() if b == block)
+    lines.append(f"\n**{BLOCK_TITLES[block]}** (bounded attacks, worst case per image: {', '.join(attacks)}; "
+                 f"{n} images)\n")
+    lines.append("| defense | " + " | ".join(f"{_cname(c)} DSR" for c in ev.classifiers) + " | "
+                 + " | ".join(f"{_cname(c)} rob. acc" for c in ev.classifiers) + " |")
+    lines.append("|---" * (1 + 2 * len(ev.classifiers)) + "|")
+    for d in ev.defenses:
+        dsr, rob = [], []
+        for c in ev.classifiers:
+            bm = block_metrics(ev.block_records(block, c, d))
+            if bm is None:
+                dsr.append("-")
+                rob.append("-")
+                continue
+            paper = PAPER_DSR.get(BLOCK_TO_PAPER.get(block), {}).get(_dname(d), {}).get(_cname(c))
+            dsr.append(_pct(bm.dsr) + (f" [{paper:.2f}]" if paper is not None else ""))
+            rob.append(f"{_pct(bm.robust_acc)} {_ci(bm.robust_ci)}")
+        lines.append(f"| {_dname(d)} | " + " | ".join(dsr) + " | " + " | ".join(rob) + " |")
+
+
+def _per_attack_table(ev, block, lines):
+    """One row per (classifier, attack): ACC and ASR of f, DSR and robust accuracy per defense."""
+    defs = [d for d in ev.defenses if any(k[3] == d for k in ev.records)]
+    for bounded in (True, False):
+        attacks = _attacks(ev, block, bounded)
         if not attacks:
             continue
-        n_block = max(c.counts["n"] for k, c in ev.cells.items() if k[0] == block and k[1] == attacks[0])
-        lines.append(f"\n**{BLOCK_TITLES[block]}** (attacks: {', '.join(attacks)}; {n_block} images per "
-                     "classifier and attack)\n")
-        lines.append("| defense | " + " | ".join(f"{CLASSIFIER_NAMES.get(c, c)} DSR" for c in clfs) + " | "
-                     + " | ".join(f"{CLASSIFIER_NAMES.get(c, c)} rob. acc" for c in clfs) + " |")
-        lines.append("|---" * (1 + 2 * len(clfs)) + "|")
-        for d in defs:
-            if block == "whitebox" and d == "none":
-                continue
-            dsr_cells, acc_cells = [], []
-            for c in clfs:
-                s = pooled(ev.cells, block, c, d, attacks).summary()
-                paper = PAPER_DSR.get(BLOCK_TO_PAPER.get(block), {}).get(DEFENSE_NAMES.get(d, d), {}).get(
-                    CLASSIFIER_NAMES.get(c, c))
-                dsr_cells.append(_pct(s["dsr"]) + (f" [{paper:.2f}]" if paper is not None else ""))
-                lo, hi = s["robust_acc_ci"]
-                acc_cells.append(f"{_pct(s['robust_acc'])} ({_pct(lo)}-{_pct(hi)})")
-            lines.append(f"| {DEFENSE_NAMES.get(d, d)} | " + " | ".join(dsr_cells) + " | " + " | ".join(acc_cells) + " |")
-    # ACC / ASR / SSIM per attack
-    oblivious_attacks = sorted({k[1] for k in ev.cells if k[0] == "oblivious"})
-    defended = [DEFENSE_NAMES.get(d, d) for d in defs if d != "none"]
-    if oblivious_attacks:
-        lines.append("\n**Per attack (oblivious block): ACC / ASR / DSR / SSIM(x, x_rec) [SSIM(x, x_adv)]**\n")
-        lines.append("| classifier | attack | ACC | ASR | " + " | ".join(f"{name} DSR" for name in defended)
-                     + f" | SSIM rec ({'/'.join(defended)}) | SSIM adv |")
-        lines.append("|---" * (6 + len(defended)) + "|")
-    for c in clfs:
-        for a in oblivious_attacks:
-            base = ev.cells.get(("oblivious", a, c, "none"))
-            if base is None:
-                continue
-            s0 = base.summary()
-            dsrs, ssims = [], []
-            for d in defs:
-                if d == "none":
+        kind = "bounded (Linf)" if bounded else "minimum-norm, unbounded (own rows; median L2 over clean-correct images, failures +inf)"
+        lines.append(f"\n**Per attack, {block} block, {kind}: ACC / ASR of f; DSR and robust accuracy per defense; "
+                     "SSIM(x, d(x_adv)) per defense [SSIM(x, x_adv)]**\n")
+        extra = " median L2 |" if not bounded else ""
+        lines.append("| classifier | attack | ACC | ASR |" + extra + "".join(f" {_dname(d)} DSR |" for d in defs)
+                     + "".join(f" {_dname(d)} rob. acc |" for d in defs) + " SSIM rec | SSIM adv |")
+        lines.append("|---" * (6 + 2 * len(defs) + (not bounded)) + "|")
+        for c in ev.classifiers:
+            for a in attacks:
+                ms = {d: attack_metrics(ev.records[(block, a, c, d)]) for d in defs if (block, a, c, d) in ev.records}
+                if not ms:
                     continue
-                cell = ev.cells.get(("oblivious", a, c, d))
-                sd = cell.summary() if cell else None
-                dsrs.append(_pct(sd["dsr"]) if sd else "-")
-                if sd:
-                    ssims.append(f"{sd['ssim_rec']:.3f}")
-            lines.append(f"| {CLASSIFIER_NAMES.get(c, c)} | {a} | {_pct(s0['acc'])} | {_pct(s0['asr'])} | "
-                         + " | ".join(dsrs) + f" | {'/'.join(ssims) or '-'} | {s0['ssim_adv']:.3f} |")
-    # clean accuracy after the defense
-    lines.append("\n**Clean accuracy of f without / with each defense**\n")
-    lines.append("| classifier | " + " | ".join(DEFENSE_NAMES.get(d, d) for d in defs) + " |")
-    lines.append("|---" * (1 + len(defs)) + "|")
-    for c in clfs:
-        row = [(_pct(ev.clean_acc.get((c, d))) if (c, d) in ev.clean_acc else "-") for d in defs]
-        lines.append(f"| {CLASSIFIER_NAMES.get(c, c)} | " + " | ".join(row) + " |")
-    cw = {k: v for k, v in ev.cells.items() if k[0] == "cw_distortion"}
-    if cw:
-        lines.append("\n**C&W-L2: median L2 distortion of successful attacks (success rate)**\n")
-        lines.append("| classifier | " + " | ".join(DEFENSE_NAMES.get(d, d) for d in defs) + " |")
-        lines.append("|---" * (1 + len(defs)) + "|")
-        for c in clfs:
-            row = []
-            for d in defs:
-                cell = cw.get(("cw_distortion", "cw_l2", c, d))
-                if cell is None:
-                    row.append("-")
-                    continue
-                s = cell.summary()
-                succ = 1 - s["robust_acc"]
-                row.append(f"{s.get('median_l2', float('nan')):.3f} ({100 * succ:.1f}%)")
-            lines.append(f"| {CLASSIFIER_NAMES.get(c, c)} | " + " | ".join(row) + " |")
-    if ev.curves:
-        eps = next(iter(ev.curves.values()))["eps"]
-        lines.append("\n**Robust accuracy (%) vs eps, PGD-20: oblivious / white-box through the defense**\n")
-        lines.append("| classifier | defense | " + " | ".join(f"eps {e:g}" for e in eps) + " |")
-        lines.append("|---" * (2 + len(eps)) + "|")
-        for (c, d), cur in ev.curves.items():
-            row = [_pct(o) if d == "none" else f"{_pct(o)} / {_pct(w)}"
-                   for o, w in zip(cur["oblivious"], cur["whitebox"])]
-            lines.append(f"| {CLASSIFIER_NAMES.get(c, c)} | {DEFENSE_NAMES.get(d, d)} | " + " | ".join(row) + " |")
+                m0 = next(iter(ms.values()))
+                row = [_cname(c), a, _pct(m0.acc), _pct(m0.asr)] + ([_l2(m0.median_l2)] if not bounded else [])
+                row += [_pct(ms[d].dsr) if d in ms else "-" for d in defs]
+                row += [_pct(ms[d].robust_acc) if d in ms else "-" for d in defs]
+                row += ["/".join(f"{m.ssim_rec:.3f}" for m in ms.values()), f"{m0.ssim_adv:.3f}"]
+                lines.append("| " + " | ".join(row) + " |")
+
+
+def _whitebox_table(ev, lines):
+    attacks = _attacks(ev, "whitebox", True)
+    if not attacks:
+        return
+    n = max(r.n for (b, *_), r in ev.records.items() if b == "whitebox")
+    lines.append(f"\n**{BLOCK_TITLES['whitebox']}** ({', '.join(attacks)}; {n} images; clean and adversarial "
+                 "accuracy both through the pipeline: ACC = f(d(x)), ASR among those, robust accuracy = right on "
+                 "f(d(x)) and on f(d(x_adv)) for every attack; SSIM(x, d(x_adv)) of the worst-case iterate)\n")
+    lines.append("| classifier | defense | ACC f(d(x)) | ASR | rob. acc | " + " | ".join(f"rob. acc {a}" for a in attacks)
+                 + " | SSIM |")
+    lines.append("|---" * (6 + len(attacks)) + "|")
+    for c in ev.classifiers:
+        for d in ev.defenses:
+            recs = ev.block_records("whitebox", c, d)
+            bm = block_metrics(recs)
+            if bm is None:
+                continue
+            per = {r.attack: attack_metrics(r).robust_acc for r in recs}
+            lines.append(f"| {_cname(c)} | {_dname(d)} | {_pct(attack_metrics(recs[0]).acc)} | {_pct(bm.asr)} | "
+                         f"{_pct(bm.robust_acc)} {_ci(bm.robust_ci)} | " + " | ".join(_pct(per.get(a)) for a in attacks)
+                         + f" | {bm.ssim_rec:.3f} |")
+
+
+def _cw_table(ev, lines):
+    cells = {(c, d): attack_metrics(r) for (b, _, c, d), r in ev.records.items() if b == "cw"}
+    if not cells:
+        return
+    n = max(m.n for m in cells.values())
+    lines.append(f"\n**C&W-L2 on the pipeline f(d(.)): median L2 over images f(d(x)) gets right, failures +inf "
+                 f"(success rate) ({n} images)**\n")
+    lines.append("| classifier | " + " | ".join(_dname(d) for d in ev.defenses) + " |")
+    lines.append("|---" * (1 + len(ev.defenses)) + "|")
+    for c in ev.classifiers:
+        row = [f"{_l2(cells[(c, d)].median_l2)} ({_pct(cells[(c, d)].asr)}%)" if (c, d) in cells else "-"
+               for d in ev.defenses]
+        lines.append(f"| {_cname(c)} | " + " | ".join(row) + " |")
+
+
+def _curve_table(ev, lines):
+    if not ev.curves:
+        return
+    cur0 = next(iter(ev.curves.values()))
+    eps = cur0["eps"]
+    lines.append(f"\n**Robust accuracy (%) vs eps, the white-box suite ({ev.config.eval.whitebox_suite}; step "
+                 f"2.5 eps / steps): oblivious (attack f, then d) / white-box (attack f(d(.))) ({cur0['n']} images)**\n")
+    lines.append("| classifier | defense | " + " | ".join(f"eps {e:g}" for e in eps) + " |")
+    lines.append("|---" * (2 + len(eps)) + "|")
+    for (c, d), cur in ev.curves.items():
+        row = [f"{_pct(o)} / {_pct(w)}" for o, w in zip(cur["oblivious"], cur["whitebox"])]
+        lines.append(f"| {_cname(c)} | {_dname(d)} | " + " | ".join(row) + " |")
+
+
+def markdown(ev) -> str:
+    """All tables of the blocks that ran (no empty tables)."""
+    n = max((r.n for r in ev.records.values()), default=0)
+    lines = [f"Evaluation on up to {n} test images; rates in %, 95% Wilson intervals with n = images; DSR: "
+             "paper's value in brackets where it has one."]
+    for block in ("oblivious", "transfer"):
+        _block_table(ev, block, lines)
+        _per_attack_table(ev, block, lines)
+    _whitebox_table(ev, lines)
+    if ev.pipe_clean:
+        lines.append("\n**Clean accuracy f(d(x)) of each pipeline**\n")
+        lines.append("| classifier | " + " | ".join(_dname(d) for d in ev.defenses) + " |")
+        lines.append("|---" * (1 + len(ev.defenses)) + "|")
+        acc = ev.clean_accuracy()
+        for c in ev.classifiers:
+            lines.append(f"| {_cname(c)} | " + " | ".join(_pct(acc.get((c, d))) for d in ev.defenses) + " |")
+    _cw_table(ev, lines)
+    _curve_table(ev, lines)
     return "\n".join(lines)
 
 
-def sanity_checks(ev, tol: float | None = None) -> list[dict]:
-    """The checks every robustness evaluation should pass; each: name, ok, detail."""
-    checks = []
-    n = max(1, sum(int(np.sum(b["mask"])) for b in ev.costly_batches_of(ev.classifiers[0])))
-    tol = tol if tol is not None else 2.0 / n
-    for (clf, d), curve in ev.curves.items():
-        if d == "none":
-            acc = curve["oblivious"][-1]
-            checks.append({"name": f"accuracy -> 0 as eps grows ({clf}, no defense)", "ok": acc <= 0.05,
-                           "detail": f"PGD-20 accuracy at eps={curve['eps'][-1]}: {acc:.4f}"})
-        else:
-            for i, eps in enumerate(curve["eps"]):
-                o, w = curve["oblivious"][i], curve["whitebox"][i]
-                if eps > 0 and w > o + tol:
-                    checks.append({"name": f"white-box >= oblivious ({clf}, {d}, eps={eps})", "ok": False,
-                                   "detail": f"white-box robust acc {w:.4f} > oblivious {o:.4f}"})
-            wb_ok = all(w <= o + tol for e, o, w in zip(curve["eps"], curve["oblivious"], curve["whitebox"]) if e > 0)
-            if wb_ok:
-                checks.append({"name": f"white-box >= oblivious ({clf}, {d})", "ok": True,
-                               "detail": "white-box robust acc <= oblivious at every eps > 0"})
-    for (clf, d), accs in ev.checks_data.get("steps", {}).items():
-        (s1, a1), (s2, a2) = sorted(accs.items())
-        checks.append({"name": f"more PGD steps never help the defense ({clf}, {d})", "ok": a2 <= a1 + tol,
-                       "detail": f"robust acc PGD-{s1}: {a1:.4f}, PGD-{s2}: {a2:.4f}"})
-    for (clf, d), g in ev.checks_data.get("gradients", {}).items():
-        ok = g["mean_abs_grad"] > 0 and g["zero_grad_fraction"] < 0.5
-        checks.append({"name": f"non-zero gradients through the defense ({clf}, {d})", "ok": ok,
-                       "detail": f"mean |grad| {g['mean_abs_grad']:.3e}, zero-gradient examples "
-                                 f"{100 * g['zero_grad_fraction']:.1f}%"})
-    for clf in ev.classifiers:
-        for d in ev.defenses:
-            if d == "none":
-                continue
-            # paired: the oblivious cell restricted to the white-box block's images when that is a subset
-            ob = ev.cells.get(("oblivious_subset", "pgd", clf, d)) or ev.cells.get(("oblivious", "pgd", clf, d))
-            wb = ev.cells.get(("whitebox", "pgd", clf, d))
-            if ob and wb:
-                o, w = ob.summary()["robust_acc"], wb.summary()["robust_acc"]
-                n_o, n_w = ob.counts["n"], wb.counts["n"]
-                checks.append({"name": f"full white-box PGD at least as strong as oblivious PGD ({clf}, {d})",
-                               "ok": w <= o + tol, "detail": f"robust acc white-box {w:.4f} vs oblivious {o:.4f} "
-                                                             f"({n_w} / {n_o} images)"})
-    return checks
+def format_checks(checks) -> str:
+    """One line per check: PASS / FAIL / SKIPPED, name, classifier, defense, detail."""
+    if not checks:
+        return "(none run: add `checks` to --blocks)"
+    word = {True: "PASS", False: "FAIL", None: "SKIPPED"}
+    return "\n".join(f"- {word[ch.ok]}: {ch.name} ({ch.classifier}, {ch.defense}): {ch.detail}" for ch in checks)
 
 
-def _key(k):
-    return "|".join(str(p) for p in k)
+def _row(kind, block, attack, clf, d, m) -> dict:
+    out = {"kind": kind, "block": block, "attack": attack, "classifier": clf, "defense": d}
+    for k, v in m._asdict().items():
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
-def write_outputs(ev, out_dir, checks, meta) -> dict:
+def summaries(ev) -> tuple[list, list]:
+    """(per-attack rows, per-block rows) as dicts of the ``AttackMetrics`` / ``BlockMetrics`` fields."""
+    attack_rows = [_row("attack", b, a, c, d, attack_metrics(r)) for (b, a, c, d), r in ev.records.items()]
+    block_rows = []
+    for b, c, d in dict.fromkeys((b, c, d) for (b, _, c, d) in ev.records):
+        bm = block_metrics(ev.block_records(b, c, d))
+        if bm is not None:
+            block_rows.append(_row("block", b, "+".join(bm.attacks), c, d, bm))
+    return attack_rows, block_rows
+
+
+def _json_safe(v):
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, np.generic):
+        return _json_safe(v.item())
+    return v
+
+
+def write_outputs(ev, out_dir, meta) -> dict:
+    """results.json (schema ``SCHEMA``), results.csv and PNG figures under ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for (block, attack, clf, d), cell in sorted(ev.cells.items()):
-        s = cell.summary()
-        rows.append({"block": block, "attack": attack, "classifier": clf, "defense": d,
-                     **{k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()}})
-    data = {"meta": meta, "cells": rows, "clean_accuracy": [
-        {"classifier": c, "defense": d, "acc": v} for (c, d), v in ev.clean_acc.items()],
-        "curves": [{"classifier": c, "defense": d, **v} for (c, d), v in ev.curves.items()],
-        "sanity_checks": checks,
-        "paper_dsr": {str(k): v for k, v in PAPER_DSR.items()}}
-    _atomic_write(out_dir / "results.json", json.dumps(data, indent=1, default=float))
-    fields = ["block", "attack", "classifier", "defense", "n", "acc", "asr", "dsr", "robust_acc", "adv_acc",
-              "ssim_rec", "ssim_adv", "median_l2", "clean_correct", "attack_success", "defended", "robust_correct"]
+    attack_rows, block_rows = summaries(ev)
+    data = {"schema": SCHEMA, "meta": meta,
+            "clean": [{"classifier": c, "defense": d, "n": int(v.size), "acc": float(np.mean(v)),
+                       "correct": pack_bits(v)}
+                      for (c, d), v in ev.pipe_clean.items()],
+            "records": [record_to_json(r) for r in ev.records.values()],
+            "attack_metrics": attack_rows, "block_metrics": block_rows,
+            "curves": [{"classifier": c, "defense": d, **v} for (c, d), v in ev.curves.items()],
+            "sanity_checks": [ch._asdict() for ch in ev.checks],
+            "paper_dsr": {str(k): v for k, v in PAPER_DSR.items()}}
+    _atomic_write(out_dir / "results.json", json.dumps(_json_safe(data), indent=1))
+    fields = ["kind", "block", "attack", "classifier", "defense", "n", "acc", "asr", "dsr", "robust_acc",
+              "robust_ci", "ssim_rec", "ssim_adv", "median_l2", "dsr_n"]
     tmp = out_dir / "results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
-        for r in rows:
+        for r in attack_rows + block_rows:
             w.writerow(r)
     os.replace(tmp, out_dir / "results.csv")
     files = {"json": out_dir / "results.json", "csv": out_dir / "results.csv"}
-    # figures
+    files.update(_figures(ev, out_dir))
+    return files
+
+
+def _figures(ev, out_dir) -> dict:
+    files = {}
     for clf in ev.classifiers:
         for d in ev.defenses:
-            if d == "none":
-                continue
             rows_img, labels = [], []
             for a in ev.attacks:
                 s = ev.samples.get((clf, a, d))
-                if s is None:
+                if s is None or d == "none":   # the identity's x_rec is x_adv: nothing to show
                     continue
                 x, x_adv, x_rec = s
                 if not rows_img:
@@ -230,27 +275,22 @@ def write_outputs(ev, out_dir, checks, meta) -> dict:
                 labels += [f"{a} adv", f"{a} inv.pert.", f"{a} rec"]
             if rows_img:
                 files[f"grid_{clf}_{d}"] = image_grid(rows_img, labels, out_dir / f"grid_{clf}_{d}.png")
-        series, dsr_series = {}, {}
-        eps = None
+        series, dsr_series, eps = {}, {}, None
         for d in ev.defenses:
             cur = ev.curves.get((clf, d))
             if cur is None:
                 continue
             eps = cur["eps"]
-            if d == "none":
-                series["no defense"] = cur["oblivious"]
-            else:
-                series[f"{d} (oblivious)"] = cur["oblivious"]
-                series[f"{d} (white-box)"] = cur["whitebox"]
-                dsr_series[f"{d} (oblivious)"] = cur["oblivious_dsr"]
-                dsr_series[f"{d} (white-box)"] = cur["whitebox_dsr"]
-        name = CLASSIFIER_NAMES.get(clf, clf)
+            series[f"{_dname(d)} (oblivious)"] = cur["oblivious"]
+            series[f"{_dname(d)} (white-box)"] = cur["whitebox"]
+            if d != "none":   # DSR of the identity is 0 by definition
+                dsr_series[f"{_dname(d)} (oblivious)"] = cur["oblivious_dsr"]
         if series:
             files[f"curve_{clf}"] = line_plot(eps, series, out_dir / f"curve_{clf}.png", "eps (Linf, pixels)",
-                                              "robust accuracy (PGD-20)", name)
+                                              "robust accuracy (white-box suite)", _cname(clf))
         if dsr_series:
             files[f"dsr_curve_{clf}"] = line_plot(eps, dsr_series, out_dir / f"dsr_curve_{clf}.png",
-                                                  "eps (Linf, pixels)", "DSR (PGD-20)", name)
+                                                  "eps (Linf, pixels)", "DSR (oblivious, per image)", _cname(clf))
     return files
 
 
