@@ -38,7 +38,8 @@ def main(argv):
     config = _CONFIG.value
     from ipgan_jax.cli import check_config
     check_config(config)
-    from ipgan_jax.eval.evaluate import Evaluator, make_blocks
+    from ipgan_jax.eval.blocks import make_blocks
+    from ipgan_jax.eval.evaluate import Evaluator
     from ipgan_jax.eval.report import format_checks, markdown, write_outputs
     from ipgan_jax.training.logging import progress
 

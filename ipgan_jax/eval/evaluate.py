@@ -446,14 +446,3 @@ class CurveBlock(Block):
                     cur[d]["whitebox"].append(bw.robust_acc)
                     cur[d]["n"] = bw.n
             ev.curves.update({(clf, d): v for d, v in cur.items()})
-
-
-def make_blocks(ev: Evaluator, names) -> list:
-    """Blocks to run, in the order oblivious, transfer, whitebox, cw, curve, checks."""
-    from ipgan_jax.eval.checks import ChecksBlock
-    table = {"oblivious": ObliviousBlock, "transfer": TransferBlock, "whitebox": WhiteboxBlock, "cw": CWBlock,
-             "curve": CurveBlock, "checks": ChecksBlock}
-    unknown = set(names) - set(table)
-    if unknown:
-        raise ValueError(f"unknown blocks {sorted(unknown)}; choose from {list(table)}")
-    return [table[n](ev) for n in table if n in names]

@@ -1,0 +1,16 @@
+"""The block table of ``run_eval.py``: name -> block class (evaluate.py's blocks and the checks)."""
+from __future__ import annotations
+
+from ipgan_jax.eval.checks import ChecksBlock
+from ipgan_jax.eval.evaluate import (CurveBlock, CWBlock, Evaluator, ObliviousBlock, TransferBlock,
+                                     WhiteboxBlock)
+
+
+def make_blocks(ev: Evaluator, names) -> list:
+    """Blocks to run, in the order oblivious, transfer, whitebox, cw, curve, checks."""
+    table = {"oblivious": ObliviousBlock, "transfer": TransferBlock, "whitebox": WhiteboxBlock, "cw": CWBlock,
+             "curve": CurveBlock, "checks": ChecksBlock}
+    unknown = set(names) - set(table)
+    if unknown:
+        raise ValueError(f"unknown blocks {sorted(unknown)}; choose from {list(table)}")
+    return [table[n](ev) for n in table if n in names]
