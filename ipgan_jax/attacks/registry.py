@@ -17,9 +17,17 @@ ImageNet eps 16/255 (the paper's large budget): set ``eps: 16/255`` in the confi
   step size then scales with eps (16 -> 4/255 per step for bim / pgd, 1.6/255 for mifgsm).
   ``IMAGENET_EPS = (4/255, 16/255)``.
 
-Rule: when a config sets ``eps`` but not ``step_size``, the default ``step_size`` is multiplied
-by ``eps / default_eps`` so the default schedule keeps its shape. Calling an attack function
-directly never rescales anything.
+Step-size rule (bim / pgd / mifgsm) when a config does not set ``step_size``, per norm:
+
+* Linf: the dataset default ``step_size`` times ``eps / default_eps`` (the default schedule keeps
+  its shape; without ``dataset`` the MNIST fractions of eps: pgd eps/30, bim 2 eps/15, mifgsm
+  eps/10). ``steps`` does not change it.
+* L2: ``2.5 * eps / steps`` (:func:`ipgan_jax.attacks.core.default_step_size`), never derived
+  from the Linf default (L2 eps 2.0 with 40 steps: 0.125 per step).
+
+A direct call with ``step_size=None`` (the signature default) applies the same rule with the
+MNIST fractions, so ``make_attack(cfg)`` and a direct call with the same arguments are the same
+attack; ``make_attack(...).params['step_size']`` shows the resolved value.
 """
 from __future__ import annotations
 
@@ -28,10 +36,10 @@ import inspect
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from ipgan_jax.attacks import losses
-from ipgan_jax.attacks.core import check_norm
+from ipgan_jax.attacks.core import check_norm, default_step_size
 from ipgan_jax.attacks.cw import cw_l2
 from ipgan_jax.attacks.deepfool import deepfool
-from ipgan_jax.attacks.gradient import bim, fgsm, mifgsm, pgd
+from ipgan_jax.attacks.gradient import LINF_STEP_RATIO, bim, fgsm, mifgsm, pgd
 
 ATTACKS: Dict[str, Callable] = {
     "fgsm": fgsm,
@@ -89,6 +97,15 @@ def _as_dict(cfg) -> Dict[str, Any]:
     return dict(cfg)
 
 
+def _default_step(name, base, params, accepted):
+    """The per-norm step rule of the module docstring, for a config without ``step_size``."""
+    norm = params.get("norm", "linf")
+    base_norm = base.get("norm", accepted.get("norm", "linf"))
+    if norm == "linf" and base_norm == "linf" and base.get("step_size") is not None and base.get("eps"):
+        return base["step_size"] * float(params["eps"]) / float(base["eps"])
+    return default_step_size(norm, float(params["eps"]), int(params["steps"]), LINF_STEP_RATIO[name])
+
+
 def make_attack(cfg, dataset: Optional[str] = None) -> Callable:
     """Build ``fn(logits_fn, x, y, key=None) -> x_adv`` from a config.
 
@@ -118,12 +135,11 @@ def make_attack(cfg, dataset: Optional[str] = None) -> Callable:
             raise ValueError(f"unknown dataset {dataset!r} for attack defaults; choose one of {sorted(DEFAULTS)}")
         base = dict(DEFAULTS[dataset][name])
     params = dict(base)
-    if "eps" in cfg and "step_size" not in cfg and base.get("step_size") is not None \
-            and base.get("eps"):
-        params["step_size"] = base["step_size"] * float(cfg["eps"]) / float(base["eps"])
     params.update(cfg)
     if params.get("norm") is not None:
         check_norm(params["norm"])
+    if "step_size" in accepted and "step_size" not in cfg:
+        params["step_size"] = _default_step(name, base, params, accepted)
     if isinstance(params.get("loss"), str):
         losses.objective(params["loss"])  # raises ValueError naming the accepted losses
 
