@@ -8,6 +8,7 @@ builds one from a config; ``ATTACKS`` and ``DEFAULTS`` list them. See ``core`` f
 (init / optimizer / projection / loss) the gradient attacks are assembled from.
 """
 from ipgan_jax.attacks import losses, transforms
+from ipgan_jax.attacks.apgd import apgd, apgd_targeted
 from ipgan_jax.attacks.core import (
     AttackInfo, clip_box, get_init, get_projection, l1_norm, linf_bounds, l2_norm, linf_norm, momentum_steepest_descent,
     normalize, project_l2, project_linf, projected_gradient_attack, steepest_descent,
@@ -22,7 +23,7 @@ from ipgan_jax.attacks.registry import ATTACKS, DEFAULTS, IMAGENET_EPS, attack_p
 
 __all__ = [
     "ATTACKS", "DEFAULTS", "IMAGENET_EPS", "attack_params", "make_attack",
-    "fgsm", "bim", "pgd", "mifgsm", "cw_l2", "deepfool",
+    "fgsm", "bim", "pgd", "mifgsm", "cw_l2", "deepfool", "apgd", "apgd_targeted",
     "AttackInfo", "transforms", "bpda", "eot", "randomized", "is_randomized", "fix_key", "call_model",
     "losses", "cross_entropy", "margin", "dlr", "dlr_targeted", "objective", "is_adversarial",
     "projected_gradient_attack", "steepest_descent", "momentum_steepest_descent", "normalize",

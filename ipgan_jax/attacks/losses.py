@@ -118,6 +118,14 @@ def dlr_targeted(logits, targets):
     return margin(z, targets) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
 
 
+def dlr_targeted_label(logits, labels, targets):
+    """Croce & Hein's targeted DLR with the true class, float [B], to be maximised:
+    (z_t - z_y) / (z_pi1 - (z_pi3 + z_pi4)/2 + 1e-12) (the loss of APGD-T; > 0 iff z_t > z_y)."""
+    z = _upcast(logits)
+    top = _sorted_top(z, 4)
+    return (label_logit(z, targets) - label_logit(z, labels)) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
 def objective(loss: Union[str, LossFn], targeted: bool = False) -> LossFn:
     """The per-example quantity an attack maximises: fn(logits [B,K], labels [B]) -> float [B].
 
