@@ -233,9 +233,11 @@ class AttackInfo(NamedTuple):
     the attack objective float [B] (``losses.objective(loss, targeted)``, higher = stronger) at x_adv.
 
     For a randomised model both are measured on the draw the attack saw at that point.
+    ``queries`` (score-based attacks only, else None): model evaluations spent per example, int32 [B].
     """
     success: jax.Array
     objective: jax.Array
+    queries: Optional[jax.Array] = None
 
 
 MODEL_KEY_TAG = 0x6D6F64  # fold_in tag separating the model's per-call keys from init keys
