@@ -87,11 +87,12 @@ class _State(NamedTuple):
 
 
 def apgd_run(logits_fn, x, *, key, eps, norm, steps, value_fn, grad_fn, success_fn, rho=0.75,
-             eot_samples=1, run_index=0):
+             eot_samples=1, run_index=0, history=False):
     """One APGD run. value_fn / grad_fn: logits [B,K] -> [B] (maximised; grad_fn is what is
     differentiated, a per-example increasing transform of value_fn); success_fn: logits -> bool [B].
     Returns (x_adv [B,...], success [B], best loss [B]): the last successful iterate where the run
-    succeeded, else the best-loss iterate."""
+    succeeded, else the best-loss iterate. ``history``: also return (best loss [steps+1, B], step
+    size [steps+1, B], loss [steps+1, B]) after the start and after each iteration."""
     project = core.get_projection(norm)
     is_check, window = (jnp.asarray(a) for a in checkpoints(steps))
     n_eot = int(eot_samples) if is_randomized(logits_fn) else 1
@@ -120,7 +121,8 @@ def apgd_run(logits_fn, x, *, key, eps, norm, steps, value_fn, grad_fn, success_
     st = _State(x0, x0, g0, step0, x0, v0, g0, x0, s0, v0, jnp.zeros((b,), jnp.int32), v0,
                 jnp.ones((b,), bool))
 
-    def body(i, st: _State):
+    def body(i, carry):
+        st, hist = carry
         a = jnp.where(i > 0, 0.75, 1.0).astype(x.dtype)
         momentum = st.x - st.x_old
         z = project(st.x + core._expand(st.step, x).astype(x.dtype) * direction(st.grad), x, eps)
@@ -144,11 +146,18 @@ def apgd_run(logits_fn, x, *, key, eps, norm, steps, value_fn, grad_fn, success_
         reduced = jnp.where(check, reduce, st.reduced)
         best_at_check = jnp.where(check, loss_best, st.best_at_check)
         n_inc = jnp.where(check, 0, n_inc)
-        return _State(x_next, st.x, g_next, step, x_best, loss_best, grad_best, x_adv, success, v, n_inc,
-                      best_at_check, reduced)
+        if history:
+            hist = tuple(h.at[i + 1].set(v_) for h, v_ in zip(hist, (loss_best, step, v)))
+        return (_State(x_next, st.x, g_next, step, x_best, loss_best, grad_best, x_adv, success, v, n_inc,
+                       best_at_check, reduced), hist)
 
-    st = jax.lax.fori_loop(0, int(steps), body, st)
+    hist = ()
+    if history:
+        hist = tuple(jnp.zeros((int(steps) + 1, b), v0.dtype).at[0].set(v_) for v_ in (v0, step0.astype(v0.dtype), v0))
+    st, hist = jax.lax.fori_loop(0, int(steps), body, (st, hist))
     x_out = jnp.where(core._expand(st.success, x), st.x_adv, st.x_best)
+    if history:
+        return x_out, st.success, st.loss_best, hist
     return x_out, st.success, st.loss_best
 
 

@@ -9,10 +9,13 @@ MNIST (the function-signature defaults are these values):
   mifgsm  eps 0.3, 10 steps of eps/10 = 0.03, decay 1.0 (Dong et al. 2018)
   cw_l2   9 binary-search steps x 1000 Adam steps, lr 0.01, c0 1e-3, kappa 0, abort early
   deepfool L2, 50 steps, overshoot 0.02, top-10 candidates
+  apgd    eps 0.3, 100 iterations, CE, 1 run (AutoAttack's APGD-CE); loss='dlr' for APGD-DLR
+  apgd_t  eps 0.3, 100 iterations, 9 target classes, 1 run each (APGD-T)
+  square  eps 0.3, 5000 queries, p_init 0.8
 
 ImageNet, eps 4/255 (``DEFAULTS['imagenet']``):
   fgsm eps 4/255; bim / pgd 10 steps of 1/255; mifgsm 10 steps of eps/10;
-  cw_l2 5 x 200 steps, lr 0.01, c0 1e-2; deepfool as MNIST.
+  cw_l2 5 x 200 steps, lr 0.01, c0 1e-2; deepfool as MNIST; apgd / apgd_t / square as MNIST.
 ImageNet eps 16/255 (the paper's large budget): set ``eps: 16/255`` in the config; the default
   step size then scales with eps (16 -> 4/255 per step for bim / pgd, 1.6/255 for mifgsm).
   ``IMAGENET_EPS = (4/255, 16/255)``.
@@ -37,9 +40,11 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 from ipgan_jax.attacks import losses
 from ipgan_jax.attacks.core import check_norm, default_step_size
+from ipgan_jax.attacks.apgd import apgd, apgd_targeted
 from ipgan_jax.attacks.cw import cw_l2
 from ipgan_jax.attacks.deepfool import deepfool
 from ipgan_jax.attacks.gradient import LINF_STEP_RATIO, bim, fgsm, mifgsm, pgd
+from ipgan_jax.attacks.square import square
 
 ATTACKS: Dict[str, Callable] = {
     "fgsm": fgsm,
@@ -48,6 +53,9 @@ ATTACKS: Dict[str, Callable] = {
     "mifgsm": mifgsm,
     "cw_l2": cw_l2,
     "deepfool": deepfool,
+    "apgd": apgd,
+    "apgd_t": apgd_targeted,
+    "square": square,
 }
 
 IMAGENET_EPS = (4 / 255, 16 / 255)
@@ -62,6 +70,9 @@ DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "cw_l2": dict(binary_search_steps=9, steps=1000, lr=0.01, initial_const=1e-3,
                       confidence=0.0, abort_early=True),
         "deepfool": dict(steps=50, overshoot=0.02, candidates=10, norm="l2"),
+        "apgd": dict(eps=0.3, norm="linf", steps=100, loss="ce", restarts=1),
+        "apgd_t": dict(eps=0.3, norm="linf", steps=100, n_target_classes=9, restarts=1),
+        "square": dict(eps=0.3, norm="linf", n_queries=5000, p_init=0.8),
     },
     "imagenet": {
         "fgsm": dict(eps=4 / 255, norm="linf", loss="ce", random_start=False),
@@ -72,6 +83,9 @@ DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "cw_l2": dict(binary_search_steps=5, steps=200, lr=0.01, initial_const=1e-2,
                       confidence=0.0, abort_early=True),
         "deepfool": dict(steps=50, overshoot=0.02, candidates=10, norm="l2"),
+        "apgd": dict(eps=4 / 255, norm="linf", steps=100, loss="ce", restarts=1),
+        "apgd_t": dict(eps=4 / 255, norm="linf", steps=100, n_target_classes=9, restarts=1),
+        "square": dict(eps=4 / 255, norm="linf", n_queries=5000, p_init=0.8),
     },
 }
 

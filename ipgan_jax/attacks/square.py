@@ -97,23 +97,22 @@ def eta_pattern(s, vh, vw, h, w, transpose):
 
 
 def _l2_init(key, x, eps):
-    """A grid of eta windows of side H // 5 with random signs per (example, channel, window)."""
+    """A grid of eta windows of side H // 5 with random signs per (example, channel, window) and a
+    random orientation per (example, window), scaled to L2 norm eps."""
     b, h, w, c = x.shape
     s = max(h // 5, 1)
     sp = (h - 5 * s) // 2
-    delta = jnp.zeros(x.shape, jnp.float32)
     starts_h = [sp + a * s for a in range(h // s) if sp + a * s + s <= h]
     starts_w = [sp + a * s for a in range(w // s) if sp + a * s + s <= w]
-    n = len(starts_h) * len(starts_w)
+    vh = jnp.asarray([a for a in starts_h for _ in starts_w], jnp.int32)
+    vw = jnp.asarray([v for _ in starts_h for v in starts_w], jnp.int32)
+    n = vh.shape[0]
+    pats = [eta_pattern(jnp.int32(s), vh, vw, h, w, jnp.full((n,), t)) for t in (False, True)]  # [n, H, W, 1]
     ks, kt = jax.random.split(key)
     signs = jax.random.rademacher(ks, (n, b, 1, 1, c), jnp.float32)
     flips = jax.random.bernoulli(kt, 0.5, (n, b))
-    idx = 0
-    for vh in starts_h:
-        for vw in starts_w:
-            e = eta_pattern(jnp.int32(s), jnp.full((b,), vh), jnp.full((b,), vw), h, w, flips[idx])
-            delta = delta + e * signs[idx]
-            idx += 1
+    chosen = jnp.where(flips[:, :, None, None, None], pats[1][:, None], pats[0][:, None])  # [n, B, H, W, 1]
+    delta = jnp.sum(chosen * signs, axis=0)
     delta = delta / core._expand(core.l2_norm(delta) + 1e-12, delta)
     return core.project_l2(x + eps * delta.astype(x.dtype), x, eps)
 
