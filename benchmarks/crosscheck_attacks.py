@@ -1,15 +1,15 @@
 """Robust accuracy of our attacks vs a reference implementation on identical weights.
 
-    python benchmarks/crosscheck_attacks.py foolbox [--classifier mcnn] [--workdir /work/main/workdir/mnist] [--n 512]
-    python benchmarks/crosscheck_attacks.py torchattacks [--n 512]
+    python benchmarks/crosscheck_attacks.py foolbox [--classifier mcnn] [--workdir /work/main/workdir/mnist]
+                                            [--n 512] [--float64]
 
 ``foolbox``: FGSM and PGD-40 (eps 0.3, step 0.01, no random start) in float32 with foolbox
-3.3.4's stock loss (JAX backend, same jitted model), beside ours in float32 and in float64 (the
-true value of the attack), on the first ``--n`` MNIST test images of a trained classifier loaded
+3.3.4's stock loss (JAX backend, same jitted model), beside ours in float32 and, with ``--float64``,
+in float64 (the true value of the attack), on the first ``--n`` MNIST test images of a trained classifier loaded
 read-only with ``load_classifier`` from ``--workdir`` (or ``--classifier fixture``: the cached
 LeNet of tests/attack_fixtures.py).
 
-``torchattacks``: see tests/test_attacks_torchattacks.py (the same comparison as a test).
+The torchattacks comparison is tests/test_attacks_torchattacks.py; its timing is in bench_attacks.py.
 """
 from __future__ import annotations
 
@@ -71,11 +71,13 @@ def foolbox_check(args):
         t = time.perf_counter()
         a32 = acc(f, jax.jit(lambda x, y: ours(f, x, y))(x, y), y)
         b32 = acc(f, theirs(fmodel, x, y, epsilons=0.3)[0], y)
-        with jax.enable_x64(True):
-            p64 = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float64), params)
-            f64 = make(p64)
-            x64 = jnp.asarray(np.asarray(x), jnp.float64)
-            a64 = acc(f64, jax.jit(lambda x, y: ours(f64, x, y))(x64, y), y)
+        a64 = float("nan")
+        if args.float64:
+            with jax.enable_x64(True):
+                p64 = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float64), params)
+                f64 = make(p64)
+                x64 = jnp.asarray(np.asarray(x), jnp.float64)
+                a64 = acc(f64, jax.jit(lambda x, y: ours(f64, x, y))(x64, y), y)
         rows.append((name, a32, b32, a64))
         print(f"{name}: ours float32 {a32:.4f}, foolbox float32 {b32:.4f}, ours float64 {a64:.4f} "
               f"({time.perf_counter() - t:.0f} s)", flush=True)
@@ -92,6 +94,7 @@ def main(argv=None):
     p.add_argument("--classifier", default="mcnn")
     p.add_argument("--workdir", default=os.path.join(ROOT, "workdir", "mnist"))
     p.add_argument("--n", type=int, default=512)
+    p.add_argument("--float64", action="store_true", help="also run ours in float64 (slow on CPU: ~20+ min for M_CNN)")
     args = p.parse_args(argv)
     return foolbox_check(args)
 

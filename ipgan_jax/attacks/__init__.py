@@ -6,6 +6,35 @@ Every attack has the signature ``attack(logits_fn, x, y, *, key=None, targeted=F
 x's shape and dtype and lies in the eps ball and in [0, 1]. ``make_attack(cfg, dataset=None)``
 builds one from a config; ``ATTACKS`` and ``DEFAULTS`` list them. See ``core`` for the pieces
 (init / optimizer / projection / loss) the gradient attacks are assembled from.
+
+Attacks: fgsm, bim, pgd, mifgsm, cw_l2, deepfool, apgd (APGD-CE / APGD-DLR, Linf / L2),
+apgd_targeted (registry name ``apgd_t``: APGD-T over the top-9 other classes), square (Square
+attack, Linf / L2, score-based). ``return_info=True`` (all but cw_l2 / deepfool) returns
+``(x_adv, AttackInfo(success [B] bool, objective [B], queries [B] or None))`` so callers need not
+rerun the model.
+
+Float32: attacks differentiate ``losses.gradient_objective`` -- for CE the logsumexp margin
+``logsumexp_{j != y}(z_j - z_y)``, an increasing function of CE with the same gradient direction
+that does not saturate on confident models (the true CE gradient underflows to 0 in float32
+above a label margin of ~87, and is inaccurate long before with the textbook form).
+``losses.cross_entropy`` itself returns the true CE and its true gradient.
+
+Ensemble (Python-level driver, not jit-able as a whole; it jits each attack)::
+
+    x_adv, log = autoattack(logits_fn, x, y, key=key, eps=0.3, norm="linf",
+                            version="standard",          # APGD-CE, APGD-T, Square ('rand': APGD-CE, APGD-DLR + EOT)
+                            attacks=None,                # or a subset/order of ('apgd-ce','apgd-dlr','apgd-t','square')
+                            steps=100, n_queries=5000, n_target_classes=9, eot_samples=None)
+    log == {'n', 'clean', 'broken': {attack: images it broke}, 'robust', 'robust_accuracy',
+            'attacks', 'not_run' (['fab-t'] for 'standard': FAB-T is not implemented), 'robust_flags'}
+
+Each attack runs only on the images still robust; x_adv is the per-example worst case.
+
+Transforms of a model (``transforms``): ``bpda(fn, backward=None)`` (exact forward, VJP of
+``backward``, identity by default); randomised models are ``logits_fn(x, key)`` marked with
+``randomized(fn)``; ``eot(fn, n)`` averages n draws (its gradient is the mean gradient); every
+attack passes a fresh key per model call to a randomised model (``call_model``), and APGD's
+``eot_samples`` averages the loss gradient over draws; ``fix_key`` fixes one draw.
 """
 from ipgan_jax.attacks import losses, transforms
 from ipgan_jax.attacks.apgd import apgd, apgd_targeted
