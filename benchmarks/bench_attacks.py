@@ -3,6 +3,7 @@
     python benchmarks/bench_attacks.py [--batch 256] [--pgd_steps 40] [--cw_steps 100]
                                        [--cw_bss 5] [--repeats 3] [--cw_repeats 1]
                                        [--cw_no_abort] [--no_foolbox]
+    python benchmarks/bench_attacks.py --torchattacks [--batch 256] [--apgd_steps 100] [--square_queries 5000]
 
 For each attack: compile time of our jitted attack (``jit(...).lower(...).compile()``), then the
 best of ``--repeats`` (C&W: ``--cw_repeats``) timed runs after compilation -> images/s; foolbox
@@ -10,6 +11,11 @@ runs the same attack (same hyper-parameters) on the same jitted model after one 
 interleaved with ours run by run, and the ratio ours / foolbox is printed. Both C&W versions abort early (ours per example, foolbox per batch),
 so their work is data-dependent; ``--cw_no_abort`` times a fixed number of steps instead.
 The classifier is the cached LeNet-5 of ``tests/attack_fixtures.py`` (trained on first use).
+
+``--torchattacks``: APGD-CE (``--apgd_steps``, eps 0.3) and Square (``--square_queries``, eps 0.3)
+against torchattacks 3.5.1 on the same weights (ported to torch, tests/torch_lenet.py) and the
+same images, interleaved run by run, best of ``--repeats``; prints the time ratio and both robust
+accuracies. Square stops early once every image is broken, on both sides.
 """
 from __future__ import annotations
 
@@ -40,7 +46,12 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed PGD runs per implementation (best is reported)")
     p.add_argument("--cw_repeats", type=int, default=1, help="timed C&W runs per implementation")
     p.add_argument("--no_foolbox", action="store_true")
+    p.add_argument("--torchattacks", action="store_true", help="APGD / Square vs torchattacks instead")
+    p.add_argument("--apgd_steps", type=int, default=100)
+    p.add_argument("--square_queries", type=int, default=5000)
     args = p.parse_args(argv)
+    if args.torchattacks:
+        return bench_torchattacks(args)
 
     clf = af.trained_lenet()
     f = clf.logits_fn()
@@ -104,6 +115,56 @@ def main(argv=None):
         fbcols = (f"{r['fb_s']:.2f} | {r['fb_ips']:.0f} | {r['ips'] / r['fb_ips']:.2f}x | "
                   f"{r['acc']:.3f} / {r['fb_acc']:.3f}") if "fb_s" in r else f"- | - | - | {r['acc']:.3f} / -"
         print(f"| {r['name']} | {r['compile_s']:.2f} | {r['run_s']:.2f} | {r['ips']:.0f} | {fbcols} |")
+    return rows
+
+
+def bench_torchattacks(args):
+    import numpy as np
+    import torch
+    import torchattacks
+    from torch_lenet import TorchLeNet
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    clf = af.trained_lenet()
+    f = clf.logits_fn()
+    tm = TorchLeNet(clf.params).eval()
+    x, y = af.mnist_test_batch(args.batch)
+    xt = torch.tensor(np.asarray(x)).permute(0, 3, 1, 2).contiguous()
+    yt = torch.tensor(np.asarray(y), dtype=torch.long)
+    key = jax.random.key(0)
+    print(f"jax {jax.__version__}, torch {torch.__version__}, torchattacks {torchattacks.__version__}; "
+          f"{os.cpu_count()} cpus; batch {args.batch}")
+    cases = {
+        f"APGD-CE-{args.apgd_steps} Linf eps 0.3": (
+            lambda x, y, k: A.apgd(f, x, y, key=k, eps=0.3, steps=args.apgd_steps),
+            torchattacks.APGD(tm, norm="Linf", eps=0.3, steps=args.apgd_steps, loss="ce", seed=0)),
+        f"Square-{args.square_queries} Linf eps 0.3": (
+            lambda x, y, k: A.square(f, x, y, key=k, eps=0.3, n_queries=args.square_queries),
+            torchattacks.Square(tm, norm="Linf", eps=0.3, n_queries=args.square_queries, resc_schedule=False,
+                                seed=0)),
+    }
+    rows = []
+    for name, (ours, theirs) in cases.items():
+        t = time.perf_counter()
+        compiled = jax.jit(ours).lower(x, y, key).compile()
+        compile_s = time.perf_counter() - t
+        ours_t, ta_t = [], []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            xa = jax.block_until_ready(compiled(x, y, key))
+            ours_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            xb = theirs(xt, yt)
+            ta_t.append(time.perf_counter() - t)
+        acc = float(jnp.mean(jnp.argmax(f(xa), -1) == y))
+        with torch.no_grad():
+            acc_b = float((tm(xb).argmax(1) == yt).float().mean())
+        rows.append((name, compile_s, min(ours_t), min(ta_t), acc, acc_b))
+        print(rows[-1], flush=True)
+    print("\n| attack | compile (s) | ours run (s) | torchattacks run (s) | ours / torchattacks time | robust acc ours / torchattacks |")
+    print("|---|---|---|---|---|---|")
+    for name, c, a, b, acc, acc_b in rows:
+        print(f"| {name} | {c:.1f} | {a:.2f} | {b:.2f} | {a / b:.2f}x | {acc:.3f} / {acc_b:.3f} |")
     return rows
 
 

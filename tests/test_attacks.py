@@ -241,8 +241,10 @@ def test_make_attack_validation():
 def test_make_attack_defaults():
     for name, fn in A.ATTACKS.items():
         sig = A.attack_params(name)
+        resolved = A.make_attack({"name": name}).params  # signature defaults, step rule applied
         for k, v in A.DEFAULTS["mnist"][name].items():  # function defaults are the MNIST ones
-            assert sig[k] == v, (name, k)
+            assert resolved[k] == pytest.approx(v), (name, k)
+            assert sig[k] == v or (k == "step_size" and sig[k] is None), (name, k)
         for dataset in A.DEFAULTS:
             assert set(A.DEFAULTS[dataset][name]) <= set(sig), (dataset, name)
     assert A.DEFAULTS["mnist"]["pgd"]["eps"] == 0.3 and A.DEFAULTS["imagenet"]["pgd"]["eps"] == 4 / 255
@@ -256,6 +258,57 @@ def test_make_attack_defaults():
     im16 = A.make_attack({"name": "pgd", "eps": 16 / 255}, dataset="imagenet").params
     assert im16["step_size"] == pytest.approx(4 / 255)  # default step scales with an overridden eps
     assert A.make_attack({"name": "cw_l2"}).params["binary_search_steps"] == 9
+
+
+def test_default_step_rule_per_norm():
+    """L2 gets 2.5 * eps / steps (not the Linf default rescaled); Linf scales with eps; make_attack
+    and a direct call with the same arguments run the same attack."""
+    for dataset in (None, "mnist", "imagenet"):
+        l2 = A.make_attack({"name": "pgd", "norm": "l2", "eps": 2.0}, dataset=dataset).params
+        assert l2["step_size"] == pytest.approx(2.5 * 2.0 / l2["steps"]), dataset
+    assert A.make_attack({"name": "bim", "norm": "l2", "eps": 1.0, "steps": 5}).params["step_size"] == 0.5
+    assert A.make_attack({"name": "pgd", "eps": 0.1}).params["step_size"] == pytest.approx(0.1 / 30)
+    assert A.make_attack({"name": "mifgsm", "eps": 0.2, "steps": 20}).params["step_size"] == pytest.approx(0.02)
+    assert A.core.default_step_size("l2", 2.0, 40, 1.0) == pytest.approx(0.125)
+    key = jax.random.key(2)
+    for cfg in ({"name": "pgd", "norm": "l2", "eps": 0.8, "steps": 4},
+                {"name": "pgd", "eps": 0.05, "steps": 4, "restarts": 2},
+                {"name": "mifgsm", "norm": "l2", "eps": 0.8, "steps": 3}):
+        atk = A.make_attack(cfg)
+        direct = dict(cfg)
+        fn = A.ATTACKS[direct.pop("name")]
+        np.testing.assert_array_equal(np.asarray(atk(TINY, X_TINY, Y_TINY, key)),
+                                      np.asarray(fn(TINY, X_TINY, Y_TINY, key=key, **direct)))
+    # the old behaviour (Linf default rescaled for L2: 0.01 * 2.0 / 0.3) is a different attack
+    old = A.pgd(TINY, X_TINY, Y_TINY, key=key, norm="l2", eps=0.8, steps=4, step_size=0.01 * 0.8 / 0.3)
+    new = A.make_attack({"name": "pgd", "norm": "l2", "eps": 0.8, "steps": 4})(TINY, X_TINY, Y_TINY, key)
+    assert not np.array_equal(np.asarray(old), np.asarray(new))
+
+
+def test_restarts_need_random_start():
+    with pytest.raises(ValueError, match="random_start"):
+        A.pgd(TINY, X_TINY, Y_TINY, random_start=False, restarts=2)
+    with pytest.raises(ValueError, match="random_start"):
+        A.make_attack({"name": "pgd", "random_start": False, "restarts": 3})(TINY, X_TINY, Y_TINY)
+    A.pgd(TINY, X_TINY, Y_TINY, random_start=False, restarts=1, steps=1)  # one run is fine
+
+
+def test_return_info_matches_a_rerun_of_the_model():
+    """return_info gives per-example success and the objective at x_adv, as a rerun would."""
+    for loss, targeted in (("ce", False), ("dlr", False), ("margin", True)):
+        y = _targets(Y_TINY) if targeted else Y_TINY
+        x_adv, info = jax.jit(lambda x, y: A.pgd(TINY, x, y, key=jax.random.key(0), eps=0.05, steps=3,
+                                                 loss=loss, targeted=targeted, return_info=True))(X_TINY, y)
+        plain = A.pgd(TINY, X_TINY, y, key=jax.random.key(0), eps=0.05, steps=3, loss=loss, targeted=targeted)
+        np.testing.assert_allclose(np.asarray(x_adv), np.asarray(plain), atol=1e-6)  # jit vs eager rounding
+        z = TINY(x_adv)
+        np.testing.assert_array_equal(np.asarray(info.success), np.asarray(A.is_adversarial(z, y, targeted)))
+        np.testing.assert_allclose(np.asarray(info.objective), np.asarray(A.objective(loss, targeted)(z, y)),
+                                   rtol=1e-5, atol=1e-6)
+        assert 0 < float(jnp.mean(info.success)) < 1  # both outcomes occur, so the flags are checked
+    x_adv, info = A.fgsm(TINY, X_TINY, Y_TINY, eps=0.05, return_info=True)
+    np.testing.assert_array_equal(np.asarray(x_adv), np.asarray(A.fgsm(TINY, X_TINY, Y_TINY, eps=0.05)))
+    np.testing.assert_array_equal(np.asarray(info.success), np.asarray(A.is_adversarial(TINY(x_adv), Y_TINY)))
 
 
 def test_make_attack_is_jittable_and_matches_direct_call():
@@ -278,19 +331,23 @@ def test_fixture_classifier_is_accurate(lenet, lenet_fn, mnist128):
     assert _acc(lenet_fn, *mnist128) >= 0.95
 
 
-def test_fgsm_equals_closed_form(lenet_fn, mnist128):
+def test_fgsm_equals_closed_form(lenet, lenet_fn, mnist128):
     """x_adv == clip(x + eps * sign(grad_x CE(x, y))) (untargeted) / clip(x - eps * sign(grad_x CE(x, t)))."""
     x, y = mnist128[0][:64], mnist128[1][:64]
     t = _targets(y)
     eps = 0.3
 
-    @jax.jit
-    def run(x, y, t):
-        ce = lambda x, labels: optax.softmax_cross_entropy_with_integer_labels(lenet_fn(x), labels).sum()
-        return (jax.grad(ce)(x, y), A.fgsm(lenet_fn, x, y, eps=eps),
-                jax.grad(ce)(x, t), A.fgsm(lenet_fn, x, t, eps=eps, targeted=True))
-
-    g_y, adv_y, g_t, adv_t = map(np.asarray, run(x, y, t))
+    adv_y, adv_t = jax.jit(lambda x, y, t: (A.fgsm(lenet_fn, x, y, eps=eps),
+                                            A.fgsm(lenet_fn, x, t, eps=eps, targeted=True)))(x, y, t)
+    adv_y, adv_t = np.asarray(adv_y), np.asarray(adv_t)
+    # reference gradient: optax's textbook CE in float64 (in float32 its label term p_y - 1 is
+    # rounding noise on confident examples, see tests/test_attacks_float32.py)
+    with jax.enable_x64(True):
+        p64 = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float64), lenet.params)
+        f64 = lambda x: lenet.module.apply({"params": p64}, x, train=False)  # noqa: E731
+        ce = lambda x, labels: optax.softmax_cross_entropy_with_integer_labels(f64(x), labels).sum()  # noqa: E731
+        x64 = jnp.asarray(np.asarray(x), jnp.float64)
+        g_y, g_t = (np.asarray(jax.jit(jax.grad(ce))(x64, lab)) for lab in (y, t))
     for g, got, sign in [(g_y, adv_y, 1.0), (g_t, adv_t, -1.0)]:
         ref = np.clip(np.asarray(x) + sign * eps * np.sign(g), 0.0, 1.0)
         bad = np.abs(got - ref) > 1e-6

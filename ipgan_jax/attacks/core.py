@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from ipgan_jax.attacks import losses
+from ipgan_jax.attacks.transforms import call_model, fix_key, is_randomized
 
 NORMS = ("linf", "l2")
 BOX = (0.0, 1.0)
@@ -149,6 +150,23 @@ def get_init(norm: str, random_start: bool) -> Callable:
     return uniform_linf_init if check_norm(norm) == "linf" else uniform_l2_init
 
 
+# ----------------------------------------------------------------------------- default step sizes
+
+L2_STEP_FACTOR = 2.5  # L2 default: 2.5 * eps / steps (Madry et al. 2018; the `robustness` library rule)
+
+
+def default_step_size(norm: str, eps, steps: int, linf_ratio: float):
+    """The default step of an iterative attack when none is given (the rule of each norm):
+
+    linf: ``linf_ratio * eps`` (the attack's MNIST default as a fraction of eps: pgd 1/30, bim 2/15,
+    mifgsm 1/10, so eps 0.3 gives 0.01 / 0.04 / 0.03 whatever ``steps`` is);
+    l2: ``2.5 * eps / steps`` (the total travel is 2.5 eps whatever eps and steps are).
+    """
+    if check_norm(norm) == "linf":
+        return linf_ratio * eps
+    return L2_STEP_FACTOR * eps / max(int(steps), 1)
+
+
 # ----------------------------------------------------------------------------- optimizers
 
 def steepest_descent(step_size, norm: str = "linf") -> optax.GradientTransformation:
@@ -210,6 +228,48 @@ def update_best(best: Best, x, objective, success) -> Best:
                 jnp.where(better, success, best.success))
 
 
+class AttackInfo(NamedTuple):
+    """Per-example result beside x_adv: success bool [B] (adversarial, resp. hits the target) and
+    the attack objective float [B] (``losses.objective(loss, targeted)``, higher = stronger) at x_adv.
+
+    For a randomised model both are measured on the draw the attack saw at that point.
+    ``queries`` (score-based attacks only, else None): model evaluations spent per example, int32 [B].
+    """
+    success: jax.Array
+    objective: jax.Array
+    queries: Optional[jax.Array] = None
+
+
+MODEL_KEY_TAG = 0x6D6F64  # fold_in tag separating the model's per-call keys from init keys
+
+
+def model_key(key, *indices):
+    """A fresh key for one call of a randomised model: fold_in(key, tag, *indices); None stays None."""
+    if key is None:
+        return None
+    k = jax.random.fold_in(key, MODEL_KEY_TAG)
+    for i in indices:
+        k = jax.random.fold_in(k, i)
+    return k
+
+
+def deterministic_model(logits_fn, key):
+    """logits_fn itself, or for a randomised model the fixed draw ``model_key(key)`` (key needed)."""
+    if not is_randomized(logits_fn):
+        return logits_fn
+    if key is None:
+        raise ValueError("a randomised model needs a PRNG key: pass key= to the attack")
+    return fix_key(logits_fn, model_key(key))
+
+
+def check_input(x, y):
+    """x float [B, ...] and y int [B] -> (x, y int32); TypeError for an integer image."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x must be a float array in [0, 1], got dtype {x.dtype}")
+    return x, jnp.asarray(y).astype(jnp.int32)
+
+
 def projected_gradient_attack(
     logits_fn: Callable[[jax.Array], jax.Array],
     x: jax.Array,
@@ -225,52 +285,59 @@ def projected_gradient_attack(
     random_start: bool = False,
     restarts: int = 1,
     keep_best: bool = True,
-) -> jax.Array:
+    return_info: bool = False,
+):
     """Generic projected first-order attack (the engine behind fgsm / bim / pgd / mifgsm).
 
     x: float [B, ...] in [0, 1]; y: int [B] (true labels, or targets when ``targeted``).
     Each run starts from ``get_init(norm, random_start)`` with key ``fold_in(key, r)`` (so the
     first r runs are the same whatever ``restarts`` is), takes ``steps`` optimizer steps on
     ``-objective(loss, targeted)`` and projects onto the eps ball and the box after each.
-    The per-example best (successful first, then highest objective) is kept over the restarts
-    and, with ``keep_best``, over all iterates of a run too; without ``keep_best`` the last
-    iterate of each run competes. Returns x_adv with x's shape and dtype.
+    The gradient is that of ``losses.gradient_objective`` (for CE the non-saturating
+    logsumexp margin: same direction, exact in float32 for confident models); values use
+    ``losses.objective``. The per-example best (successful first, then highest objective) is
+    kept over the restarts and, with ``keep_best``, over all iterates of a run too; without
+    ``keep_best`` the last iterate of each run competes. ``restarts > 1`` needs
+    ``random_start`` (a deterministic run repeated is the same run): ValueError otherwise.
+    A randomised model (``transforms.randomized`` / ``eot``) gets a fresh key per call.
+    Returns x_adv with x's shape and dtype, or ``(x_adv, AttackInfo)`` with ``return_info``.
     """
     check_norm(norm)
     steps, restarts = int(steps), int(restarts)
     if steps < 0 or restarts < 1:
         raise ValueError(f"need steps >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
-    if random_start and key is None:
-        raise ValueError("random_start=True needs a PRNG key")
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"x must be a float array in [0, 1], got dtype {x.dtype}")
-    y = jnp.asarray(y).astype(jnp.int32)
+    if restarts > 1 and not random_start:
+        raise ValueError(f"restarts={restarts} needs random_start=True (without a random start every "
+                         f"restart is the same deterministic run)")
+    if (random_start or is_randomized(logits_fn)) and key is None:
+        raise ValueError("random_start=True or a randomised model needs a PRNG key")
+    x, y = check_input(x, y)
     obj_fn = losses.objective(loss, targeted)
+    grad_obj_fn = losses.gradient_objective(loss, targeted)
     init = get_init(norm, random_start)
     project = get_projection(norm)
-    runs = restarts if random_start else 1
-    track = keep_best or runs > 1
+    runs = restarts
+    track = keep_best or runs > 1 or return_info
 
-    def evaluate(xc):
-        logits = logits_fn(xc)
+    def evaluate(xc, mkey):
+        logits = call_model(logits_fn, xc, mkey)
         return obj_fn(logits, y), losses.is_adversarial(logits, y, targeted)
 
-    def loss_and_grad(xc):
+    def loss_and_grad(xc, mkey):
         def f(xc):
-            logits = logits_fn(xc)
-            o = obj_fn(logits, y)
-            return -jnp.sum(o), (o, logits)
-        (_, (o, logits)), g = jax.value_and_grad(f, has_aux=True)(xc)
-        return o, losses.is_adversarial(logits, y, targeted), g.astype(xc.dtype)
+            logits = call_model(logits_fn, xc, mkey)
+            return -jnp.sum(grad_obj_fn(logits, y)), logits
+        (_, logits), g = jax.value_and_grad(f, has_aux=True)(xc)
+        return obj_fn(logits, y), losses.is_adversarial(logits, y, targeted), g.astype(xc.dtype)
 
-    def one_run(run_key, best):
+    def one_run(r, best):
+        run_key = jax.random.fold_in(base_key, r)
         xc = init(run_key, x, eps)
         state = optimizer.init(xc)
 
-        def body(_, carry):
+        def body(i, carry):
             xc, state, best = carry
-            o, succ, g = loss_and_grad(xc)
+            o, succ, g = loss_and_grad(xc, model_key(key, r, i))
             if keep_best:
                 best = update_best(best, xc, o, succ)
             updates, state = optimizer.update(g, state, xc)
@@ -279,17 +346,18 @@ def projected_gradient_attack(
 
         xc, _, best = jax.lax.fori_loop(0, steps, body, (xc, state, best))
         if track:
-            o, succ = evaluate(xc)
+            o, succ = evaluate(xc, model_key(key, r, steps))
             best = update_best(best, xc, o, succ)
         return xc, best
 
     base_key = key if key is not None else jax.random.key(0)  # unused when not random_start
     best = init_best(x, jnp.promote_types(x.dtype, jnp.float32))
     if runs == 1:
-        x_last, best = one_run(jax.random.fold_in(base_key, 0), best)
-        return best.x if track else x_last
-
-    def restart(r, best):
-        return one_run(jax.random.fold_in(base_key, r), best)[1]
-
-    return jax.lax.fori_loop(0, runs, restart, best).x
+        x_last, best = one_run(0, best)
+        x_adv = best.x if track else x_last
+    else:
+        best = jax.lax.fori_loop(0, runs, lambda r, b: one_run(r, b)[1], best)
+        x_adv = best.x
+    if return_info:
+        return x_adv, AttackInfo(best.success, best.objective)
+    return x_adv

@@ -62,9 +62,10 @@ def cw_l2(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.
     ``confidence`` is kappa. With binary_search_steps >= 10 the last round reruns at the upper
     bound (as in the reference code). Returns the smallest adversarial found per example, the
     clean x where none was found; with ``eps`` set, the perturbation is then projected onto the
-    L2 ball of radius eps. Deterministic (``key`` is ignored).
+    L2 ball of radius eps. Deterministic (``key`` is only used by a randomised model,
+    which is attacked with the one fixed draw ``core.model_key(key)``).
     """
-    del key
+    logits_fn = core.deterministic_model(logits_fn, key)
     bss, steps = int(binary_search_steps), int(steps)
     if bss < 1 or steps < 1:
         raise ValueError(f"need binary_search_steps >= 1 and steps >= 1, got {bss}, {steps}")

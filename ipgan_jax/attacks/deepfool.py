@@ -27,9 +27,10 @@ def deepfool(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[j
     """DeepFool. x: float [B, ...] in [0, 1]; y: int [B] (targets when ``targeted``).
 
     Returns x_adv in [0, 1] with x's shape/dtype; with ``eps`` set the perturbation is projected
-    onto the ``norm`` ball of radius eps. Deterministic (``key`` is ignored).
+    onto the ``norm`` ball of radius eps. Deterministic (``key`` is only used by a randomised model,
+    which is attacked with the one fixed draw ``core.model_key(key)``).
     """
-    del key
+    logits_fn = core.deterministic_model(logits_fn, key)
     core.check_norm(norm)
     steps = int(steps)
     x = jnp.asarray(x)

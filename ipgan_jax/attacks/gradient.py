@@ -5,8 +5,12 @@ All share the signature ``attack(logits_fn, x, y, *, key=None, targeted=False, *
 * ``logits_fn``: any differentiable fn float [B, ...] -> logits float [B, K] (a model apply in
   eval mode, or a whole defense pipeline);
 * ``x``: float [B, H, W, C] pixels in [0, 1]; ``y``: int [B] true labels (targets if ``targeted``);
+* ``step_size=None`` (the default of bim / pgd / mifgsm) is the rule of each norm
+  (:func:`ipgan_jax.attacks.core.default_step_size`): Linf, a fixed fraction of eps (eps 0.3 ->
+  bim 0.04, pgd 0.01, mifgsm 0.03); L2, 2.5 * eps / steps;
 * returns ``x_adv`` with x's shape and dtype, inside the ``eps`` ball (``norm`` 'linf' or 'l2',
-  absolute pixel units) and inside [0, 1].
+  absolute pixel units) and inside [0, 1]; with ``return_info=True`` the pair
+  ``(x_adv, core.AttackInfo(success [B], objective [B]))``, so callers need not rerun the model.
 
 Defaults are the MNIST settings (``DEFAULTS['mnist']`` in :mod:`ipgan_jax.attacks.registry`).
 Every function is pure and jit-able with the scalar parameters closed over (``steps`` and the
@@ -20,10 +24,20 @@ import jax
 
 from ipgan_jax.attacks import core
 
+# default step as a fraction of eps for Linf (the MNIST defaults: eps 0.3 -> 0.04 / 0.01 / 0.03);
+# L2 uses 2.5 * eps / steps. See core.default_step_size.
+LINF_STEP_RATIO = {"bim": 0.04 / 0.3, "pgd": 0.01 / 0.3, "mifgsm": 0.1}
+
+
+def _step(name, step_size, norm, eps, steps):
+    if step_size is not None:
+        return step_size
+    return core.default_step_size(norm, eps, steps, LINF_STEP_RATIO[name])
+
 
 def fgsm(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
          targeted: bool = False, eps: float = 0.3, norm: str = "linf",
-         loss: Union[str, Callable] = "ce", random_start: bool = False) -> jax.Array:
+         loss: Union[str, Callable] = "ce", random_start: bool = False, return_info: bool = False):
     """Fast gradient sign method (Goodfellow et al. 2015); ``norm='l2'`` gives the L2 FGM.
 
     linf: clip(x + eps * sign(grad_x CE(x, y)), 0, 1) (minus the step when targeted);
@@ -33,12 +47,13 @@ def fgsm(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.A
     return core.projected_gradient_attack(
         logits_fn, x, y, key=key, targeted=targeted, eps=eps, steps=1,
         optimizer=core.steepest_descent(eps, norm), loss=loss, norm=norm,
-        random_start=random_start, restarts=1, keep_best=False)
+        random_start=random_start, restarts=1, keep_best=False, return_info=return_info)
 
 
 def bim(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
-        targeted: bool = False, eps: float = 0.3, steps: int = 10, step_size: float = 0.04,
-        norm: str = "linf", loss: Union[str, Callable] = "ce", keep_best: bool = True) -> jax.Array:
+        targeted: bool = False, eps: float = 0.3, steps: int = 10, step_size: Optional[float] = None,
+        norm: str = "linf", loss: Union[str, Callable] = "ce", keep_best: bool = True,
+        return_info: bool = False):
     """Basic iterative method / I-FGSM (Kurakin et al. 2017): ``steps`` steps of ``step_size``
     from the clean input, projected onto the eps ball and [0, 1] after each step.
 
@@ -47,37 +62,38 @@ def bim(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Ar
     """
     return core.projected_gradient_attack(
         logits_fn, x, y, key=key, targeted=targeted, eps=eps, steps=steps,
-        optimizer=core.steepest_descent(step_size, norm), loss=loss, norm=norm,
-        random_start=False, restarts=1, keep_best=keep_best)
+        optimizer=core.steepest_descent(_step("bim", step_size, norm, eps, steps), norm), loss=loss, norm=norm,
+        random_start=False, restarts=1, keep_best=keep_best, return_info=return_info)
 
 
 def pgd(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
-        targeted: bool = False, eps: float = 0.3, steps: int = 40, step_size: float = 0.01,
+        targeted: bool = False, eps: float = 0.3, steps: int = 40, step_size: Optional[float] = None,
         norm: str = "linf", loss: Union[str, Callable] = "ce", random_start: bool = True,
-        restarts: int = 1, keep_best: bool = True) -> jax.Array:
+        restarts: int = 1, keep_best: bool = True, return_info: bool = False):
     """Projected gradient descent (Madry et al. 2018), Linf or L2.
 
     ``random_start``: uniform start in the eps ball, clipped to [0, 1] (needs ``key``).
     ``restarts``: independent random starts (restart r uses ``fold_in(key, r)``); per example the
-    best one is kept: a successful one first, then the one with the highest ``loss``. Without
-    ``random_start`` the run is deterministic and is done once whatever ``restarts`` says.
+    best one is kept: a successful one first, then the one with the highest ``loss``.
+    ``restarts > 1`` with ``random_start=False`` raises ValueError (the runs would be identical).
     ``loss``: 'ce' (cross-entropy), 'margin' (C&W f6 margin), 'dlr' (Croce & Hein) or a callable
     ``fn(logits, y) -> [B]`` to maximise. ``keep_best`` also keeps the best iterate within a run.
     """
     return core.projected_gradient_attack(
         logits_fn, x, y, key=key, targeted=targeted, eps=eps, steps=steps,
-        optimizer=core.steepest_descent(step_size, norm), loss=loss, norm=norm,
-        random_start=random_start, restarts=restarts, keep_best=keep_best)
+        optimizer=core.steepest_descent(_step("pgd", step_size, norm, eps, steps), norm), loss=loss, norm=norm,
+        random_start=random_start, restarts=restarts, keep_best=keep_best, return_info=return_info)
 
 
 def mifgsm(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
-           targeted: bool = False, eps: float = 0.3, steps: int = 10, step_size: float = 0.03,
+           targeted: bool = False, eps: float = 0.3, steps: int = 10, step_size: Optional[float] = None,
            decay: float = 1.0, norm: str = "linf", loss: Union[str, Callable] = "ce",
-           keep_best: bool = True) -> jax.Array:
+           keep_best: bool = True, return_info: bool = False):
     """Momentum iterative FGSM (Dong et al. 2018): g <- decay * g + grad / ||grad||_1,
-    x <- proj(x + step_size * sign(g)). ``decay`` is the paper's mu; the default step is eps/steps.
+    x <- proj(x + step_size * sign(g)). ``decay`` is the paper's mu; the default Linf step is
+    eps/10 (= the paper's eps/steps at the default 10 steps).
     """
     return core.projected_gradient_attack(
         logits_fn, x, y, key=key, targeted=targeted, eps=eps, steps=steps,
-        optimizer=core.momentum_steepest_descent(step_size, decay, norm), loss=loss, norm=norm,
-        random_start=False, restarts=1, keep_best=keep_best)
+        optimizer=core.momentum_steepest_descent(_step("mifgsm", step_size, norm, eps, steps), decay, norm), loss=loss, norm=norm,
+        random_start=False, restarts=1, keep_best=keep_best, return_info=return_info)

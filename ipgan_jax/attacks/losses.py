@@ -60,10 +60,21 @@ def cross_entropy(logits, labels):
     ``s = logsumexp_{j != y}(z_j - z_y)``: the sum of the other classes' probabilities, never
     rounded away against 1.
     """
+    return jax.nn.softplus(logsumexp_margin(logits, labels))
+
+
+def logsumexp_margin(logits, labels):
+    """``s = logsumexp_{j != y}(z_j - z_y)``, float [B]: a smooth "best other minus label" margin.
+
+    ``cross_entropy = softplus(s)``, so s is a strictly increasing function of the CE per example
+    and ``grad CE = sigmoid(s) * grad s``: the same direction, without the factor sigmoid(s) =
+    1 - p_y that underflows to 0 in float32 once the label's margin exceeds ~87 (and becomes
+    subnormal, then 0, before that). ``grad_z s = q - e_y`` with q the softmax over the other
+    classes, a vector of norm >= 1 for every margin. Attacks take their CE gradient from s.
+    """
     z = _upcast(logits)
     rel = z - label_logit(z, labels)[:, None]
-    s = jax.nn.logsumexp(jnp.where(_label_mask(z, labels), -jnp.inf, rel), axis=-1)
-    return jax.nn.softplus(s)
+    return jax.nn.logsumexp(jnp.where(_label_mask(z, labels), -jnp.inf, rel), axis=-1)
 
 
 def margin(logits, labels):
@@ -107,6 +118,14 @@ def dlr_targeted(logits, targets):
     return margin(z, targets) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
 
 
+def dlr_targeted_label(logits, labels, targets):
+    """Croce & Hein's targeted DLR with the true class, float [B], to be maximised:
+    (z_t - z_y) / (z_pi1 - (z_pi3 + z_pi4)/2 + 1e-12) (the loss of APGD-T; > 0 iff z_t > z_y)."""
+    z = _upcast(logits)
+    top = _sorted_top(z, 4)
+    return (label_logit(z, targets) - label_logit(z, labels)) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
 def objective(loss: Union[str, LossFn], targeted: bool = False) -> LossFn:
     """The per-example quantity an attack maximises: fn(logits [B,K], labels [B]) -> float [B].
 
@@ -123,6 +142,25 @@ def objective(loss: Union[str, LossFn], targeted: bool = False) -> LossFn:
     if loss == "margin":
         return margin if targeted else (lambda z, y: -margin(z, y))
     return dlr_targeted if targeted else dlr
+
+
+def gradient_objective(loss: Union[str, LossFn], targeted: bool = False) -> LossFn:
+    """The function attacks differentiate: a per-example strictly increasing transform of
+    ``objective(loss, targeted)`` whose input gradient has the same direction and no softmax
+    saturation in float32.
+
+    ce -> ``logsumexp_margin`` (untargeted) / ``-logsumexp_margin(z, t)`` (targeted), since
+    CE = softplus(logsumexp_margin) and softplus is increasing; margin and dlr (no softmax) and
+    callables are returned unchanged. Every attack here normalises its gradient per example (sign,
+    L1 or L2), so a per-example positive rescaling of the gradient leaves the attack unchanged in
+    exact arithmetic and keeps it exact in float32 for confident models (the true CE gradient of
+    an example whose label margin is above ~87 is exactly 0 in float32, and an L2- or L1-normalised
+    gradient with a tiny norm hits the 1e-12 floor well before that). Values (best-iterate
+    tracking, reported losses) always come from :func:`objective`.
+    """
+    if callable(loss) or loss != "ce":
+        return objective(loss, targeted)
+    return (lambda z, t: -logsumexp_margin(z, t)) if targeted else logsumexp_margin
 
 
 def is_adversarial(logits, labels, targeted: bool = False, confidence: float = 0.0):

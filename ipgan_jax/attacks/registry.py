@@ -9,17 +9,28 @@ MNIST (the function-signature defaults are these values):
   mifgsm  eps 0.3, 10 steps of eps/10 = 0.03, decay 1.0 (Dong et al. 2018)
   cw_l2   9 binary-search steps x 1000 Adam steps, lr 0.01, c0 1e-3, kappa 0, abort early
   deepfool L2, 50 steps, overshoot 0.02, top-10 candidates
+  apgd    eps 0.3, 100 iterations, CE, 1 run (AutoAttack's APGD-CE); loss='dlr' for APGD-DLR
+  apgd_t  eps 0.3, 100 iterations, 9 target classes, 1 run each (APGD-T)
+  square  eps 0.3, 5000 queries, p_init 0.8
 
 ImageNet, eps 4/255 (``DEFAULTS['imagenet']``):
   fgsm eps 4/255; bim / pgd 10 steps of 1/255; mifgsm 10 steps of eps/10;
-  cw_l2 5 x 200 steps, lr 0.01, c0 1e-2; deepfool as MNIST.
+  cw_l2 5 x 200 steps, lr 0.01, c0 1e-2; deepfool as MNIST; apgd / apgd_t / square as MNIST.
 ImageNet eps 16/255 (the paper's large budget): set ``eps: 16/255`` in the config; the default
   step size then scales with eps (16 -> 4/255 per step for bim / pgd, 1.6/255 for mifgsm).
   ``IMAGENET_EPS = (4/255, 16/255)``.
 
-Rule: when a config sets ``eps`` but not ``step_size``, the default ``step_size`` is multiplied
-by ``eps / default_eps`` so the default schedule keeps its shape. Calling an attack function
-directly never rescales anything.
+Step-size rule (bim / pgd / mifgsm) when a config does not set ``step_size``, per norm:
+
+* Linf: the dataset default ``step_size`` times ``eps / default_eps`` (the default schedule keeps
+  its shape; without ``dataset`` the MNIST fractions of eps: pgd eps/30, bim 2 eps/15, mifgsm
+  eps/10). ``steps`` does not change it.
+* L2: ``2.5 * eps / steps`` (:func:`ipgan_jax.attacks.core.default_step_size`), never derived
+  from the Linf default (L2 eps 2.0 with 40 steps: 0.125 per step).
+
+A direct call with ``step_size=None`` (the signature default) applies the same rule with the
+MNIST fractions, so ``make_attack(cfg)`` and a direct call with the same arguments are the same
+attack; ``make_attack(...).params['step_size']`` shows the resolved value.
 """
 from __future__ import annotations
 
@@ -28,10 +39,12 @@ import inspect
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from ipgan_jax.attacks import losses
-from ipgan_jax.attacks.core import check_norm
+from ipgan_jax.attacks.core import check_norm, default_step_size
+from ipgan_jax.attacks.apgd import apgd, apgd_targeted
 from ipgan_jax.attacks.cw import cw_l2
 from ipgan_jax.attacks.deepfool import deepfool
-from ipgan_jax.attacks.gradient import bim, fgsm, mifgsm, pgd
+from ipgan_jax.attacks.gradient import LINF_STEP_RATIO, bim, fgsm, mifgsm, pgd
+from ipgan_jax.attacks.square import square
 
 ATTACKS: Dict[str, Callable] = {
     "fgsm": fgsm,
@@ -40,6 +53,9 @@ ATTACKS: Dict[str, Callable] = {
     "mifgsm": mifgsm,
     "cw_l2": cw_l2,
     "deepfool": deepfool,
+    "apgd": apgd,
+    "apgd_t": apgd_targeted,
+    "square": square,
 }
 
 IMAGENET_EPS = (4 / 255, 16 / 255)
@@ -54,6 +70,9 @@ DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "cw_l2": dict(binary_search_steps=9, steps=1000, lr=0.01, initial_const=1e-3,
                       confidence=0.0, abort_early=True),
         "deepfool": dict(steps=50, overshoot=0.02, candidates=10, norm="l2"),
+        "apgd": dict(eps=0.3, norm="linf", steps=100, loss="ce", restarts=1),
+        "apgd_t": dict(eps=0.3, norm="linf", steps=100, n_target_classes=9, restarts=1),
+        "square": dict(eps=0.3, norm="linf", n_queries=5000, p_init=0.8),
     },
     "imagenet": {
         "fgsm": dict(eps=4 / 255, norm="linf", loss="ce", random_start=False),
@@ -64,6 +83,9 @@ DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "cw_l2": dict(binary_search_steps=5, steps=200, lr=0.01, initial_const=1e-2,
                       confidence=0.0, abort_early=True),
         "deepfool": dict(steps=50, overshoot=0.02, candidates=10, norm="l2"),
+        "apgd": dict(eps=4 / 255, norm="linf", steps=100, loss="ce", restarts=1),
+        "apgd_t": dict(eps=4 / 255, norm="linf", steps=100, n_target_classes=9, restarts=1),
+        "square": dict(eps=4 / 255, norm="linf", n_queries=5000, p_init=0.8),
     },
 }
 
@@ -87,6 +109,15 @@ def _as_dict(cfg) -> Dict[str, Any]:
     if not isinstance(cfg, Mapping):
         raise TypeError(f"attack config must be a dict or ConfigDict, got {type(cfg).__name__}")
     return dict(cfg)
+
+
+def _default_step(name, base, params, accepted):
+    """The per-norm step rule of the module docstring, for a config without ``step_size``."""
+    norm = params.get("norm", "linf")
+    base_norm = base.get("norm", accepted.get("norm", "linf"))
+    if norm == "linf" and base_norm == "linf" and base.get("step_size") is not None and base.get("eps"):
+        return base["step_size"] * float(params["eps"]) / float(base["eps"])
+    return default_step_size(norm, float(params["eps"]), int(params["steps"]), LINF_STEP_RATIO[name])
 
 
 def make_attack(cfg, dataset: Optional[str] = None) -> Callable:
@@ -118,12 +149,11 @@ def make_attack(cfg, dataset: Optional[str] = None) -> Callable:
             raise ValueError(f"unknown dataset {dataset!r} for attack defaults; choose one of {sorted(DEFAULTS)}")
         base = dict(DEFAULTS[dataset][name])
     params = dict(base)
-    if "eps" in cfg and "step_size" not in cfg and base.get("step_size") is not None \
-            and base.get("eps"):
-        params["step_size"] = base["step_size"] * float(cfg["eps"]) / float(base["eps"])
     params.update(cfg)
     if params.get("norm") is not None:
         check_norm(params["norm"])
+    if "step_size" in accepted and "step_size" not in cfg:
+        params["step_size"] = _default_step(name, base, params, accepted)
     if isinstance(params.get("loss"), str):
         losses.objective(params["loss"])  # raises ValueError naming the accepted losses
 

@@ -1,0 +1,206 @@
+"""Square attack (Andriushchenko, Croce, Flammarion & Hein 2020), Linf and L2: score-based and
+gradient-free, so it is unaffected by masked or obfuscated gradients.
+
+Per example, a random search over perturbations at the corners of the eps ball: each iteration
+changes one random s x s square window (Linf: set it to x +/- eps with one random sign per
+channel; L2: move mass into the window with the paper's "eta" pattern of nested rectangles of
+two opposite halves, taken from a second random window, keeping ||delta||_2 = eps), and keeps the
+candidate if the margin loss z_y - max_{j != y} z_j decreased or the example became adversarial.
+An example stops once it is adversarial. The window side is s = round(sqrt(p * H * W)) with the
+paper's schedule for p (p_init = 0.8 halved at iterations 10, 50, 200, 500, 1000, 2000, 4000,
+6000 and 8000; ``rescale_schedule`` maps it onto ``n_queries`` instead of 10000), at least 1 for
+Linf and 3 (odd) for L2. Starts: Linf vertical stripes x +/- eps (one sign per column and
+channel); L2 a grid of eta windows of side H // 5 with random signs, scaled to norm eps.
+
+``n_queries`` (default 5000) counts every model evaluation of an example, the start included, so
+an example never costs more than ``n_queries`` forward passes; the loop ends early once every
+example is adversarial. Windows and signs are drawn per example (the reference code draws one
+window position per iteration for the whole batch). A randomised model gets a fresh key per query.
+Images: NHWC, square or not (the window is at most min(H, W)).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ipgan_jax.attacks import core, losses
+from ipgan_jax.attacks.transforms import call_model
+
+P_BOUNDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def p_schedule(i, p_init: float = 0.8, n_queries: int = 5000, rescale: bool = False):
+    """The paper's fraction p of pixels changed at iteration i (int or traced): p_init / 2^m where
+    m counts the bounds (10, 50, ..., 8000) strictly below i (after rescaling i by 10000 / n_queries)."""
+    it = jnp.asarray(i)
+    if rescale:
+        it = (it * 10000) // int(n_queries)
+    m = sum((it > b).astype(jnp.int32) for b in P_BOUNDS)
+    return p_init / (2.0 ** m.astype(jnp.float32))
+
+
+def _window_side(p, h, w, c_min, odd):
+    s = jnp.round(jnp.sqrt(p * h * w)).astype(jnp.int32)
+    s = jnp.maximum(s, c_min)
+    if odd:
+        s = s + (s % 2 == 0)
+    return jnp.minimum(s, min(h, w))
+
+
+def _window(key, b, h, w, s):
+    """bool [B, H, W, 1] square window of side s at a uniform random position per example, and
+    the top-left corners ([B], [B])."""
+    kh, kw = jax.random.split(key)
+    vh = jnp.floor(jax.random.uniform(kh, (b,)) * (h - s + 1).astype(jnp.float32)).astype(jnp.int32)
+    vw = jnp.floor(jax.random.uniform(kw, (b,)) * (w - s + 1).astype(jnp.float32)).astype(jnp.int32)
+    r = jnp.arange(h)[None, :, None] - vh[:, None, None]
+    q = jnp.arange(w)[None, None, :] - vw[:, None, None]
+    m = (r >= 0) & (r < s) & (q >= 0) & (q < s)
+    return m[..., None], vh, vw
+
+
+def _inv_sq_cumsum(n):
+    """H(k) = sum_{m=1}^{k} 1/m^2 for k = 0..n: float32 [n+1]."""
+    return jnp.asarray(np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1) ** 2)]), jnp.float32)
+
+
+def eta_pattern(s, vh, vw, h, w, transpose):
+    """The L2 window pattern of side s (traced int) at corners (vh, vw) [B] on an H x W canvas:
+    float32 [B, H, W, 1], zero outside the window, unit L2 norm. The top half (s // 2 rows) holds
+    nested centred rectangles with weights 1 / (k+1)^2 (element value sum_{k >= d} 1/(k+1)^2 with
+    d its Chebyshev distance to the half's centre), normalised; the bottom half the same, negated.
+    ``transpose`` bool [B] swaps rows and columns (the reference code does so with prob. 1/2)."""
+    r = jnp.arange(h)[None, :, None] - vh[:, None, None]
+    q = jnp.arange(w)[None, None, :] - vw[:, None, None]
+    t = transpose[:, None, None]
+    r, q = jnp.where(t, q, r), jnp.where(t, r, q)
+    inside = (r >= 0) & (r < s) & (q >= 0) & (q < s)
+    half = s // 2
+    top = r < half
+    i = jnp.where(top, r, r - half)
+    rows = jnp.where(top, half, s - half)
+    d = jnp.maximum(jnp.abs(i - rows // 2), jnp.abs(q - s // 2))
+    table = _inv_sq_cumsum(max(h, w) + 1)
+    kmax = s // 2 + 1
+    val = jnp.where(inside, table[jnp.clip(kmax, 0, table.shape[0] - 1)] - table[jnp.clip(d, 0, table.shape[0] - 1)], 0.0)
+    ax = (1, 2)
+    top_v = jnp.where(top & inside, val, 0.0)
+    bot_v = jnp.where(~top & inside, val, 0.0)
+    top_v = top_v / jnp.sqrt(jnp.sum(top_v ** 2, ax, keepdims=True) + 1e-24)
+    bot_v = bot_v / jnp.sqrt(jnp.sum(bot_v ** 2, ax, keepdims=True) + 1e-24)
+    e = top_v - bot_v
+    e = e / jnp.sqrt(jnp.sum(e ** 2, ax, keepdims=True) + 1e-24)
+    return e[..., None]
+
+
+def _l2_init(key, x, eps):
+    """A grid of eta windows of side H // 5 with random signs per (example, channel, window) and a
+    random orientation per (example, window), scaled to L2 norm eps."""
+    b, h, w, c = x.shape
+    s = max(h // 5, 1)
+    sp = (h - 5 * s) // 2
+    starts_h = [sp + a * s for a in range(h // s) if sp + a * s + s <= h]
+    starts_w = [sp + a * s for a in range(w // s) if sp + a * s + s <= w]
+    vh = jnp.asarray([a for a in starts_h for _ in starts_w], jnp.int32)
+    vw = jnp.asarray([v for _ in starts_h for v in starts_w], jnp.int32)
+    n = vh.shape[0]
+    pats = [eta_pattern(jnp.int32(s), vh, vw, h, w, jnp.full((n,), t)) for t in (False, True)]  # [n, H, W, 1]
+    ks, kt = jax.random.split(key)
+    signs = jax.random.rademacher(ks, (n, b, 1, 1, c), jnp.float32)
+    flips = jax.random.bernoulli(kt, 0.5, (n, b))
+    chosen = jnp.where(flips[:, :, None, None, None], pats[1][:, None], pats[0][:, None])  # [n, B, H, W, 1]
+    delta = jnp.sum(chosen * signs, axis=0)
+    delta = delta / core._expand(core.l2_norm(delta) + 1e-12, delta)
+    return core.project_l2(x + eps * delta.astype(x.dtype), x, eps)
+
+
+class _State(NamedTuple):
+    i: jax.Array
+    x_best: jax.Array
+    obj_best: jax.Array    # [B], maximised (untargeted: -margin)
+    success: jax.Array     # [B]
+    queries: jax.Array     # [B] int32
+
+
+def square(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
+           targeted: bool = False, eps: float = 0.3, norm: str = "linf", n_queries: int = 5000,
+           p_init: float = 0.8, rescale_schedule: bool = False, return_info: bool = False):
+    """Square attack. x float [B, H, W, C] in [0, 1]; y int [B] (targets when ``targeted``: the
+    margin is then z_t - max_{j != t} z_j, maximised). Needs ``key``. Returns x_adv inside the eps
+    ball and [0, 1] (x's dtype), or ``(x_adv, AttackInfo)`` with ``return_info`` (its ``queries``
+    field: forward passes spent per example, <= n_queries)."""
+    core.check_norm(norm)
+    n_queries = int(n_queries)
+    if n_queries < 1:
+        raise ValueError(f"square needs n_queries >= 1, got {n_queries}")
+    if key is None:
+        raise ValueError("square is a random search: pass a PRNG key")
+    x, y = core.check_input(x, y)
+    if x.ndim != 4:
+        raise ValueError(f"square needs NHWC images, got shape {x.shape}")
+    b, h, w, c = x.shape
+    obj = losses.objective("margin", targeted)
+    k_init, k_loop = jax.random.split(jax.random.fold_in(key, 0))
+
+    def query(xc, i):
+        z = call_model(logits_fn, xc, core.model_key(key, i))
+        return obj(z, y), losses.is_adversarial(z, y, targeted)
+
+    if norm == "linf":
+        stripes = jax.random.rademacher(k_init, (b, 1, w, c), x.dtype)
+        x0 = core.project_linf(x + eps * stripes, x, eps)
+    else:
+        x0 = _l2_init(k_init, x, eps)
+    o0, s0 = query(x0, 0)
+    st = _State(jnp.zeros((), jnp.int32), x0, o0, s0, jnp.ones((b,), jnp.int32))
+
+    def candidate_linf(kk, st, s):
+        kw_, ks = jax.random.split(kk)
+        m, _, _ = _window(kw_, b, h, w, s)
+        sign = jax.random.rademacher(ks, (b, 1, 1, c), x.dtype)
+        xn = jnp.where(m, st.x_best + 2.0 * eps * sign, st.x_best)
+        return core.project_linf(xn, x, eps)
+
+    def candidate_l2(kk, st, s):
+        k1, k2, ks, kt = jax.random.split(kk, 4)
+        delta = (st.x_best - x).astype(jnp.float32)
+        m1, vh, vw = _window(k1, b, h, w, s)
+        m2, _, _ = _window(k2, b, h, w, s)
+        ax = (1, 2)
+        nw1 = jnp.sqrt(jnp.sum(jnp.where(m1, delta, 0.0) ** 2, ax, keepdims=True))
+        n_img = core._expand(core.l2_norm(delta), delta)
+        nwin = jnp.sqrt(jnp.sum(jnp.where(m1 | m2, delta, 0.0) ** 2, ax, keepdims=True))
+        sign = jax.random.rademacher(ks, (b, 1, 1, c), jnp.float32)
+        new = eta_pattern(s, vh, vw, h, w, jax.random.bernoulli(kt, 0.5, (b,))) * sign
+        new = new + jnp.where(m1, delta, 0.0) / (1e-12 + nw1)
+        new_norm = jnp.sqrt(jnp.sum(jnp.where(m1, new, 0.0) ** 2, ax, keepdims=True))
+        budget = jnp.sqrt(jnp.maximum(eps ** 2 - n_img ** 2, 0.0) / c + nwin ** 2)
+        new = new / (1e-12 + new_norm) * budget
+        delta = jnp.where(m2, 0.0, delta)
+        delta = jnp.where(m1, new, delta)
+        delta = delta / core._expand(core.l2_norm(delta) + 1e-12, delta)
+        return core.project_l2(x + (eps * delta).astype(x.dtype), x, eps)
+
+    candidate = candidate_linf if norm == "linf" else candidate_l2
+
+    def body(st: _State):
+        p = p_schedule(st.i, p_init, n_queries, rescale_schedule)
+        s = _window_side(p, h, w, 1 if norm == "linf" else 3, odd=(norm == "l2"))
+        xn = candidate(jax.random.fold_in(k_loop, st.i), st, s)
+        o, succ = query(xn, st.i + 1)
+        active = ~st.success
+        accept = active & ((o > st.obj_best) | succ)
+        return _State(st.i + 1,
+                      jnp.where(core._expand(accept, x), xn, st.x_best),
+                      jnp.where(accept, o, st.obj_best),
+                      st.success | (active & succ),
+                      st.queries + active.astype(jnp.int32))
+
+    st = jax.lax.while_loop(lambda st: (st.i < n_queries - 1) & ~jnp.all(st.success), body, st)
+    if return_info:
+        return st.x_best, core.AttackInfo(st.success, st.obj_best, st.queries)
+    return st.x_best
+

@@ -1,0 +1,239 @@
+"""Tests for APGD / APGD-T / Square / the autoattack ensemble: invariants on a tiny MLP, the
+paper's schedules, query counts, and strength on the trained LeNet fixture (tests/attack_fixtures.py).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ipgan_jax import attacks as A
+apgd_mod = importlib.import_module("ipgan_jax.attacks.apgd")      # the package exports functions
+square_mod = importlib.import_module("ipgan_jax.attacks.square")  # of the same names
+
+try:
+    import attack_fixtures as af
+except ImportError:  # importmode=importlib: tests/ is not on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import attack_fixtures as af
+
+
+def _mlp(num_classes=10, in_dim=64, hidden=32, seed=0, scale=3.0):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    w1 = jax.random.normal(k1, (in_dim, hidden)) * scale / np.sqrt(in_dim)
+    w2 = jax.random.normal(k2, (hidden, num_classes)) * scale / np.sqrt(hidden)
+    return lambda x: jnp.tanh(x.reshape(x.shape[0], -1) @ w1) @ w2
+
+
+TINY = _mlp()
+X = jax.random.uniform(jax.random.key(1), (16, 8, 8, 1))
+Y = jnp.argmax(TINY(X), -1).astype(jnp.int32)
+L2_RTOL = 1e-6
+
+
+def _acc(f, x, y):
+    return float(jnp.mean(jnp.argmax(f(x), -1) == y))
+
+
+# ----------------------------------------------------------------------------- invariants
+
+CASES = [
+    ("apgd", dict(steps=6)),
+    ("apgd", dict(steps=6, norm="l2", loss="dlr")),
+    ("apgd", dict(steps=6, loss="ce", targeted=True)),
+    ("apgd_t", dict(steps=4, n_target_classes=2)),
+    ("square", dict(n_queries=30)),
+    ("square", dict(n_queries=30, norm="l2")),
+]
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(name, frozen):
+    fn = A.ATTACKS[name]
+    return jax.jit(lambda x, y, k, eps: fn(TINY, x, y, key=k, eps=eps, **dict(frozen)))
+
+
+@pytest.mark.parametrize("name,params", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_inside_ball_and_box_and_eps0_is_identity(name, params):
+    norm = params.get("norm", "linf")
+    eps = 0.1 if norm == "linf" else 0.8
+    y = (Y + 1) % 10 if params.get("targeted") else Y
+    fn = _jitted(name, tuple(sorted(params.items())))
+    xa = fn(X, y, jax.random.key(0), jnp.float32(eps))
+    assert xa.shape == X.shape and xa.dtype == X.dtype
+    assert float(xa.min()) >= 0.0 and float(xa.max()) <= 1.0
+    d = np.asarray(xa - X, np.float64).reshape(len(X), -1)
+    dist = np.abs(d).max(1) if norm == "linf" else np.linalg.norm(d, axis=1)
+    assert np.all(dist <= (np.float32(eps) if norm == "linf" else eps * (1 + L2_RTOL))), dist.max()
+    assert np.any(dist > 0)
+    np.testing.assert_array_equal(np.asarray(fn(X, y, jax.random.key(0), jnp.float32(0.0))), np.asarray(X))
+
+
+def test_need_key_and_validate():
+    for fn in (A.apgd, A.apgd_targeted, A.square):
+        with pytest.raises(ValueError, match="key"):
+            fn(TINY, X, Y)
+    with pytest.raises(ValueError, match="norm"):
+        A.apgd(TINY, X, Y, key=jax.random.key(0), norm="l1")
+    with pytest.raises(ValueError, match="unknown attack"):
+        A.autoattack(TINY, X, Y, key=jax.random.key(0), eps=0.1, attacks=("fab-t",))
+
+
+# ----------------------------------------------------------------------------- APGD schedule
+
+def test_checkpoints_follow_the_paper():
+    """w_j = ceil(p_j * N) with p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06);
+    the check after iteration w_j - 1 (0-based) uses a window of w_j - w_{j-1} iterations. For
+    N = 100 the reference code's integer windows (int(0.22 N), shrinking by int(0.03 N), at least
+    int(0.06 N)) give exactly these; for other N they are what we (and the reference) use."""
+    is_check, window = apgd_mod.checkpoints(50)
+    assert list(np.nonzero(is_check)[0]) == [10, 20, 29, 37, 44] and list(window[is_check]) == [11, 10, 9, 8, 7]
+    for n in (100,):
+        p = [0.0, 0.22]
+        while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1.0:
+            p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+        w = [int(np.ceil(round(q * n, 6))) for q in p]
+        is_check, window = apgd_mod.checkpoints(n)
+        assert list(np.nonzero(is_check)[0]) == [v - 1 for v in w[1:]], n
+        assert list(window[is_check]) == list(np.diff(w)), n
+
+
+def test_best_loss_is_monotone_and_step_halves_only_at_checkpoints():
+    from ipgan_jax.attacks import losses as L
+    steps = 30
+    run = jax.jit(lambda k: apgd_mod.apgd_run(
+        TINY, X, key=k, eps=0.05, norm="linf", steps=steps, value_fn=lambda z: L.cross_entropy(z, Y),
+        grad_fn=lambda z: L.logsumexp_margin(z, Y), success_fn=lambda z: A.is_adversarial(z, Y), history=True))
+    xa, succ, best, (best_h, step_h, loss_h) = run(jax.random.key(0))
+    best_h, step_h, loss_h = map(np.asarray, (best_h, step_h, loss_h))
+    assert _monotone(best_h)
+    assert not _monotone(loss_h)  # the raw loss does go down sometimes: the check above can fail
+    np.testing.assert_allclose(best_h, np.maximum.accumulate(loss_h, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(best), best_h[-1], rtol=1e-6)
+    is_check, _ = apgd_mod.checkpoints(steps)
+    ratio = step_h[1:] / step_h[:-1]
+    assert np.all((ratio == 1.0) | (ratio == 0.5))
+    assert np.all(ratio[~is_check] == 1.0)
+    assert np.any(ratio == 0.5)  # some example did halve
+    np.testing.assert_allclose(step_h[0], 2 * 0.05)
+
+
+def _monotone(h):
+    return bool(np.all(np.diff(h, axis=0) >= 0))
+
+
+def test_monotone_check_rejects_a_decreasing_history():
+    assert not _monotone(np.array([[1.0], [2.0], [1.5]]))
+    assert _monotone(np.array([[1.0], [1.0], [3.0]]))
+
+
+# ----------------------------------------------------------------------------- Square
+
+def test_p_schedule_matches_the_paper():
+    expect = {0: 0.8, 10: 0.8, 11: 0.4, 50: 0.4, 51: 0.2, 201: 0.1, 501: 0.05, 1001: 0.025, 2001: 0.0125,
+              4001: 0.8 / 128, 6001: 0.8 / 256, 8001: 0.8 / 512, 20000: 0.8 / 512}
+    for i, v in expect.items():
+        assert float(square_mod.p_schedule(i)) == pytest.approx(v, rel=1e-6), i
+    assert float(square_mod.p_schedule(60, n_queries=1000, rescale=True)) == pytest.approx(0.8 / 16)  # 60 -> 600
+
+
+def test_eta_pattern_unit_norm_and_opposite_halves():
+    pat = np.asarray(square_mod.eta_pattern(jnp.int32(5), jnp.array([1]), jnp.array([2]), 8, 8,
+                                            jnp.array([False])))[0, :, :, 0]
+    assert np.isclose(np.sum(pat ** 2), 1.0, atol=1e-6)
+    win = pat[1:6, 2:7]
+    assert np.all(pat[0] == 0) and np.all(pat[:, :2] == 0)
+    assert np.all(win[:2] > 0) and np.all(win[2:] < 0)       # top 5 // 2 rows +, bottom rows -
+    assert win[1, 2] == win[:2].max() and win[3, 2] == win[2:].min()  # peaks at the halves' centres
+    t = np.asarray(square_mod.eta_pattern(jnp.int32(5), jnp.array([1]), jnp.array([2]), 8, 8,
+                                          jnp.array([True])))[0, :, :, 0]
+    np.testing.assert_allclose(t[1:6, 2:7], win.T, atol=1e-7)
+
+
+def test_square_query_count():
+    """queries <= n_queries; a failed example used all of them; an example broken after q queries
+    is broken by a run with budget q (same key: same trajectory) and not with budget q - 1."""
+    f = _mlp(seed=3, scale=1.0)
+    y = jnp.argmax(f(X), -1).astype(jnp.int32)
+    run = jax.jit(lambda q: A.square(f, X, y, key=jax.random.key(0), eps=0.08, n_queries=q, return_info=True),
+                  static_argnums=0)
+    n = 60
+    xa, info = run(n)
+    q, succ = np.asarray(info.queries), np.asarray(info.success)
+    np.testing.assert_array_equal(succ, np.asarray(A.is_adversarial(f(xa), y)))
+    assert np.all(q <= n) and np.all(q >= 1) and np.all(q[~succ] == n)
+    broken_late = np.nonzero(succ & (q > 1))[0]
+    assert 0 < broken_late.size and (~succ).any(), (succ.mean(), q)
+    i = int(broken_late[0])
+    assert bool(run(int(q[i]))[1].success[i]) and not bool(run(int(q[i]) - 1)[1].success[i])
+
+
+# ----------------------------------------------------------------------------- trained LeNet
+
+@pytest.fixture(scope="module")
+def lenet_fn():
+    return af.trained_lenet().logits_fn()
+
+
+@pytest.fixture(scope="module")
+def mnist64():
+    return af.mnist_test_batch(64)
+
+
+def test_apgd_ce_eps03_breaks_everything(lenet_fn, mnist64):
+    x, y = mnist64
+    xa = jax.jit(lambda x, y: A.apgd(lenet_fn, x, y, key=jax.random.key(0), eps=0.3, steps=50))(x, y)
+    assert _acc(lenet_fn, x, y) >= 0.9
+    assert _acc(lenet_fn, xa, y) == 0.0
+
+
+def test_apgd_at_least_as_strong_as_pgd40(lenet_fn, mnist64):
+    x, y = mnist64
+    eps = 0.1
+    key = jax.random.key(0)
+    pgd = jax.jit(lambda x, y: A.pgd(lenet_fn, x, y, key=key, eps=eps, steps=40, step_size=eps / 10))(x, y)
+    ap_ce = jax.jit(lambda x, y: A.apgd(lenet_fn, x, y, key=key, eps=eps, steps=40))(x, y)
+    ap_t = jax.jit(lambda x, y: A.apgd_targeted(lenet_fn, x, y, key=key, eps=eps, steps=20,
+                                                n_target_classes=3))(x, y)
+    acc_pgd, acc_ce, acc_t = _acc(lenet_fn, pgd, y), _acc(lenet_fn, ap_ce, y), _acc(lenet_fn, ap_t, y)
+    print(f"eps {eps}: PGD-40 {acc_pgd:.3f}, APGD-CE-40 {acc_ce:.3f}, APGD-T (3 x 20) {acc_t:.3f}")
+    assert 0.05 < acc_pgd < 0.9  # not saturated, so "at least as strong" means something
+    assert acc_ce <= acc_pgd and acc_t <= acc_pgd
+
+
+def test_square_breaks_lenet_without_gradients(lenet_fn, mnist64):
+    x, y = mnist64[0][:32], mnist64[1][:32]
+    xa, info = jax.jit(lambda x, y: A.square(lenet_fn, x, y, key=jax.random.key(0), eps=0.3, n_queries=300,
+                                             return_info=True))(x, y)
+    assert _acc(lenet_fn, xa, y) <= 0.1
+    assert float(jnp.max(jnp.abs(xa - x))) <= np.float32(0.3)
+
+
+def test_autoattack_log_and_worst_case():
+    """Per-attack counts add up; the returned x_adv realises exactly the logged robust accuracy;
+    the ensemble breaks every image its first attack breaks."""
+    f = _mlp(seed=3, scale=1.0)
+    y = jnp.argmax(f(X), -1).astype(jnp.int32)
+    y = y.at[0].set((y[0] + 1) % 10)   # one image misclassified clean: never attacked
+    kw = dict(eps=0.05, steps=5, n_queries=40, n_target_classes=2)
+    xa, log = A.autoattack(f, X, y, key=jax.random.key(0), **kw)
+    assert log["attacks"] == ["apgd-ce", "apgd-t", "square"] and log["not_run"] == ["fab-t"]
+    assert log["clean"] == 15 and log["clean"] - sum(log["broken"].values()) == log["robust"]
+    assert 0 < log["robust"] < log["clean"]
+    assert _acc(f, xa, y) == pytest.approx(log["robust_accuracy"])
+    assert float(jnp.max(jnp.abs(xa - X))) <= np.float32(0.05)
+    # APGD-CE alone (the same key and batch as the ensemble's first attack) breaks a subset
+    _, one = A.autoattack(f, X, y, key=jax.random.key(0), attacks=("apgd-ce",), **kw)
+    assert one["broken"]["apgd-ce"] == log["broken"]["apgd-ce"]
+    assert np.all(log["robust_flags"] <= one["robust_flags"])
+    # randomised model + 'rand' version (APGD-CE, APGD-DLR with EOT)
+    noisy = A.randomized(lambda x, k: f(x + 0.02 * jax.random.normal(k, x.shape)))
+    xr, logr = A.autoattack(noisy, X, y, key=jax.random.key(1), eps=0.05, steps=3, version="rand", eot_samples=2)
+    assert logr["attacks"] == ["apgd-ce", "apgd-dlr"] and logr["not_run"] == []
+    assert logr["clean"] - sum(logr["broken"].values()) == logr["robust"]
