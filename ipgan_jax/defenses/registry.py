@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax
 
+from ipgan_jax import contracts
 from ipgan_jax.defenses.ape_gan import APEGANTrainer
 from ipgan_jax.defenses.dae import DAETrainer
 from ipgan_jax.defenses.defense_gan import DefenseGANTrainer
@@ -55,7 +56,11 @@ def load_defense(config, defense: str, classifier: str | None = None, target=Non
     abstract = jax.eval_shape(lambda: trainer.defense_params(trainer.init_state(jax.random.PRNGKey(0))))
     params = restore_params(path, abstract, "defense params")
     check_target(cfg, params_meta(path), variables, path)
-    return (lambda x: trainer.defend(params, x)), trainer
+
+    def defend_fn(x):
+        contracts.check_images(x, f"{defense} input")   # shape/dtype static under jit; values when concrete
+        return trainer.defend(params, x)
+    return defend_fn, trainer
 
 
 def check_target(config, meta: dict, variables, path) -> None:

@@ -217,6 +217,19 @@ def summaries(ev) -> tuple[list, list]:
     return attack_rows, block_rows
 
 
+def print_and_write(ev, out_dir, meta) -> dict:
+    """Print the tables and the sanity checks, *then* write the files (:func:`write_outputs`): a
+    failing write raises :class:`~ipgan_jax.files.NotWritableError` after the results are shown."""
+    print(markdown(ev))
+    print("\n**Sanity checks**\n")
+    print(format_checks(ev.checks), flush=True)
+    try:
+        return write_outputs(ev, out_dir, meta)
+    except OSError as e:
+        raise files.NotWritableError(f"the tables above were printed, but writing them to {out_dir} failed "
+                                     f"({type(e).__name__}: {e}); rerun with another --config.eval.out_dir") from e
+
+
 def write_outputs(ev, out_dir, meta) -> dict:
     """results.json (schema ``SCHEMA``), results.csv and PNG figures under ``out_dir``."""
     out_dir = Path(out_dir)
