@@ -24,15 +24,13 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def _range(x) -> tuple[float, float, bool]:
-    a = np.asarray(x)
-    finite = bool(np.isfinite(a).all())
-    return float(np.nanmin(a)) if a.size else 0.0, float(np.nanmax(a)) if a.size else 0.0, finite
+def _dtype(x) -> np.dtype:
+    return np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
 
 
 def check_images(x, name: str = "images") -> None:
     """``x`` must be float [B, H, W, C] (NHWC) with values in [0, 1] (values checked when concrete)."""
-    shape, dtype = tuple(np.shape(x)), np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
+    shape, dtype = tuple(np.shape(x)), _dtype(x)
     if len(shape) != 4:
         raise ValueError(f"{name} must be a batch [B, H, W, C] (NHWC) in [0, 1]; got shape {shape}")
     if shape[1] in (1, 3) and shape[3] not in (1, 3):
@@ -43,9 +41,10 @@ def check_images(x, name: str = "images") -> None:
                          f"x.astype('float32') / 255)")
     if not is_concrete(x):
         return
-    lo, hi, finite = _range(x)
-    if not finite:
+    a = np.asarray(x)
+    if not np.isfinite(a).all():
         raise ValueError(f"{name} hold NaN/Inf; expected float NHWC in [0, 1]")
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
     if lo < -_TOL or hi > 1 + _TOL:
         hint = " (they look like [0, 255] pixels: divide by 255)" if hi > 1.5 and lo >= 0 else ""
         raise ValueError(f"{name} must be in [0, 1] (NHWC); got values in [{lo:.4g}, {hi:.4g}]{hint}")
@@ -53,7 +52,7 @@ def check_images(x, name: str = "images") -> None:
 
 def check_labels(y, batch: int, num_classes: Optional[int] = None, name: str = "labels") -> None:
     """``y`` must be int [batch] with values in [0, num_classes) (values checked when concrete)."""
-    shape, dtype = tuple(np.shape(y)), np.dtype(getattr(y, "dtype", np.asarray(y).dtype))
+    shape, dtype = tuple(np.shape(y)), _dtype(y)
     if shape != (batch,):
         raise ValueError(f"{name} must have shape [B] = ({batch},) to match the images; got shape {shape}")
     if not np.issubdtype(dtype, np.integer):
