@@ -14,15 +14,18 @@ from __future__ import annotations
 import time
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/mnist.py", "Path to an ml_collections config file.")
+from ipgan_jax.cli import define_config_flag
+
+_CONFIG = define_config_flag("configs/mnist.py", lock=False)
 flags.DEFINE_integer("num_examples", None, "test images per cell (default config.eval.num_examples)")
 flags.DEFINE_string("attacks", None, "comma list (default config.eval.attacks): fgsm,pgd,bim,mifgsm,cw_l2,cw_hc,deepfool")
 flags.DEFINE_string("defenses", None, "comma list (default config.eval.defenses), e.g. none,ipgan")
 flags.DEFINE_string("classifiers", None, "comma list (default config.classifiers)")
 flags.DEFINE_string("blocks", None, "comma list (default config.eval.blocks) of the parts to run: "
                     "oblivious,transfer,whitebox,cw,curve,checks")
+flags.DEFINE_bool("allow_partial", False, "skip requested defenses / classifiers that are not trained "
+                  "(default: exit with an error naming the missing one)")
 FLAGS = flags.FLAGS
 ALL_BLOCKS = "oblivious,transfer,whitebox,cw,curve,checks"
 
@@ -37,10 +40,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
     from ipgan_jax.cli import check_config
+    from ipgan_jax.files import check_writable
     check_config(config)
+    out_dir = config.eval.out_dir or f"{config.workdir}/eval"
+    check_writable(out_dir, "eval output folder", "--config.eval.out_dir")   # before hours of evaluation
     from ipgan_jax.eval.blocks import make_blocks
     from ipgan_jax.eval.evaluate import Evaluator
-    from ipgan_jax.eval.report import format_checks, markdown, write_outputs
+    from ipgan_jax.eval.report import print_and_write
     from ipgan_jax.training.logging import progress
 
     classifiers = _split(FLAGS.classifiers or ",".join(config.classifiers))
@@ -52,26 +58,29 @@ def main(argv):
         raise ValueError(f"unknown --blocks {sorted(unknown)}; choose from {ALL_BLOCKS}")
     n = FLAGS.num_examples or config.eval.num_examples
     t0 = time.time()
-    ev = Evaluator(config, classifiers, defenses, attacks, n, seed=config.seed)
+    if n <= 0:
+        raise ValueError(f"--num_examples must be positive, got {n}")
+    ev = Evaluator(config, classifiers, defenses, attacks, n, seed=config.seed, allow_missing=FLAGS.allow_partial)
     blocks = make_blocks(ev, names)
     bar = progress(sum(b.units() for b in blocks), desc="eval")
     ev.run_clean()
     for b in blocks:
         b.run(bar)
     bar.close()
-    # tables first (cheap, and a failure while writing files must not lose them)
-    print(markdown(ev))
-    print("\n**Sanity checks**\n")
-    print(format_checks(ev.checks))
-    out_dir = config.eval.out_dir or f"{config.workdir}/eval"
-    meta = {"num_examples": n, "classifiers": classifiers, "defenses": ev.defenses, "attacks": attacks,
+    evaluated = ev.num_images(ev.classifiers[0])   # what was actually evaluated (the split may be smaller)
+    if evaluated < n:
+        print(f"\nnote: --num_examples={n} requested, but the test split has {evaluated} images: all {evaluated} "
+              f"were evaluated (recorded as num_examples)")
+    meta = {"num_examples": evaluated, "num_examples_requested": n,
+            "missing": [list(m) for m in ev.missing], "classifiers": ev.classifiers, "defenses": ev.defenses, "attacks": attacks,
             "blocks": names, "seconds": round(time.time() - t0, 1), "dataset": config.dataset, "eps": ev.eps,
             "whitebox_suite": config.eval.whitebox_suite, "whitebox_steps": config.eval.whitebox_steps,
             "whitebox_restarts": config.eval.whitebox_restarts,
             "whitebox_per_defense": config.eval.whitebox_per_defense.to_dict(), "cw": config.eval.cw.to_dict(),
             "checks": config.eval.checks.to_dict(),
-            "whitebox_num_examples": config.eval.get("whitebox_num_examples") or n}
-    files = write_outputs(ev, out_dir, meta)
+            "whitebox_num_examples": ev.num_images(ev.classifiers[0], costly=True)}
+    # tables first (a failure while writing files must not lose them), then the files
+    files = print_and_write(ev, out_dir, meta)
     print(f"\nwrote: {', '.join(str(p) for p in files.values())}  ({time.time() - t0:.0f} s)")
 
 

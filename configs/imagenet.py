@@ -32,6 +32,7 @@ def get_config(arg: str = "resnet50"):
     c.workdir = "workdir/imagenet" + ("_demo" if demo else "") + ("_tiny" if tiny else "")
     c.stage = "defense"           # ImageNet classifiers are ported, never trained here
     c.distributed = False
+    c.allow_other_classifier = False  # resume/evaluate a defense trained against other classifier params
     c.dataset = "imagenet_sample" if demo or tiny else "imagenet2012"
     c.data_dir = config_dict.placeholder(str)
     c.manual_dir = config_dict.placeholder(str)

@@ -14,6 +14,7 @@ def get_config():
     c.workdir = "workdir/mnist"
     c.stage = "all"               # all | classifier | defense
     c.distributed = False         # call jax.distributed.initialize() (multi-host)
+    c.allow_other_classifier = False  # resume/evaluate a defense trained against other classifier params
     c.dataset = "mnist"
     c.data_dir = config_dict.placeholder(str)    # TFDS data_dir (default ~/.cache/ipgan_jax/tfds)
     c.manual_dir = config_dict.placeholder(str)  # TFDS manual_dir (ImageNet tars)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -74,3 +76,40 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Atomically write ``text`` to ``path``."""
     return write_bytes(path, text.encode())
+
+
+class NotWritableError(RuntimeError):
+    """A folder the run must write to cannot be written (read-only, a file in the way, ...)."""
+
+
+def check_writable(folder: str | os.PathLike, what: str, flag: str) -> Path:
+    """Create ``folder`` if needed and prove it writable with a probe file; else raise
+    :class:`NotWritableError` naming ``what`` and the config ``flag`` that chooses another one."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise NotWritableError(f"{what} {folder} is not writable ({type(e).__name__}: {e.strerror or e}); "
+                               f"choose another one with {flag}") from e
+    return folder
+
+
+def json_safe(v: Any) -> Any:
+    """``v`` with NaN -> None and +-Inf -> "inf"/"-inf" (strict JSON), numpy scalars -> Python."""
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, dict):
+        return {str(k): json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if hasattr(v, "item") and getattr(v, "ndim", None) == 0:   # numpy / jax scalars
+        return json_safe(v.item())
+    return v
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int = 1) -> Path:
+    """Atomically write ``obj`` as strict JSON (NaN -> null, see :func:`json_safe`)."""
+    return write_text(path, json.dumps(json_safe(obj), indent=indent, allow_nan=False))

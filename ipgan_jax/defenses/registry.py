@@ -9,13 +9,14 @@ from pathlib import Path
 
 import jax
 
+from ipgan_jax import contracts
 from ipgan_jax.defenses.ape_gan import APEGANTrainer
 from ipgan_jax.defenses.dae import DAETrainer
 from ipgan_jax.defenses.defense_gan import DefenseGANTrainer
 from ipgan_jax.defenses.grip_gan import GRIPGANTrainer
 from ipgan_jax.defenses.ipgan import IPGANTrainer
 from ipgan_jax.defenses.uipd import UIPDTrainer
-from ipgan_jax.training.checkpoint import restore_params
+from ipgan_jax.training.checkpoint import CheckpointError, params_meta, restore_params, tree_fingerprint
 from ipgan_jax.training.classifier import load_classifier
 
 DEFENSES = {"ipgan": IPGANTrainer, "ape_gan": APEGANTrainer, "defense_gan": DefenseGANTrainer,
@@ -54,4 +55,24 @@ def load_defense(config, defense: str, classifier: str | None = None, target=Non
             f"`python run_train.py --config <config> --config.defense={defense} --config.classifier={classifier}`")
     abstract = jax.eval_shape(lambda: trainer.defense_params(trainer.init_state(jax.random.PRNGKey(0))))
     params = restore_params(path, abstract, "defense params")
-    return (lambda x: trainer.defend(params, x)), trainer
+    check_target(cfg, params_meta(path), variables, path)
+
+    def defend_fn(x):
+        contracts.check_images(x, f"{defense} input")   # shape/dtype static under jit; values when concrete
+        return trainer.defend(params, x)
+    return defend_fn, trainer
+
+
+def check_target(config, meta: dict, variables, path) -> None:
+    """Refuse a defense exported against other classifier params than ``variables`` (the
+    recorded ``classifier_fingerprint``), unless ``config.allow_other_classifier``. Legacy
+    exports (no fingerprint) pass."""
+    want = meta.get("classifier_fingerprint")
+    if want is None or want == tree_fingerprint(variables):
+        return
+    msg = (f"the defense at {path} was trained against other {config.classifier} params than the ones "
+           f"loaded now (classifier fingerprint {want[:12]} != {tree_fingerprint(variables)[:12]}; was the "
+           f"classifier retrained?)")
+    if not config.get("allow_other_classifier", False):
+        raise CheckpointError(msg + ". Retrain the defense, or set --config.allow_other_classifier=True.")
+    print(f"note: {msg}; using it anyway (allowed by the config)")

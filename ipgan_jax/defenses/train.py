@@ -10,6 +10,7 @@ after the defense, SSIM) and PNG sample grids. Exports the test-time params at t
 """
 from __future__ import annotations
 
+import json
 import zlib
 
 import jax
@@ -21,7 +22,7 @@ from ipgan_jax.attacks import make_attack
 from ipgan_jax.data.pipeline import config_loader, dataset_family
 from ipgan_jax.defenses.registry import defense_dir, make_trainer
 from ipgan_jax.images import image_grid
-from ipgan_jax.training.checkpoint import export_params
+from ipgan_jax.training.checkpoint import export_params, tree_fingerprint
 from ipgan_jax.training.classifier import load_classifier
 from ipgan_jax.training.loop import Periodic, TrainLoop
 
@@ -72,7 +73,9 @@ def train_defense(config, *, max_steps: int | None = None) -> dict:
     ``max_steps`` stops after that many total steps without exporting (simulates a kill in tests).
     """
     out = defense_dir(config)
-    trainer = make_trainer(config, *load_classifier(config, train_if_missing=True))
+    target = load_classifier(config, train_if_missing=True)
+    fingerprint = tree_fingerprint(target[1])   # of the frozen f: a defense is tied to these params
+    trainer = make_trainer(config, *target)
     init_rng, step_rng, mon_rng = jax.random.split(jax.random.fold_in(
         jax.random.PRNGKey(config.seed), zlib.crc32(f"{config.defense}/{config.classifier}".encode())), 3)
     total = trainer.num_steps()
@@ -98,7 +101,9 @@ def train_defense(config, *, max_steps: int | None = None) -> dict:
                        out / "samples" / (name or f"step_{step:06d}.png"))
 
     with TrainLoop(out, trainer, loader=loader, total_steps=total, cfg=config.train, init_rng=init_rng,
-                   step_rng=step_rng, desc=f"train {config.defense}/{config.classifier}") as loop:
+                   step_rng=step_rng, desc=f"train {config.defense}/{config.classifier}",
+                   ckpt_meta={"classifier_fingerprint": fingerprint},
+                   allow_meta_mismatch=bool(config.get("allow_other_classifier", False))) as loop:
         def evaluate(step, state):
             m = run_monitor(step, state)
             loop.report(f"step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in m.items() if "dsr" in k or "acc" in k))
@@ -112,5 +117,6 @@ def train_defense(config, *, max_steps: int | None = None) -> dict:
             loop.writer.write(total, {f"eval/{k}": v for k, v in run_monitor(total, loop.state).items()})
         write_samples(total, loop.state, "final.png")
     export_params(out, jax.device_get(trainer.defense_params(loop.state)),
-                  {"defense": config.defense, "classifier": config.classifier, "steps": total, "heldout": last})
+                  {"defense": config.defense, "classifier": config.classifier, "steps": int(loop.state["step"]),
+                   "heldout": last, "classifier_fingerprint": fingerprint, "config": json.loads(config.to_json_best_effort())})
     return {"steps": total, **{k: round(v, 4) for k, v in last.items()}}

@@ -34,6 +34,7 @@ from ipgan_jax.data.pipeline import dataset_family, make_loader
 from ipgan_jax.defenses import load_defense
 from ipgan_jax import metrics as M
 from ipgan_jax.eval.records import AttackRecord, block_metrics
+from ipgan_jax.training.checkpoint import NonFiniteError
 from ipgan_jax.training.classifier import load_classifier
 
 TRANSFER_ATTACKS = ("fgsm", "pgd", "mifgsm")
@@ -107,8 +108,9 @@ def _logits_fn(module, variables):
 class Evaluator:
     """Holds the models, the images and the records; the blocks below fill ``records``."""
 
-    def __init__(self, config, classifiers, defenses, attacks, num_examples, seed=0):
-        self.config = config
+    def __init__(self, config, classifiers, defenses, attacks, num_examples, seed=0, allow_missing=False):
+        self.config, self.allow_missing = config, allow_missing
+        self.missing: list = []      # (classifier, defense) pairs skipped (only with allow_missing)
         self.classifiers, self.defenses, self.attacks = list(classifiers), list(defenses), list(attacks)
         self.num_examples = num_examples
         self.key = jax.random.PRNGKey(seed)
@@ -122,7 +124,18 @@ class Evaluator:
         self._judges: dict = {}
         self._jits: dict = {}
         self._attack_views: dict = {}
-        self.targets = {c: load_classifier(config, c) for c in self.classifiers}
+        self.targets = {}
+        for c in self.classifiers:
+            try:
+                self.targets[c] = load_classifier(config, c)
+            except FileNotFoundError as e:
+                if not allow_missing:
+                    raise FileNotFoundError(f"{e} (or pass --allow_partial to evaluate without it)") from e
+                print(f"warning: skipping classifier {c}: {e}")
+                self.missing.append((c, None))
+        self.classifiers = [c for c in self.classifiers if c in self.targets]
+        if not self.classifiers:
+            raise FileNotFoundError("none of the requested classifiers is trained; nothing to evaluate")
         self.defend_fns, self.trainers = {}, {}
         for c in self.classifiers:
             for d in self.defenses:
@@ -130,13 +143,16 @@ class Evaluator:
         self.eps = float(self.attack_settings("pgd")["eps"])
 
     def add_defense(self, clf, name, defend_fn=None, trainer=None):
-        """Register a defense (loaded by name when ``defend_fn`` is None; skipped with a warning
-        when it has not been trained)."""
+        """Register a defense (loaded by name when ``defend_fn`` is None). One that has not been
+        trained raises FileNotFoundError, or is skipped with a warning when ``allow_missing``."""
         if defend_fn is None:
             try:
                 defend_fn, trainer = load_defense(self.config, name, clf, target=self.targets[clf])
             except FileNotFoundError as e:
+                if not self.allow_missing:
+                    raise FileNotFoundError(f"{e} (or pass --allow_partial to evaluate without it)") from e
                 print(f"warning: skipping defense {name} on {clf}: {e}")
+                self.missing.append((clf, name))
                 return
         if name not in self.defenses:
             self.defenses.append(name)
@@ -267,15 +283,29 @@ class Evaluator:
     def run_clean(self):
         """f(x) == y per image, and f(d(x)) == y for each defense: ``f_clean``, ``pipe_clean``."""
         for clf in self.classifiers:
-            f = self.logits(clf)
-            ok_f = jax.jit(lambda x, y, f=f: jnp.argmax(f(x), -1) == y)
-            self.f_clean[clf] = np.concatenate([np.asarray(ok_f(b["image"], b["label"]))[np.asarray(b["mask"])]
-                                                for b in self.batches(clf)])
+            self.f_clean[clf] = self._clean_pass(self.logits(clf), clf, clf)
             for d in self.defenses_of(clf):
-                pipe = self.pipeline(clf, d)
-                ok = jax.jit(lambda x, y, p=pipe: jnp.argmax(p(x), -1) == y)
-                self.pipe_clean[(clf, d)] = np.concatenate(
-                    [np.asarray(ok(b["image"], b["label"]))[np.asarray(b["mask"])] for b in self.batches(clf)])
+                self.pipe_clean[(clf, d)] = self._clean_pass(self.pipeline(clf, d), clf, f"{d} on {clf}")
+
+    def _clean_pass(self, logits_fn, clf, what) -> np.ndarray:
+        """bool [n]: argmax logits_fn(x) == y over ``clf``'s batches; non-finite logits raise
+        :class:`NonFiniteError` (argmax of NaN would silently be class 0)."""
+        def judge(x, y):
+            logits = logits_fn(x)
+            return jnp.argmax(logits, -1) == y, jnp.all(jnp.isfinite(logits), -1)
+        step = jax.jit(judge)
+        ok, finite = [], []
+        for b in self.batches(clf):
+            m = np.asarray(b["mask"])
+            o, fin = step(b["image"], b["label"])
+            ok.append(np.asarray(o)[m])
+            finite.append(np.asarray(fin)[m])
+        finite = np.concatenate(finite)
+        if not finite.all():
+            raise NonFiniteError(f"{what}: non-finite logits on {int((~finite).sum())} of {finite.size} clean test "
+                                 f"images; its params are corrupt or training diverged. Retrain it (no numbers "
+                                 f"are reported from NaN logits).")
+        return np.concatenate(ok)
 
     def clean_accuracy(self) -> dict:
         return {k: float(np.mean(v)) for k, v in self.pipe_clean.items()}

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 
+from ipgan_jax import files
 from ipgan_jax.eval.plots import line_plot
 from ipgan_jax.eval.records import attack_metrics, block_metrics, pack_bits, record_to_json
 from ipgan_jax.images import amplify, image_grid
@@ -217,16 +217,17 @@ def summaries(ev) -> tuple[list, list]:
     return attack_rows, block_rows
 
 
-def _json_safe(v):
-    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
-        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, np.generic):
-        return _json_safe(v.item())
-    return v
+def print_and_write(ev, out_dir, meta) -> dict:
+    """Print the tables and the sanity checks, *then* write the files (:func:`write_outputs`): a
+    failing write raises :class:`~ipgan_jax.files.NotWritableError` after the results are shown."""
+    print(markdown(ev))
+    print("\n**Sanity checks**\n")
+    print(format_checks(ev.checks), flush=True)
+    try:
+        return write_outputs(ev, out_dir, meta)
+    except OSError as e:
+        raise files.NotWritableError(f"the tables above were printed, but writing them to {out_dir} failed "
+                                     f"({type(e).__name__}: {e}); rerun with another --config.eval.out_dir") from e
 
 
 def write_outputs(ev, out_dir, meta) -> dict:
@@ -243,7 +244,7 @@ def write_outputs(ev, out_dir, meta) -> dict:
             "curves": [{"classifier": c, "defense": d, **v} for (c, d), v in ev.curves.items()],
             "sanity_checks": [ch._asdict() for ch in ev.checks],
             "paper_dsr": {str(k): v for k, v in PAPER_DSR.items()}}
-    _atomic_write(out_dir / "results.json", json.dumps(_json_safe(data), indent=1))
+    files.write_json(out_dir / "results.json", data)
     fields = ["kind", "block", "attack", "classifier", "defense", "n", "acc", "asr", "dsr", "robust_acc",
               "robust_ci", "ssim_rec", "ssim_adv", "median_l2", "dsr_n"]
     tmp = out_dir / "results.csv.tmp"
@@ -253,13 +254,13 @@ def write_outputs(ev, out_dir, meta) -> dict:
         for r in attack_rows + block_rows:
             w.writerow(r)
     os.replace(tmp, out_dir / "results.csv")
-    files = {"json": out_dir / "results.json", "csv": out_dir / "results.csv"}
-    files.update(_figures(ev, out_dir))
-    return files
+    written = {"json": out_dir / "results.json", "csv": out_dir / "results.csv"}
+    written.update(_figures(ev, out_dir))
+    return written
 
 
 def _figures(ev, out_dir) -> dict:
-    files = {}
+    out = {}
     for clf in ev.classifiers:
         for d in ev.defenses:
             rows_img, labels = [], []
@@ -274,7 +275,7 @@ def _figures(ev, out_dir) -> dict:
                 rows_img += [x_adv, amplify(x_rec - x_adv), x_rec]
                 labels += [f"{a} adv", f"{a} inv.pert.", f"{a} rec"]
             if rows_img:
-                files[f"grid_{clf}_{d}"] = image_grid(rows_img, labels, out_dir / f"grid_{clf}_{d}.png")
+                out[f"grid_{clf}_{d}"] = image_grid(rows_img, labels, out_dir / f"grid_{clf}_{d}.png")
         series, dsr_series, eps = {}, {}, None
         for d in ev.defenses:
             cur = ev.curves.get((clf, d))
@@ -286,15 +287,10 @@ def _figures(ev, out_dir) -> dict:
             if d != "none":   # DSR of the identity is 0 by definition
                 dsr_series[f"{_dname(d)} (oblivious)"] = cur["oblivious_dsr"]
         if series:
-            files[f"curve_{clf}"] = line_plot(eps, series, out_dir / f"curve_{clf}.png", "eps (Linf, pixels)",
+            out[f"curve_{clf}"] = line_plot(eps, series, out_dir / f"curve_{clf}.png", "eps (Linf, pixels)",
                                               "robust accuracy (white-box suite)", _cname(clf))
         if dsr_series:
-            files[f"dsr_curve_{clf}"] = line_plot(eps, dsr_series, out_dir / f"dsr_curve_{clf}.png",
+            out[f"dsr_curve_{clf}"] = line_plot(eps, dsr_series, out_dir / f"dsr_curve_{clf}.png",
                                                   "eps (Linf, pixels)", "DSR (oblivious, per image)", _cname(clf))
-    return files
+    return out
 
-
-def _atomic_write(path: Path, text: str):
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -9,6 +9,7 @@ or converted pretrained ImageNet weights (``config.classifier_ckpt``).
 """
 from __future__ import annotations
 
+import json
 import zlib
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ipgan_jax.data.pipeline import config_loader
 from ipgan_jax.models.classifiers import get_classifier
 from ipgan_jax.models.imagenet.weights.port import convert, load_pretrained
 from ipgan_jax.training import parallel
-from ipgan_jax.training.checkpoint import export_params, restore_params
+from ipgan_jax.training.checkpoint import export_params, restore_params, tree_fingerprint
 from ipgan_jax.training.loop import TrainLoop
 
 
@@ -113,9 +114,11 @@ def train_classifier(config, name: str | None = None, *, max_steps: int | None =
         acc = evaluate(model, variables, config_loader(config, "test", eval_bs, train=False), mesh)
         loop.writer.write(total, {"test_accuracy": acc,
                                   **({"validation_accuracy": val_acc} if val_acc is not None else {})})
-    export_params(out, loop.state["params"], {"classifier": name, "test_accuracy": acc,
-                                              "validation_accuracy": val_acc, "steps": total,
-                                              "dataset": config.dataset, "train_records": train_loader.n})
+    params = loop.state["params"]
+    export_params(out, params, {"classifier": name, "test_accuracy": acc, "validation_accuracy": val_acc,
+                                "steps": int(loop.state["step"]), "dataset": config.dataset,
+                                "train_records": train_loader.n, "fingerprint": tree_fingerprint({"params": params}),
+                                "config": json.loads(config.to_json_best_effort())})
     return {"test_accuracy": acc, "validation_accuracy": val_acc, "steps": total}
 
 

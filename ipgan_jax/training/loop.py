@@ -14,11 +14,19 @@ position and the per-step key are functions of the step), logs window averages t
 ``metrics.jsonl`` and TensorBoard, draws a progress bar, and runs periodic actions
 (:class:`Periodic`, in the style of big_vision's ``itstime``) such as held-out evaluation and
 sample grids. The caller evaluates and exports after ``run`` (``checkpoint.export_params``).
+
+Reliability: the workdir is checked writable and locked (:class:`WorkdirLockedError` names the
+other process); logged losses are checked finite at every log point and the state before every
+save (:class:`~ipgan_jax.training.checkpoint.NonFiniteError`: nothing non-finite is saved); a
+checkpoint beyond ``total_steps`` is an error, never exported under the smaller step count.
 """
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import math
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -27,8 +35,10 @@ import jax
 import numpy as np
 from absl import logging
 
+from ipgan_jax import files
 from ipgan_jax.training import parallel
-from ipgan_jax.training.checkpoint import Checkpointer, abstract_like
+from ipgan_jax.training.checkpoint import (CheckpointError, Checkpointer, NonFiniteError,
+                                             abstract_like)
 from ipgan_jax.training.logging import MetricsWriter, progress
 
 
@@ -61,6 +71,46 @@ def jit_train_step(train_step, mesh):
     return jax.jit(train_step, in_shardings=(rep, dat, rep), out_shardings=(rep, rep), donate_argnums=(0,))
 
 
+class WorkdirLockedError(RuntimeError):
+    """Another live process trains in the same workdir."""
+
+
+class WorkdirLock:
+    """An exclusive ``flock`` on ``<workdir>/.lock`` (released by the kernel when the holder dies,
+    so a killed run never leaves a stale lock); the file names the holder (pid, host)."""
+
+    def __init__(self, workdir: Path):
+        self.path = Path(workdir) / ".lock"
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip() or "unknown"
+            self.fh.close()
+            raise WorkdirLockedError(f"{workdir} is in use by another training process ({holder}); wait for it, "
+                                     f"stop it, or choose another --config.workdir") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        self.fh.flush()
+
+    def release(self) -> None:
+        if not self.fh.closed:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+
+
+def check_finite_metrics(step: int, metrics: dict, desc: str) -> None:
+    """Raise :class:`NonFiniteError` naming ``step`` and the metric when a value is NaN/Inf."""
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        raise NonFiniteError(f"{desc}: {', '.join(f'{k}={v}' for k, v in bad.items())} at step {step}; training "
+                             f"stopped and nothing was saved from this point. Likely cause: a learning rate that "
+                             f"is too large or not a number (check the config's learning_rate / lr_* values), "
+                             f"or corrupt input data.")
+
+
 def _mean(window: list) -> dict:
     return {k: float(np.mean([float(w[k]) for w in window])) for k in window[0]}
 
@@ -74,19 +124,38 @@ class TrainLoop:
     """
 
     def __init__(self, workdir: str | os.PathLike, trainer, *, loader, total_steps: int, cfg, init_rng,
-                 step_rng, desc: str = "train", mesh=None):
+                 step_rng, desc: str = "train", mesh=None, ckpt_meta: Optional[dict] = None,
+                 allow_meta_mismatch: bool = False):
         self.workdir = Path(workdir)
         self.trainer, self.loader, self.total = trainer, loader, int(total_steps)
         self.cfg, self.step_rng, self.desc = cfg, step_rng, desc
         self.mesh = parallel.make_mesh() if mesh is None else mesh
         parallel.check_batch_size(cfg.batch_size, self.mesh)
-        self.ckpt = Checkpointer(self.workdir / "checkpoints", save_every=cfg.checkpoint_every, keep=cfg.keep)
-        abstract = jax.eval_shape(trainer.init_state, init_rng)
-        self.state, self.start = self.ckpt.restore(abstract_like(abstract, parallel.replicated(self.mesh)))
-        if self.state is None:
-            self.state = parallel.replicate(jax.jit(trainer.init_state)(init_rng), self.mesh)
+        self.lock = None
+        if jax.process_index() == 0:
+            files.check_writable(self.workdir, "workdir", "--config.workdir")
+            self.lock = WorkdirLock(self.workdir)
+        try:
+            self.ckpt = Checkpointer(self.workdir / "checkpoints", save_every=cfg.checkpoint_every, keep=cfg.keep,
+                                     meta=ckpt_meta, allow_meta_mismatch=allow_meta_mismatch)
+            abstract = jax.eval_shape(trainer.init_state, init_rng)
+            self.state, self.start = self.ckpt.restore(abstract_like(abstract, parallel.replicated(self.mesh)))
+            if self.start > self.total:
+                raise CheckpointError(
+                    f"{self.ckpt.directory} holds a checkpoint at step {self.start}, beyond num_steps={self.total}: "
+                    f"it would be exported as step {self.total}. Rerun with num_steps >= {self.start}, or use a "
+                    f"fresh --config.workdir.")
+            if self.state is None:
+                self.state = parallel.replicate(jax.jit(trainer.init_state)(init_rng), self.mesh)
+        except BaseException:
+            self._release()
+            raise
         self.writer = MetricsWriter(self.workdir, resume_step=self.start, enabled=jax.process_index() == 0)
         self.bar = None
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     def run(self, actions: Sequence[Periodic] = (), max_steps: Optional[int] = None) -> bool:
         """Train up to step ``min(total_steps, max_steps)``; ``max_steps`` stops early as a kill
@@ -96,23 +165,26 @@ class TrainLoop:
         train_step = jit_train_step(self.trainer.train_step, self.mesh)
         self.bar = progress(total, initial=self.start, desc=self.desc)
         t0, seen, window = time.time(), 0, []
-        for step, batch in zip(range(self.start, stop), self.loader.iterate(self.start)):
-            self.state, metrics = train_step(self.state, parallel.shard_batch(batch, self.mesh), self.step_rng)
-            window.append(metrics)
-            seen += cfg.batch_size
-            self.bar.update(1)
-            done = step + 1
-            if itstime(done, cfg.log_every, stop):
-                avg = _mean(window)
-                avg["images_per_sec"] = seen / (time.time() - t0)
-                self.writer.write(done, avg)
-                self.bar.set_postfix({k: f"{avg[k]:.4g}" for k in list(avg)[:3]})
-                window, seen, t0 = [], 0, time.time()
-            for action in actions:
-                action(done, total, self.state, self.writer)
-            self.ckpt.save(done, self.state, force=(done == stop))
-        self.bar.close()
-        self.ckpt.close()
+        try:
+            for step, batch in zip(range(self.start, stop), self.loader.iterate(self.start)):
+                self.state, metrics = train_step(self.state, parallel.shard_batch(batch, self.mesh), self.step_rng)
+                window.append(metrics)
+                seen += cfg.batch_size
+                self.bar.update(1)
+                done = step + 1
+                if itstime(done, cfg.log_every, stop):
+                    avg = _mean(window)
+                    check_finite_metrics(done, avg, self.desc)
+                    avg["images_per_sec"] = seen / (time.time() - t0)
+                    self.writer.write(done, avg)
+                    self.bar.set_postfix({k: f"{avg[k]:.4g}" for k in list(avg)[:3]})
+                    window, seen, t0 = [], 0, time.time()
+                for action in actions:
+                    action(done, total, self.state, self.writer)
+                self.ckpt.save(done, self.state, force=(done == stop))
+        finally:
+            self.bar.close()
+            self.ckpt.close()
         return stop == total
 
     def report(self, text: str) -> None:
@@ -124,6 +196,7 @@ class TrainLoop:
 
     def close(self) -> None:
         self.writer.close()
+        self._release()
 
     def __enter__(self):
         return self
