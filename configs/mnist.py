@@ -94,6 +94,7 @@ def get_config():
         # x steps of 2.5 eps / steps, worst case per image; per-defense overrides of steps / restarts
         # and EOT draws (Defense-GAN: gradient averaged over 4 z0 draws)
         whitebox_suite="pgd_ce,pgd_margin", whitebox_steps=100, whitebox_restarts=2,
+        square_queries=5000,       # Square's budget in the suite (apgd_* use whitebox_steps)
         whitebox_per_defense=dict(defense_gan=dict(eot_samples=4)),
         whitebox_num_examples=0,   # > 0: only the first N examples in the costly blocks (whitebox, cw, curve, checks)
         cw=dict(binary_search_steps=9, steps=1000, lr=0.01, initial_const=0.01, abort_early=True),  # cw block

@@ -4,7 +4,12 @@ The package is imported as installed (``pip install -e .``; see README), not thr
 """
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The 8 emulated devices are threads of one process: on a loaded 2-core machine one of them can reach
+# an all-reduce more than XLA's default 40 s after the others, and XLA then aborts the process
+# (rendezvous.cc "Termination timeout"); tests wait instead.
+COLLECTIVE_TIMEOUTS = ("--xla_cpu_collective_call_terminate_timeout_seconds=1800 "
+                       "--xla_cpu_collective_call_warn_stuck_timeout_seconds=300")
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 " + COLLECTIVE_TIMEOUTS)
 os.environ.setdefault("IPGAN_PROGRESS", "0")
 
 import pytest  # noqa: E402

@@ -16,10 +16,11 @@ os.environ.setdefault("IPGAN_PROGRESS", "0")
 
 def main(workdir, out, process_id=None, num_processes=None, port=None):
     import jax
-    if process_id is not None:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=int(num_processes),
-                                   process_id=int(process_id))
+    if process_id is not None:   # the library's own path: environment variables + maybe_initialize_distributed
+        os.environ.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(num_processes),
+                          JAX_PROCESS_ID=str(process_id))
+        from ipgan_jax.training.parallel import maybe_initialize_distributed
+        maybe_initialize_distributed(True)
     import numpy as np
     from configs import mnist_tiny
     from ipgan_jax.training.classifier import load_classifier, train_classifier

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from conftest import COLLECTIVE_TIMEOUTS
+
 WORKER = Path(__file__).with_name("multiprocess_worker.py")
 
 
@@ -24,7 +26,7 @@ def _free_port():
 
 def _env(devices):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {COLLECTIVE_TIMEOUTS}"
     env["JAX_PLATFORMS"] = "cpu"
     return env
 

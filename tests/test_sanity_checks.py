@@ -41,3 +41,43 @@ def test_masked_defense_is_flagged_by_its_named_check(masked_eval, mock):
     assert flagged.ok is False, flagged.detail
     # the mocks keep f's clean accuracy (they mask gradients, they do not just break the classifier)
     assert ev.pipe_clean[("lenet", mock)].mean() >= ev.f_clean["lenet"].mean() - 0.15
+
+
+def _robust(recs):
+    import numpy as np
+    return float(np.mean(np.all([r.pipe_adv for r in recs], axis=0)))
+
+
+def test_whitebox_suite_bpda_and_square_see_through_a_zero_gradient_defense(masked_eval):
+    """The stop_gradient mock holds against the default gradient suite (its gradient is zero), but
+    not when the same suite differentiates it with BPDA (whitebox_per_defense.<d>.bpda), nor against
+    the gradient-free Square member; the identity is broken by all three."""
+    from masked_defenses import stop_gradient
+    from ipgan_jax.eval.evaluate import suite_members
+    ev = masked_eval
+    assert suite_members("pgd_ce,autoattack_full,apgd_ce") == ["pgd_ce", "apgd_ce", "apgd_t", "square"]
+    with pytest.raises(ValueError, match="unknown eval.whitebox_suite entry 'fab'"):
+        suite_members("pgd_ce,fab")
+    with ev.config.unlocked():
+        ev.config.eval.square_queries = 300
+        ev.config.eval.whitebox_per_defense["sg_bpda"] = dict(bpda=True)
+        ev.config.eval.whitebox_per_defense["sg_square"] = dict(suite="square")
+        ev.config.eval.whitebox_per_defense["none_square"] = dict(suite="square")
+        ev.config.eval.whitebox_per_defense["none_aa"] = dict(suite="autoattack", steps=20)
+    ev.add_defense("lenet", "none_aa", lambda x: x)
+    ev.add_defense("lenet", "sg_bpda", stop_gradient)
+    ev.add_defense("lenet", "sg_square", stop_gradient)
+    ev.add_defense("lenet", "none_square", lambda x: x)
+    ev.run_clean()
+    acc = {d: _robust(ev.run_suite("whitebox", "lenet", [d], d, through=True)[d])
+           for d in ("none", "stop_gradient", "sg_bpda", "sg_square", "none_square", "none_aa")}
+    clean = float(ev.f_clean["lenet"].mean())
+    # masked: the exact gradient is zero (only PGD's random start in the eps ball breaks a few images)
+    assert acc["stop_gradient"] >= clean - 0.15 and acc["stop_gradient"] >= acc["none"] + 0.5, acc
+    assert acc["none"] <= 0.2 and acc["sg_bpda"] <= acc["none"] + 0.05, acc
+    assert acc["none_square"] <= clean - 0.3 and acc["sg_square"] <= acc["none_square"] + 0.05, acc
+    # the AutoAttack cascade: as strong as PGD here, and its log counts only the 32 real images
+    assert acc["none_aa"] <= acc["none"] + 0.05, acc
+    logs = [g for g in ev.attack_logs if g["attacked"] == "none_aa"]
+    assert sum(g["n"] for g in logs) == 32 and sum(g["robust"] for g in logs) == round(acc["none_aa"] * 32)
+    assert list(logs[0]["broken"]) == ["apgd-ce", "apgd-t", "square"]

@@ -8,9 +8,11 @@ objects to ``Evaluator.records[(block, attack, classifier, defense)]``:
 * ``oblivious``: each attack sees f only, then the defense runs (the paper's Table 1 setting);
 * ``transfer``: attacks crafted on a different surrogate classifier (black-box);
 * ``whitebox``: a suite of attacks (``eval.whitebox_suite``; default PGD with CE and with margin
-  loss, ``whitebox_restarts`` random restarts of ``whitebox_steps`` steps of 2.5 eps / steps)
-  on the whole pipeline f(d(.)), with EOT over a defense's random draws where configured
-  (``eval.whitebox_per_defense``); worst case per image over the suite;
+  loss, ``whitebox_restarts`` random restarts of ``whitebox_steps`` steps of 2.5 eps / steps;
+  also ``apgd_ce``, ``apgd_dlr``, ``apgd_t``, ``square``, ``autoattack`` (the cascade) and the group
+  ``autoattack_full`` = APGD-CE + APGD-T + Square on every image) on the whole pipeline f(d(.)), with BPDA and EOT over a defense's
+  random draws where configured (``eval.whitebox_per_defense.<d>``: ``suite``, ``steps``,
+  ``restarts``, ``eot_samples``, ``bpda``); worst case per image over the suite;
 * ``cw``: C&W-L2 (``eval.cw``) on the pipeline: median L2 (failures +inf) and success rate;
 * ``curve``: the white-box suite on f (oblivious) and on f(d(.)) at every eps of ``eval.eps_curve``;
 * ``checks``: the sanity checks of :mod:`ipgan_jax.eval.checks`.
@@ -30,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ipgan_jax.attacks import make_attack
+from ipgan_jax.attacks.autoattack import autoattack
+from ipgan_jax.attacks.transforms import bpda
 from ipgan_jax.data.pipeline import dataset_family, make_loader
 from ipgan_jax.defenses import load_defense
 from ipgan_jax import metrics as M
@@ -73,15 +77,79 @@ def _pgd_suite_member(loss: str):
     return build
 
 
+def _apgd_suite_member(loss: str):
+    def build(ev, eps, steps, restarts):
+        return ev.attack("apgd", eps=eps, steps=steps, restarts=restarts, loss=loss)
+    return build
+
+
+def _apgd_t_suite_member(ev, eps, steps, restarts):
+    # 9 target classes x 1 run each (AutoAttack's APGD-T); white-box restarts do not multiply it
+    return ev.attack("apgd_t", eps=eps, steps=steps, restarts=1)
+
+
+def _square_suite_member(ev, eps, steps, restarts):
+    # score-based, gradient-free: blind to masked gradients; budget eval.square_queries
+    return ev.attack("square", eps=eps, n_queries=int(ev.config.eval.get("square_queries", 5000)))
+
+
+def _autoattack_suite_member(ev, eps, steps, restarts):
+    """AutoAttack's standard cascade (``ipgan_jax.attacks.autoattack``: APGD-CE, APGD-T, Square with
+    ``eval.square_queries``), each attack only on the images still robust; Python-level (not
+    jit-able), eps concrete. Each call's per-attack log goes to ``ev.attack_logs``."""
+    def fn(logits_fn, x, y, key):
+        ctx = dict(ev.attack_context)
+        keep = np.asarray(ctx.pop("mask", np.ones(x.shape[0], bool)))   # the batch's real (unpadded) rows
+        x_np = np.array(x)
+        if keep.any():
+            xa, log = autoattack(logits_fn, jnp.asarray(x_np[keep]), jnp.asarray(np.asarray(y)[keep]), key=key,
+                                 eps=float(eps), steps=steps, version="standard",
+                                 n_queries=int(ev.config.eval.get("square_queries", 5000)))
+            x_np[keep] = np.asarray(xa)
+            ev.attack_logs.append(dict(ctx, eps=float(eps), **{k: v for k, v in log.items() if k != "robust_flags"}))
+        return jnp.asarray(x_np, x.dtype)
+    return fn
+
+
+_autoattack_suite_member.python_level = True
+
+
 # White-box suite members: name -> build(evaluator, eps, steps, restarts) -> fn(logits_fn, x, y, key) -> x_adv.
-# Any attack with that signature plugs in (e.g. APGD / Square once the attacks library has them).
-WHITEBOX_ATTACKS: dict[str, Callable] = {"pgd_ce": _pgd_suite_member("ce"), "pgd_margin": _pgd_suite_member("margin")}
+# Any attack with that signature plugs in. The block takes the per-image worst case over members.
+WHITEBOX_ATTACKS: dict[str, Callable] = {
+    "pgd_ce": _pgd_suite_member("ce"), "pgd_margin": _pgd_suite_member("margin"),
+    "apgd_ce": _apgd_suite_member("ce"), "apgd_dlr": _apgd_suite_member("dlr"),
+    "apgd_t": _apgd_t_suite_member, "square": _square_suite_member, "autoattack": _autoattack_suite_member,
+}
+# Suite names that stand for several members, each run on every image (the block takes the worst case
+# per image): 'autoattack_full' = APGD-CE + APGD-T + Square as separate records (costlier than the
+# 'autoattack' cascade, never weaker).
+WHITEBOX_GROUPS: dict[str, tuple] = {"autoattack_full": ("apgd_ce", "apgd_t", "square")}
+
+
+def suite_members(spec: str) -> list:
+    """'pgd_ce,autoattack' -> ['pgd_ce', 'apgd_ce', 'apgd_t', 'square'] (groups expanded, order kept,
+    duplicates dropped); unknown names raise ValueError."""
+    names = []
+    for n in (t.strip() for t in str(spec).split(",")):
+        if not n:
+            continue
+        if n not in WHITEBOX_ATTACKS and n not in WHITEBOX_GROUPS:
+            raise ValueError(f"unknown eval.whitebox_suite entry {n!r}; known: "
+                             f"{sorted(WHITEBOX_ATTACKS) + sorted(WHITEBOX_GROUPS)}")
+        for m in WHITEBOX_GROUPS.get(n, (n,)):
+            if m not in names:
+                names.append(m)
+    if not names:
+        raise ValueError("eval.whitebox_suite is empty")
+    return names
 
 
 class WhiteboxSettings(NamedTuple):
     steps: int
     restarts: int
-    eot_samples: int   # defense draws averaged per gradient (1: plain gradient / BPDA)
+    eot_samples: int   # defense draws averaged per gradient (1: plain gradient)
+    bpda: bool         # straight-through gradient of the defense (its exact forward pass)
 
 
 def eot_logits(logits_fns):
@@ -118,6 +186,8 @@ class Evaluator:
         self.curves: dict = {}
         self.checks: list = []
         self.samples: dict = {}
+        self.attack_logs: list = []   # per-call logs of Python-level suite members (autoattack)
+        self.attack_context: dict = {}
         self.f_clean: dict = {}      # clf -> bool [n]: f(x) == y
         self.pipe_clean: dict = {}   # (clf, defense) -> bool [n]: f(d(x)) == y
         self._batches: dict = {}
@@ -221,17 +291,20 @@ class Evaluator:
         cfg = self.config.eval
         per = dict(cfg.get("whitebox_per_defense", {}).get(d or "none", {}))
         return WhiteboxSettings(int(per.get("steps", cfg.whitebox_steps)), int(per.get("restarts", cfg.whitebox_restarts)),
-                                int(per.get("eot_samples", 1)))
+                                int(per.get("eot_samples", 1)), bool(per.get("bpda", False)))
 
     def suite_builders(self, d) -> dict:
         """{name: build(eps) -> attack fn} of the white-box suite with ``d``'s steps / restarts
         (eps may be a traced scalar: one compile serves every eps)."""
         s = self.whitebox_settings(d)
-        names = [n.strip() for n in str(self.config.eval.whitebox_suite).split(",") if n.strip()]
-        unknown = [n for n in names if n not in WHITEBOX_ATTACKS]
-        if unknown:
-            raise ValueError(f"unknown eval.whitebox_suite entries {unknown}; known: {sorted(WHITEBOX_ATTACKS)}")
-        return {n: (lambda eps, b=WHITEBOX_ATTACKS[n]: b(self, eps, s.steps, s.restarts)) for n in names}
+        per = dict(self.config.eval.get("whitebox_per_defense", {}).get(d or "none", {}))
+        names = suite_members(per.get("suite", self.config.eval.whitebox_suite))
+        out = {}
+        for n in names:
+            b = WHITEBOX_ATTACKS[n]
+            out[n] = lambda eps, b=b: b(self, eps, s.steps, s.restarts)
+            out[n].python_level = getattr(b, "python_level", False)
+        return out
 
     def run_suite(self, block, clf, defenses, attacked_defense, eps=None, *, through, bar=None) -> dict:
         """The white-box suite at ``eps`` (default the evaluation eps) against f(d(.)) for
@@ -240,6 +313,7 @@ class Evaluator:
         attacked = self.logits(clf) if attacked_defense is None else self.attack_logits(clf, attacked_defense)
         out = {d: [] for d in defenses}
         for name, build in self.suite_builders(attacked_defense).items():
+            self.attack_context = dict(block=block, classifier=clf, attacked=attacked_defense or "none")
             recs = self.run_attack(block, name, build, clf, defenses, attacked, through=through, costly=True,
                                    bar=bar, eps=eps, cache=("suite", clf, attacked_defense, name))
             for d, r in recs.items():
@@ -247,25 +321,27 @@ class Evaluator:
         return out
 
     def attack_logits(self, clf, d):
-        """What a white-box attacker differentiates: the pipeline, or its EOT average over
-        ``eot_samples`` draws of the defense's randomness (the defense rebuilt with its
-        ``seed_field`` config value + k; draw 0 is the evaluated pipeline itself)."""
+        """What a white-box attacker differentiates: the pipeline f(d(.)), with d's gradient replaced
+        by the identity when ``whitebox_per_defense.<d>.bpda`` (BPDA; the forward pass stays exact),
+        averaged over ``eot_samples`` draws of the defense's randomness (the defense rebuilt with
+        its ``seed_field`` config value + k; draw 0 is the evaluated pipeline itself)."""
         if (clf, d) in self._attack_views:
             return self._attack_views[(clf, d)]
-        n = self.whitebox_settings(d).eot_samples
-        if n <= 1:
-            return self._attack_views.setdefault((clf, d), self.pipeline(clf, d))
-        trainer = self.trainers.get((clf, d))
-        field = getattr(trainer, "seed_field", None)
-        if field is None:
-            raise ValueError(f"eval.whitebox_per_defense.{d}.eot_samples={n}, but defense {d} declares no "
-                             "seed_field to redraw; set eot_samples to 1")
+        s = self.whitebox_settings(d)
+        wrap = bpda if s.bpda else (lambda g: g)
         f, fns = self.logits(clf), [self.defend_fns[(clf, d)]]
-        for k in range(1, n):
-            cfg = self.config.copy_and_resolve_references()
-            cfg[d][field] = int(cfg[d][field]) + k
-            fns.append(load_defense(cfg, d, clf, target=self.targets[clf])[0])
-        return self._attack_views.setdefault((clf, d), eot_logits([lambda x, g=g: f(g(x)) for g in fns]))
+        if s.eot_samples > 1:
+            trainer = self.trainers.get((clf, d))
+            field = getattr(trainer, "seed_field", None)
+            if field is None:
+                raise ValueError(f"eval.whitebox_per_defense.{d}.eot_samples={s.eot_samples}, but defense {d} "
+                                 "declares no seed_field to redraw; set eot_samples to 1")
+            for k in range(1, s.eot_samples):
+                cfg = self.config.copy_and_resolve_references()
+                cfg[d][field] = int(cfg[d][field]) + k
+                fns.append(load_defense(cfg, d, clf, target=self.targets[clf])[0])
+        views = [lambda x, g=wrap(g): f(g(x)) for g in fns]
+        return self._attack_views.setdefault((clf, d), views[0] if len(views) == 1 else eot_logits(views))
 
     # ---- running one attack ---------------------------------------------------------
     def _judge(self, clf, d):
@@ -322,7 +398,10 @@ class Evaluator:
             self.run_clean()
         fn = self._jits.get(cache) if cache is not None else None
         if fn is None:
-            if eps is None:
+            if getattr(attack, "python_level", False):   # a Python-level driver (autoattack): not jitted
+                fn = ((lambda x, y, k, e: attack(attacked, x, y, k)) if eps is None else
+                      (lambda x, y, k, e: attack(float(e))(attacked, x, y, k)))
+            elif eps is None:
                 fn = jax.jit(lambda x, y, k, e: attack(attacked, x, y, k))
             else:
                 fn = jax.jit(lambda x, y, k, e: attack(e)(attacked, x, y, k))
@@ -333,6 +412,7 @@ class Evaluator:
         parts = {d: [] for d in defenses}
         for i, b in enumerate(self.batches(clf, costly)):
             x, y, m = b["image"], b["label"], np.asarray(b["mask"])
+            self.attack_context["mask"] = m
             x_adv = fn(x, y, block_key(self.key, block, i, *key_names), e)
             for d in defenses:
                 out = self._judge(clf, d)(x, x_adv, y)

@@ -141,6 +141,29 @@ def _whitebox_table(ev, lines):
                          + f" | {bm.ssim_rec:.3f} |")
 
 
+def _attack_log_table(ev, lines):
+    """AutoAttack's per-attack log (images each attack broke, in order), summed over batches."""
+    if not ev.attack_logs:
+        return
+    rows: dict = {}
+    for log in ev.attack_logs:
+        k = (log["block"], log["classifier"], log["attacked"], log["eps"])
+        r = rows.setdefault(k, {"n": 0, "clean": 0, "robust": 0, "broken": {}})
+        for f in ("n", "clean", "robust"):
+            r[f] += int(log[f])
+        for a, v in log["broken"].items():
+            r["broken"][a] = r["broken"].get(a, 0) + int(v)
+    lines.append("
+**AutoAttack log** (images in the block / right on clean input / broken by each attack in turn, "
+                 "each on the images still robust / robust at the end)
+")
+    lines.append("| block | classifier | attacked | eps | images | clean right | broken by | robust |")
+    lines.append("|---" * 8 + "|")
+    for (b, c, d, e), r in rows.items():
+        broken = ", ".join(f"{a} {v}" for a, v in r["broken"].items())
+        lines.append(f"| {b} | {_cname(c)} | {_dname(d)} | {e:g} | {r['n']} | {r['clean']} | {broken} | {r['robust']} |")
+
+
 def _cw_table(ev, lines):
     cells = {(c, d): attack_metrics(r) for (b, _, c, d), r in ev.records.items() if b == "cw"}
     if not cells:
@@ -179,6 +202,7 @@ def markdown(ev) -> str:
         _block_table(ev, block, lines)
         _per_attack_table(ev, block, lines)
     _whitebox_table(ev, lines)
+    _attack_log_table(ev, lines)
     if ev.pipe_clean:
         lines.append("\n**Clean accuracy f(d(x)) of each pipeline**\n")
         lines.append("| classifier | " + " | ".join(_dname(d) for d in ev.defenses) + " |")
@@ -243,6 +267,7 @@ def write_outputs(ev, out_dir, meta) -> dict:
             "attack_metrics": attack_rows, "block_metrics": block_rows,
             "curves": [{"classifier": c, "defense": d, **v} for (c, d), v in ev.curves.items()],
             "sanity_checks": [ch._asdict() for ch in ev.checks],
+            "attack_logs": list(ev.attack_logs),
             "paper_dsr": {str(k): v for k, v in PAPER_DSR.items()}}
     files.write_json(out_dir / "results.json", data)
     fields = ["kind", "block", "attack", "classifier", "defense", "n", "acc", "asr", "dsr", "robust_acc",

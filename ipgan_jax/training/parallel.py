@@ -22,10 +22,21 @@ def maybe_initialize_distributed(enabled: bool = False) -> None:
     Launch one process per host with the usual variables (``JAX_COORDINATOR_ADDRESS``,
     ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), or on a managed cluster (SLURM, TPU pods)
     where JAX auto-detects them, and set ``--config.distributed=True`` or ``IPGAN_DISTRIBUTED=1``.
+    CPU processes exchange collectives through gloo (JAX's CPU default has none across processes;
+    GPU and TPU collectives are unaffected); ``JAX_CPU_COLLECTIVES_IMPLEMENTATION`` overrides it.
     """
     if enabled or os.environ.get("IPGAN_DISTRIBUTED") == "1":
         if not jax.distributed.is_initialized():
-            jax.distributed.initialize()
+            jax.config.update("jax_cpu_collectives_implementation",
+                              os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION", "gloo"))
+            env = {k: os.environ.get(v) for k, v in (("coordinator_address", "JAX_COORDINATOR_ADDRESS"),
+                                                     ("num_processes", "JAX_NUM_PROCESSES"),
+                                                     ("process_id", "JAX_PROCESS_ID"))}
+            # jax reads JAX_COORDINATOR_ADDRESS itself but not the other two: pass them (None: auto-detect)
+            jax.distributed.initialize(
+                coordinator_address=env["coordinator_address"],
+                num_processes=None if env["num_processes"] is None else int(env["num_processes"]),
+                process_id=None if env["process_id"] is None else int(env["process_id"]))
 
 
 def make_mesh(devices=None) -> Mesh:
