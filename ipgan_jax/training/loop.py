@@ -163,11 +163,18 @@ class TrainLoop:
         total, cfg = self.total, self.cfg
         stop = total if max_steps is None else min(total, max_steps)
         train_step = jit_train_step(self.trainer.train_step, self.mesh)
+        # XLA:CPU with several devices (emulated ones, or CPU hosts): a step dispatched while the
+        # previous one is still running can deadlock in its all-reduce (one device never joins the
+        # rendezvous; seen with jax 0.10.2 on 4 and 8 emulated devices). Waiting for each step there
+        # costs little (a CPU has no transfer to overlap); accelerators keep async dispatch.
+        sync_each_step = self.mesh.devices.size > 1 and self.mesh.devices.flat[0].platform == "cpu"
         self.bar = progress(total, initial=self.start, desc=self.desc)
         t0, seen, window = time.time(), 0, []
         try:
             for step, batch in zip(range(self.start, stop), self.loader.iterate(self.start)):
                 self.state, metrics = train_step(self.state, parallel.shard_batch(batch, self.mesh), self.step_rng)
+                if sync_each_step:
+                    jax.block_until_ready(metrics)
                 window.append(metrics)
                 seen += cfg.batch_size
                 self.bar.update(1)
