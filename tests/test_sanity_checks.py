@@ -81,3 +81,6 @@ def test_whitebox_suite_bpda_and_square_see_through_a_zero_gradient_defense(mask
     logs = [g for g in ev.attack_logs if g["attacked"] == "none_aa"]
     assert sum(g["n"] for g in logs) == 32 and sum(g["robust"] for g in logs) == round(acc["none_aa"] * 32)
     assert list(logs[0]["broken"]) == ["apgd-ce", "apgd-t", "square"]
+    from ipgan_jax.eval.report import markdown
+    table = markdown(ev)
+    assert "**AutoAttack log**" in table and "| whitebox | LeNet | none_aa |" in table.split("**AutoAttack log**")[1], table

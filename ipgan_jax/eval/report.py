@@ -153,10 +153,8 @@ def _attack_log_table(ev, lines):
             r[f] += int(log[f])
         for a, v in log["broken"].items():
             r["broken"][a] = r["broken"].get(a, 0) + int(v)
-    lines.append("
-**AutoAttack log** (images in the block / right on clean input / broken by each attack in turn, "
-                 "each on the images still robust / robust at the end)
-")
+    lines.append("\n**AutoAttack log** (images in the block / right on clean input / broken by each attack in turn, "
+                 "each on the images still robust / robust at the end)\n")
     lines.append("| block | classifier | attacked | eps | images | clean right | broken by | robust |")
     lines.append("|---" * 8 + "|")
     for (b, c, d, e), r in rows.items():
