@@ -210,6 +210,8 @@ class Evaluator:
         for c in self.classifiers:
             for d in self.defenses:
                 self.add_defense(c, d)
+        # defenses loaded for no classifier (skipped with allow_missing) are not in the tables
+        self.defenses = [d for d in self.defenses if any((c, d) in self.defend_fns for c in self.classifiers)]
         self.eps = float(self.attack_settings("pgd")["eps"])
 
     def add_defense(self, clf, name, defend_fn=None, trainer=None):
@@ -361,14 +363,19 @@ class Evaluator:
         for clf in self.classifiers:
             self.f_clean[clf] = self._clean_pass(self.logits(clf), clf, clf)
             for d in self.defenses_of(clf):
-                self.pipe_clean[(clf, d)] = self._clean_pass(self.pipeline(clf, d), clf, f"{d} on {clf}")
+                self.pipe_clean[(clf, d)] = self._clean_pass(self.logits(clf), clf, f"{d} on {clf}",
+                                                             defend=self.defend_fns[(clf, d)])
 
-    def _clean_pass(self, logits_fn, clf, what) -> np.ndarray:
-        """bool [n]: argmax logits_fn(x) == y over ``clf``'s batches; non-finite logits raise
-        :class:`NonFiniteError` (argmax of NaN would silently be class 0)."""
+    def _clean_pass(self, logits_fn, clf, what, defend=None) -> np.ndarray:
+        """bool [n]: argmax logits_fn(defend(x)) == y over ``clf``'s batches; non-finite logits or
+        defended images raise :class:`NonFiniteError` (argmax of NaN would silently be class 0).
+        The defended images are checked too: in jitted code XLA:CPU's fast max lets a ReLU turn
+        NaN into 0, so NaN images can give finite logits."""
         def judge(x, y):
-            logits = logits_fn(x)
-            return jnp.argmax(logits, -1) == y, jnp.all(jnp.isfinite(logits), -1)
+            xd = x if defend is None else defend(x)
+            logits = logits_fn(xd)
+            finite = jnp.all(jnp.isfinite(logits), -1) & jnp.all(jnp.isfinite(xd.reshape(xd.shape[0], -1)), -1)
+            return jnp.argmax(logits, -1) == y, finite
         step = jax.jit(judge)
         ok, finite = [], []
         for b in self.batches(clf):

@@ -143,7 +143,7 @@ def _whitebox_table(ev, lines):
 
 def _attack_log_table(ev, lines):
     """AutoAttack's per-attack log (images each attack broke, in order), summed over batches."""
-    if not ev.attack_logs:
+    if not getattr(ev, "attack_logs", None):
         return
     rows: dict = {}
     for log in ev.attack_logs:
