@@ -128,7 +128,7 @@ WHITEBOX_GROUPS: dict[str, tuple] = {"autoattack_full": ("apgd_ce", "apgd_t", "s
 
 
 def suite_members(spec: str) -> list:
-    """'pgd_ce,autoattack' -> ['pgd_ce', 'apgd_ce', 'apgd_t', 'square'] (groups expanded, order kept,
+    """'pgd_ce,autoattack_full' -> ['pgd_ce', 'apgd_ce', 'apgd_t', 'square'] (groups expanded, order kept,
     duplicates dropped); unknown names raise ValueError."""
     names = []
     for n in (t.strip() for t in str(spec).split(",")):
@@ -289,9 +289,13 @@ class Evaluator:
     def attack(self, name: str, **over):
         return make_attack(self.attack_settings(name, **over), dataset=dataset_family(self.config.dataset))
 
+    def _per_defense(self, d) -> dict:
+        """``eval.whitebox_per_defense.<d>`` ('none' for f alone) as a dict ({} when absent)."""
+        return dict(self.config.eval.get("whitebox_per_defense", {}).get(d or "none", {}))
+
     def whitebox_settings(self, d) -> WhiteboxSettings:
         cfg = self.config.eval
-        per = dict(cfg.get("whitebox_per_defense", {}).get(d or "none", {}))
+        per = self._per_defense(d)
         return WhiteboxSettings(int(per.get("steps", cfg.whitebox_steps)), int(per.get("restarts", cfg.whitebox_restarts)),
                                 int(per.get("eot_samples", 1)), bool(per.get("bpda", False)))
 
@@ -299,8 +303,7 @@ class Evaluator:
         """{name: build(eps) -> attack fn} of the white-box suite with ``d``'s steps / restarts
         (eps may be a traced scalar: one compile serves every eps)."""
         s = self.whitebox_settings(d)
-        per = dict(self.config.eval.get("whitebox_per_defense", {}).get(d or "none", {}))
-        names = suite_members(per.get("suite", self.config.eval.whitebox_suite))
+        names = suite_members(self._per_defense(d).get("suite", self.config.eval.whitebox_suite))
         out = {}
         for n in names:
             b = WHITEBOX_ATTACKS[n]
