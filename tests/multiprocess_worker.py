@@ -2,8 +2,9 @@
 
     python tests/multiprocess_worker.py WORKDIR OUT_NPZ [PROCESS_ID NUM_PROCESSES PORT]
 
-Trains the tiny LeNet data-parallel over every device of every process (each process feeds its
-own slice of each global batch) and writes the exported parameters, flattened, to OUT_NPZ
+Trains the tiny LeNet, then 4 IP-GAN steps on it, data-parallel over every device of every process
+(each process feeds its own slice of each global batch) and writes the exported classifier and
+generator parameters, flattened, to OUT_NPZ
 (process 0 only). Without the last three arguments it runs as a single process.
 """
 import os
@@ -15,6 +16,9 @@ os.environ.setdefault("IPGAN_PROGRESS", "0")
 
 
 def main(workdir, out, process_id=None, num_processes=None, port=None):
+    import faulthandler
+    # a hang shows up in the test's failure output as every thread's stack (the test waits 300 s)
+    faulthandler.dump_traceback_later(float(os.environ.get("IPGAN_WORKER_STACK_AFTER", "240")), exit=True)
     import jax
     if process_id is not None:   # the library's own path: environment variables + maybe_initialize_distributed
         os.environ.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(num_processes),
@@ -29,12 +33,22 @@ def main(workdir, out, process_id=None, num_processes=None, port=None):
     c.classifier_train.update(num_steps=8, checkpoint_every=4, log_every=4)
     result = train_classifier(c)
     _, variables = load_classifier(c)
+    # then a few IP-GAN steps (tiny config: 6 steps, batch 32) on the classifier just trained
+    from ipgan_jax.defenses.registry import defense_dir, make_trainer
+    from ipgan_jax.defenses.train import train_defense
+    from ipgan_jax.training.checkpoint import restore_params
+    c.train.update(num_steps=4, checkpoint_every=2, eval_every=2, sample_every=4)
+    train_defense(c)
+    trainer = make_trainer(c, *load_classifier(c))
+    abstract = jax.eval_shape(lambda: trainer.defense_params(trainer.init_state(jax.random.PRNGKey(0))))
+    generator = restore_params(defense_dir(c) / "params", abstract, "defense params")
     if jax.process_index() == 0:
         flat = {jax.tree_util.keystr(k): np.asarray(v)
                 for k, v in jax.tree_util.tree_flatten_with_path(variables)[0]}
+        flat.update({"ipgan" + jax.tree_util.keystr(k): np.asarray(v)
+                     for k, v in jax.tree_util.tree_flatten_with_path(generator)[0]})
         np.savez(out, test_accuracy=result["test_accuracy"], process_count=jax.process_count(),
                  device_count=jax.device_count(), **flat)
-
 
 if __name__ == "__main__":
     main(*sys.argv[1:])

@@ -1,5 +1,5 @@
 """The multi-host path with real processes: two JAX processes (2 CPU devices each, gloo
-collectives, jax.distributed over loopback) train the same model as one process with 4 devices.
+collectives, jax.distributed over loopback) train the same classifier and IP-GAN generator as one process with 4 devices.
 
 Each process loads only its slice of every global batch (Loader host sharding), the arrays are
 assembled with ``make_array_from_process_local_data``, and the checkpoint and export go through
@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from conftest import COLLECTIVE_TIMEOUTS
 
@@ -51,9 +50,6 @@ def _wait(procs, timeout=300):
         assert p.returncode == 0, out[-3000:]
 
 
-@pytest.mark.skipif(os.environ.get("IPGAN_MULTIPROCESS_TEST") != "1",
-                    reason="hangs since the distributed-init / per-step-sync changes of 2026-12-02 (workers connect "
-                           "through gloo, then stall); under investigation: IPGAN_MULTIPROCESS_TEST=1 runs it")
 def test_two_processes_train_like_one(tmp_path):
     single, multi = tmp_path / "single.npz", tmp_path / "multi.npz"
     port = _free_port()
@@ -64,7 +60,10 @@ def test_two_processes_train_like_one(tmp_path):
     assert int(a["process_count"]) == 1 and int(b["process_count"]) == 2
     assert int(a["device_count"]) == int(b["device_count"]) == 4
     keys = [k for k in a.files if k not in ("test_accuracy", "process_count", "device_count")]
+    assert any(k.startswith("ipgan") for k in keys) and any(not k.startswith("ipgan") for k in keys)
     assert keys and sorted(keys) == sorted(k for k in b.files if k in keys)
     for k in keys:
-        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+        # atol 1e-5: a conv bias followed by GroupNorm has a gradient of pure rounding noise (its
+        # values stay ~1e-6 and differ with the all-reduce order); every other leaf agrees to ~1e-5 rel.
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5, err_msg=k)
     assert abs(float(a["test_accuracy"]) - float(b["test_accuracy"])) < 1e-3

@@ -177,7 +177,7 @@ class Checkpointer:
             if problem is not None or man["files"] == {}:
                 raise CheckpointError(f"the checkpoint just written at {folder} does not verify ({problem}); "
                                       f"older checkpoints were kept. Check the disk.")
-            self._prune(step)
+        self._prune(step)   # every process: orbax's delete synchronises them (process 0 alone would hang)
         return True
 
     def _prune(self, newest: int) -> None:
@@ -271,7 +271,9 @@ def export_params(out: str | os.PathLike, params, meta: dict) -> None:
     if jax.process_index() == 0:
         out.mkdir(parents=True, exist_ok=True)
     tmp = out / "params.tmp"            # the same name on every host (orbax saves collectively)
-    files.remove(tmp)                   # a leftover of a killed export
+    if jax.process_index() == 0:
+        files.remove(tmp)               # a leftover of a killed export
+    _barrier("ipgan_export_start")
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(tmp.absolute(), params)
     ckptr.wait_until_finished()
@@ -283,6 +285,14 @@ def export_params(out: str | os.PathLike, params, meta: dict) -> None:
                                   f"was kept. Check the disk.")
         files.replace(tmp, out / "params")
         files.write_json(out / "result.json", meta, indent=2)
+    _barrier("ipgan_export_done")       # no process reads <out>/params before process 0 has renamed it
+
+
+def _barrier(name: str) -> None:
+    """Wait for every process (no-op in a single process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
 
 
 def restore_params(path: str | os.PathLike, abstract, what: str):
