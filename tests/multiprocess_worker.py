@@ -32,14 +32,15 @@ def main(workdir, out, process_id=None, num_processes=None, port=None):
     c.workdir = workdir
     c.classifier_train.update(num_steps=8, checkpoint_every=4, log_every=4)
     result = train_classifier(c)
-    _, variables = load_classifier(c)
-    # then a few IP-GAN steps (tiny config: 6 steps, batch 32) on the classifier just trained
+    target = load_classifier(c)
+    variables = target[1]
+    # then 4 IP-GAN steps (tiny config, batch 32) on the classifier just trained
     from ipgan_jax.defenses.registry import defense_dir, make_trainer
     from ipgan_jax.defenses.train import train_defense
     from ipgan_jax.training.checkpoint import restore_params
     c.train.update(num_steps=4, checkpoint_every=2, eval_every=2, sample_every=4)
     train_defense(c)
-    trainer = make_trainer(c, *load_classifier(c))
+    trainer = make_trainer(c, *target)
     abstract = jax.eval_shape(lambda: trainer.defense_params(trainer.init_state(jax.random.PRNGKey(0))))
     generator = restore_params(defense_dir(c) / "params", abstract, "defense params")
     if jax.process_index() == 0:
@@ -49,6 +50,7 @@ def main(workdir, out, process_id=None, num_processes=None, port=None):
                      for k, v in jax.tree_util.tree_flatten_with_path(generator)[0]})
         np.savez(out, test_accuracy=result["test_accuracy"], process_count=jax.process_count(),
                  device_count=jax.device_count(), **flat)
+
 
 if __name__ == "__main__":
     main(*sys.argv[1:])
