@@ -39,6 +39,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
+    from ipgan_jax import compilation_cache
+    compilation_cache.enable()   # compile each program once across runs (IPGAN_COMPILATION_CACHE=0: off)
     from ipgan_jax.cli import check_config
     from ipgan_jax.files import check_writable
     check_config(config)

@@ -22,6 +22,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
     check_config(config)
+    from ipgan_jax import compilation_cache
+    compilation_cache.enable()   # compile each program once across runs (IPGAN_COMPILATION_CACHE=0: off)
     from ipgan_jax.training.parallel import maybe_initialize_distributed
     maybe_initialize_distributed(config.distributed)   # before anything touches the devices
     from ipgan_jax.defenses import train_defense

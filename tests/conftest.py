@@ -11,6 +11,14 @@ COLLECTIVE_TIMEOUTS = ("--xla_cpu_collective_call_terminate_timeout_seconds=1800
                        "--xla_cpu_collective_call_warn_stuck_timeout_seconds=300")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 " + COLLECTIVE_TIMEOUTS)
 os.environ.setdefault("IPGAN_PROGRESS", "0")
+# XLA's persistent compilation cache (ipgan_jax/compilation_cache.py) beside the trained-fixture cache:
+# a second run of the suite, and every subprocess a test starts, reads compiled programs back.
+# IPGAN_COMPILATION_CACHE=0 measures a cold suite.
+if os.environ.get("IPGAN_COMPILATION_CACHE", "1").strip().lower() not in ("0", "off", "false", "no", ""):
+    import tempfile
+    _cache = os.path.join(os.environ.get("IPGAN_TEST_CACHE", os.path.join(tempfile.gettempdir(), "ipgan_jax_test_cache")), "xla")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import pytest  # noqa: E402
 

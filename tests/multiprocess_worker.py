@@ -6,6 +6,7 @@ Trains the tiny LeNet, then 4 IP-GAN steps on it, data-parallel over every devic
 (each process feeds its own slice of each global batch) and writes the exported classifier and
 generator parameters, flattened, to OUT_NPZ
 (process 0 only). Without the last three arguments it runs as a single process.
+``IPGAN_WORKER_FAIL_VERIFY=1``: process 0's first checkpoint fails to verify (every process must stop).
 """
 import os
 import sys
@@ -17,8 +18,8 @@ os.environ.setdefault("IPGAN_PROGRESS", "0")
 
 def main(workdir, out, process_id=None, num_processes=None, port=None):
     import faulthandler
-    # a hang shows up in the test's failure output as every thread's stack (the test waits 300 s)
-    faulthandler.dump_traceback_later(float(os.environ.get("IPGAN_WORKER_STACK_AFTER", "240")), exit=True)
+    # a hang shows up in the test's failure output as every thread's stack (the test waits 600 s)
+    faulthandler.dump_traceback_later(float(os.environ.get("IPGAN_WORKER_STACK_AFTER", "480")), exit=True)
     import jax
     if process_id is not None:   # the library's own path: environment variables + maybe_initialize_distributed
         os.environ.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(num_processes),
@@ -27,6 +28,10 @@ def main(workdir, out, process_id=None, num_processes=None, port=None):
         maybe_initialize_distributed(True)
     import numpy as np
     from configs import mnist_tiny
+    if os.environ.get("IPGAN_WORKER_FAIL_VERIFY") == "1" and jax.process_index() == 0:
+        # process 0 alone sees its freshly written checkpoint fail to verify (a disk error)
+        from ipgan_jax.training import checkpoint
+        checkpoint.verify_folder = lambda folder: (None, "injected disk error")
     from ipgan_jax.training.classifier import load_classifier, train_classifier
     c = mnist_tiny.get_config()
     c.workdir = workdir

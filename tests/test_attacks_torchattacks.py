@@ -28,11 +28,11 @@ from ipgan_jax import attacks as A  # noqa: E402
 
 try:
     import attack_fixtures as af
-    from torch_lenet import TorchLeNet
+    from torch_models import TorchLeNet, port
 except ImportError:  # importmode=importlib: tests/ is not on sys.path
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import attack_fixtures as af
-    from torch_lenet import TorchLeNet
+    from torch_models import TorchLeNet, port
 
 N = int(os.environ.get("IPGAN_TORCHATTACKS_N", "512"))
 EPS = 0.1            # LeNet's robust accuracy is mid-range at this eps, so the comparison is informative
@@ -57,6 +57,18 @@ def test_torch_port_matches(setup):
     with torch.no_grad():
         zt = tm(xt).numpy()
     np.testing.assert_allclose(zt, np.asarray(f(x)), atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lenet", "mcnn", "alexnet"])
+def test_every_mnist_port_matches(name):
+    """The torch twins used by benchmarks/bench_roofline.py compute what the flax models compute."""
+    from ipgan_jax.models.classifiers import get_classifier
+    module = get_classifier(name)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (8, 28, 28, 1))
+    params = module.init(jax.random.PRNGKey(1), x, train=False)["params"]
+    with torch.no_grad():
+        zt = port(name, params)(torch.tensor(np.asarray(x)).permute(0, 3, 1, 2).contiguous()).numpy()
+    np.testing.assert_allclose(zt, np.asarray(module.apply({"params": params}, x, train=False)), atol=1e-4, rtol=1e-4)
 
 
 def _torch_acc(tm, xadv, yt):

@@ -174,6 +174,47 @@ def test_square_query_count():
     assert bool(run(int(q[i]))[1].success[i]) and not bool(run(int(q[i]) - 1)[1].success[i])
 
 
+def test_square_compacting_is_square_when_nothing_is_dropped():
+    """With one chunk and no example broken by the start, the compacting driver runs exactly
+    square's search (same batch, same draws): bit-identical output and query counts."""
+    f = _mlp(seed=3, scale=1.0)
+    kw = dict(key=jax.random.key(0), eps=0.06, n_queries=60, return_info=True)
+    y16 = jnp.argmax(f(X), -1).astype(jnp.int32)
+    keep = ~np.asarray(A.square(f, X, y16, **{**kw, "n_queries": 1})[1].success)
+    x, y = X[np.nonzero(keep)[0][:8]], y16[np.nonzero(keep)[0][:8]]
+    _, start = A.square(f, x, y, **{**kw, "n_queries": 1})
+    assert not np.asarray(start.success).any()    # precondition: the start breaks none of the 8
+    xa, info = jax.jit(lambda x, y: A.square(f, x, y, **kw))(x, y)
+    assert np.asarray(info.success).any()         # ... and the search breaks some
+    xc, infoc = A.square_compacting(f, x, y, chunk=60, min_bucket=8, **kw)
+    np.testing.assert_array_equal(np.asarray(xc), np.asarray(xa))
+    np.testing.assert_array_equal(np.asarray(infoc.queries), np.asarray(info.queries))
+
+
+def test_square_compacting_drops_broken_examples_and_keeps_the_contract():
+    f = _mlp(seed=3, scale=1.0)
+    y = jnp.argmax(f(X), -1).astype(jnp.int32)
+    seen = []
+
+    def watched(x):
+        seen.append(x.shape[0])    # trace time: one entry per compiled batch size
+        return f(x)
+
+    n = 60
+    xc, info = A.square_compacting(watched, X, y, key=jax.random.key(0), eps=0.08, n_queries=n, chunk=10,
+                                   min_bucket=2, return_info=True)
+    q, succ = np.asarray(info.queries), np.asarray(info.success)
+    np.testing.assert_array_equal(succ, np.asarray(A.is_adversarial(f(xc), y)))
+    assert np.all(q <= n) and np.all(q >= 1) and np.all(q[~succ] == n)
+    assert float(jnp.max(jnp.abs(xc - X))) <= np.float32(0.08) and float(xc.min()) >= 0 and float(xc.max()) <= 1
+    assert 0 < succ.sum() < succ.size
+    assert max(seen) == 16 and min(seen) < 16, seen          # later chunks ran on fewer examples
+    _, info_s = A.square(f, X, y, key=jax.random.key(0), eps=0.08, n_queries=n, return_info=True)
+    assert abs(float(np.mean(succ)) - float(np.mean(info_s.success))) <= 0.25
+    with pytest.raises(ValueError, match="chunk"):
+        A.square_compacting(f, X, y, key=jax.random.key(0), chunk=0)
+
+
 # ----------------------------------------------------------------------------- trained LeNet
 
 @pytest.fixture(scope="module")
@@ -213,6 +254,9 @@ def test_square_breaks_lenet_without_gradients(lenet_fn, mnist64):
                                              return_info=True))(x, y)
     assert _acc(lenet_fn, xa, y) <= 0.1
     assert float(jnp.max(jnp.abs(xa - x))) <= np.float32(0.3)
+    xc = A.square_compacting(lenet_fn, x, y, key=jax.random.key(0), eps=0.3, n_queries=300, chunk=50)
+    assert _acc(lenet_fn, xc, y) <= 0.1
+    assert float(jnp.max(jnp.abs(xc - x))) <= np.float32(0.3)
 
 
 def test_autoattack_log_and_worst_case():

@@ -31,12 +31,12 @@ def _env(devices):
     return env
 
 
-def _run(args, env, timeout=300):
+def _run(args, env):
     return subprocess.Popen([sys.executable, str(WORKER), *map(str, args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait(procs, timeout=300):
+def _wait(procs, timeout=600):
     outs = []
     try:
         for p in procs:
@@ -67,3 +67,26 @@ def test_two_processes_train_like_one(tmp_path):
         # values stay ~1e-6 and differ with the all-reduce order); every other leaf agrees to ~1e-5 rel.
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5, err_msg=k)
     assert abs(float(a["test_accuracy"]) - float(b["test_accuracy"])) < 1e-3
+
+
+def test_a_failure_on_process0_stops_every_process(tmp_path):
+    """Process 0's checkpoint does not verify: both processes exit with the CheckpointError
+    instead of process 1 waiting forever at the next collective (the worker dumps its stacks and
+    dies after 240 s, which would fail the asserts)."""
+    env = {**_env(2), "IPGAN_WORKER_FAIL_VERIFY": "1", "IPGAN_WORKER_STACK_AFTER": "240"}
+    port = _free_port()
+    procs = [_run([tmp_path / "wd", tmp_path / "out.npz", i, 2, port], env) for i in range(2)]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=600)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for i, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode != 0, f"process {i} did not fail:\n{out[-2000:]}"
+        assert "CheckpointError" in out and "Timeout" not in out, f"process {i}:\n{out[-3000:]}"
+    assert "injected disk error" in outs[0]
+    assert "failed on process 0" in outs[1]
+    assert not (tmp_path / "out.npz").exists()

@@ -33,16 +33,12 @@ import numpy as np
 
 from ipgan_jax.attacks import core
 from ipgan_jax.attacks.apgd import apgd, apgd_targeted
-from ipgan_jax.attacks.square import square
+from ipgan_jax.attacks.square import square_compacting
 from ipgan_jax.attacks.transforms import call_model
 
 VERSIONS = {"standard": ("apgd-ce", "apgd-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
 ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "square")
 NOT_IMPLEMENTED = {"standard": ("fab-t",)}
-
-
-def _bucket(n: int, minimum: int = 8) -> int:
-    return max(minimum, 1 << (max(n, 1) - 1).bit_length())
 
 
 def autoattack(logits_fn: Callable, x, y, *, key, eps: float, norm: str = "linf",
@@ -83,7 +79,9 @@ def autoattack(logits_fn: Callable, x, y, *, key, eps: float, norm: str = "linf"
                                            eot_samples=eot_samples),
         "apgd-t": lambda xs, ys, k: apgd_targeted(logits_fn, xs, ys, key=k, eps=eps, norm=norm, steps=steps,
                                                   n_target_classes=n_target_classes, eot_samples=eot_samples),
-        "square": lambda xs, ys, k: square(logits_fn, xs, ys, key=k, eps=eps, norm=norm, n_queries=n_queries),
+        # host-level: drops the images it has broken every few hundred queries
+        "square": lambda xs, ys, k: square_compacting(logits_fn, xs, ys, key=k, eps=eps, norm=norm,
+                                                      n_queries=n_queries, min_bucket=min_bucket),
     }
 
     predict = jax.jit(lambda xs, k: jnp.argmax(call_model(logits_fn, xs, k), -1))
@@ -97,10 +95,10 @@ def autoattack(logits_fn: Callable, x, y, *, key, eps: float, norm: str = "linf"
         if idx.size == 0:
             log["broken"][name] = 0
             continue
-        size = _bucket(idx.size, min_bucket)
+        size = core.bucket_size(idx.size, min_bucket)
         pad = np.concatenate([idx, np.full(size - idx.size, idx[0])])
         k = jax.random.fold_in(key, ai + 1)
-        run = jax.jit(runners[name])
+        run = runners[name] if name == "square" else jax.jit(runners[name])
         xa = np.asarray(run(jnp.asarray(x_np[pad]), jnp.asarray(y_np[pad]), k))[: idx.size]
         pred = np.asarray(predict(jnp.asarray(xa), core.model_key(k, 1)))
         broke = pred != y_np[idx]

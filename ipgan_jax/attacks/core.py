@@ -58,6 +58,12 @@ def linf_norm(x):
     return jnp.max(jnp.abs(x), axis=_feature_axes(x))
 
 
+def bucket_size(n: int, minimum: int = 8) -> int:
+    """The batch size a host-level driver pads ``n`` examples to: the next power of two, at least
+    ``minimum`` (so a shrinking set of examples compiles only a few shapes)."""
+    return max(int(minimum), 1 << (max(int(n), 1) - 1).bit_length())
+
+
 def check_norm(norm: str) -> str:
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose one of {list(NORMS)}")

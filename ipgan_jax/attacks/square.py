@@ -125,46 +125,42 @@ class _State(NamedTuple):
     queries: jax.Array     # [B] int32
 
 
-def square(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
-           targeted: bool = False, eps: float = 0.3, norm: str = "linf", n_queries: int = 5000,
-           p_init: float = 0.8, rescale_schedule: bool = False, return_info: bool = False):
-    """Square attack. x float [B, H, W, C] in [0, 1]; y int [B] (targets when ``targeted``: the
-    margin is then z_t - max_{j != t} z_j, maximised). Needs ``key``. Returns x_adv inside the eps
-    ball and [0, 1] (x's dtype), or ``(x_adv, AttackInfo)`` with ``return_info`` (its ``queries``
-    field: forward passes spent per example, <= n_queries)."""
-    core.check_norm(norm)
-    n_queries = int(n_queries)
-    if n_queries < 1:
-        raise ValueError(f"square needs n_queries >= 1, got {n_queries}")
-    if key is None:
-        raise ValueError("square is a random search: pass a PRNG key")
-    x, y = core.check_input(x, y)
-    if x.ndim != 4:
-        raise ValueError(f"square needs NHWC images, got shape {x.shape}")
-    b, h, w, c = x.shape
+class _Search(NamedTuple):
+    init: Callable      # (x, y) -> _State after the start query (1 query per example)
+    run: Callable       # (x, y, st, stop) -> _State after the iterations st.i .. stop - 1
+
+
+def _search(logits_fn, key, targeted, eps, norm, n_queries, p_init, rescale_schedule) -> _Search:
+    """Square's start and loop as functions of the batch (x, y) and the loop state, so the loop can
+    run in one piece (``square``) or in chunks on shrinking batches (``square_compacting``). Every
+    random draw is keyed by (key, iteration) and drawn per example for the current batch."""
     obj = losses.objective("margin", targeted)
     k_init, k_loop = jax.random.split(jax.random.fold_in(key, 0))
 
-    def query(xc, i):
+    def query(xc, y, i):
         z = call_model(logits_fn, xc, core.model_key(key, i))
         return obj(z, y), losses.is_adversarial(z, y, targeted)
 
-    if norm == "linf":
-        stripes = jax.random.rademacher(k_init, (b, 1, w, c), x.dtype)
-        x0 = core.project_linf(x + eps * stripes, x, eps)
-    else:
-        x0 = _l2_init(k_init, x, eps)
-    o0, s0 = query(x0, 0)
-    st = _State(jnp.zeros((), jnp.int32), x0, o0, s0, jnp.ones((b,), jnp.int32))
+    def init(x, y):
+        b, h, w, c = x.shape
+        if norm == "linf":
+            stripes = jax.random.rademacher(k_init, (b, 1, w, c), x.dtype)
+            x0 = core.project_linf(x + eps * stripes, x, eps)
+        else:
+            x0 = _l2_init(k_init, x, eps)
+        o0, s0 = query(x0, y, 0)
+        return _State(jnp.zeros((), jnp.int32), x0, o0, s0, jnp.ones((b,), jnp.int32))
 
-    def candidate_linf(kk, st, s):
+    def candidate_linf(kk, x, st, s):
+        b, h, w, c = x.shape
         kw_, ks = jax.random.split(kk)
         m, _, _ = _window(kw_, b, h, w, s)
         sign = jax.random.rademacher(ks, (b, 1, 1, c), x.dtype)
         xn = jnp.where(m, st.x_best + 2.0 * eps * sign, st.x_best)
         return core.project_linf(xn, x, eps)
 
-    def candidate_l2(kk, st, s):
+    def candidate_l2(kk, x, st, s):
+        b, h, w, c = x.shape
         k1, k2, ks, kt = jax.random.split(kk, 4)
         delta = (st.x_best - x).astype(jnp.float32)
         m1, vh, vw = _window(k1, b, h, w, s)
@@ -186,21 +182,93 @@ def square(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax
 
     candidate = candidate_linf if norm == "linf" else candidate_l2
 
-    def body(st: _State):
-        p = p_schedule(st.i, p_init, n_queries, rescale_schedule)
-        s = _window_side(p, h, w, 1 if norm == "linf" else 3, odd=(norm == "l2"))
-        xn = candidate(jax.random.fold_in(k_loop, st.i), st, s)
-        o, succ = query(xn, st.i + 1)
-        active = ~st.success
-        accept = active & ((o > st.obj_best) | succ)
-        return _State(st.i + 1,
-                      jnp.where(core._expand(accept, x), xn, st.x_best),
-                      jnp.where(accept, o, st.obj_best),
-                      st.success | (active & succ),
-                      st.queries + active.astype(jnp.int32))
+    def run(x, y, st, stop):
+        _, h, w, _ = x.shape
 
-    st = jax.lax.while_loop(lambda st: (st.i < n_queries - 1) & ~jnp.all(st.success), body, st)
+        def body(st: _State):
+            p = p_schedule(st.i, p_init, n_queries, rescale_schedule)
+            s = _window_side(p, h, w, 1 if norm == "linf" else 3, odd=(norm == "l2"))
+            xn = candidate(jax.random.fold_in(k_loop, st.i), x, st, s)
+            o, succ = query(xn, y, st.i + 1)
+            active = ~st.success
+            accept = active & ((o > st.obj_best) | succ)
+            return _State(st.i + 1,
+                          jnp.where(core._expand(accept, x), xn, st.x_best),
+                          jnp.where(accept, o, st.obj_best),
+                          st.success | (active & succ),
+                          st.queries + active.astype(jnp.int32))
+
+        return jax.lax.while_loop(lambda st: (st.i < stop) & ~jnp.all(st.success), body, st)
+
+    return _Search(init, run)
+
+
+def _checked(x, y, key, norm, n_queries):
+    core.check_norm(norm)
+    n_queries = int(n_queries)
+    if n_queries < 1:
+        raise ValueError(f"square needs n_queries >= 1, got {n_queries}")
+    if key is None:
+        raise ValueError("square is a random search: pass a PRNG key")
+    x, y = core.check_input(x, y)
+    if x.ndim != 4:
+        raise ValueError(f"square needs NHWC images, got shape {x.shape}")
+    return x, y, n_queries
+
+
+def square(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
+           targeted: bool = False, eps: float = 0.3, norm: str = "linf", n_queries: int = 5000,
+           p_init: float = 0.8, rescale_schedule: bool = False, return_info: bool = False):
+    """Square attack. x float [B, H, W, C] in [0, 1]; y int [B] (targets when ``targeted``: the
+    margin is then z_t - max_{j != t} z_j, maximised). Needs ``key``. Returns x_adv inside the eps
+    ball and [0, 1] (x's dtype), or ``(x_adv, AttackInfo)`` with ``return_info`` (its ``queries``
+    field: forward passes spent per example, <= n_queries). Pure and jit-able; the whole batch is
+    queried until every example is adversarial (``square_compacting`` drops the finished ones)."""
+    x, y, n_queries = _checked(x, y, key, norm, n_queries)
+    search = _search(logits_fn, key, targeted, eps, norm, n_queries, p_init, rescale_schedule)
+    st = search.run(x, y, search.init(x, y), n_queries - 1)
     if return_info:
         return st.x_best, core.AttackInfo(st.success, st.obj_best, st.queries)
     return st.x_best
 
+
+def square_compacting(logits_fn: Callable, x, y, *, key, targeted: bool = False, eps: float = 0.3,
+                      norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8,
+                      rescale_schedule: bool = False, chunk: int = 250, min_bucket: int = 8,
+                      return_info: bool = False):
+    """Square with the finished examples dropped: the same search, run ``chunk`` iterations at a
+    time; between chunks (on the host) the examples still not adversarial are gathered into a batch
+    padded to the next power of two (at least ``min_bucket``; few shapes compile), so late
+    iterations query only the hard examples, as the reference implementation does. Same arguments,
+    budget and result contract as ``square``; the draws depend on the batch layout, so the result
+    is a different (equally valid) sample of the search than ``square``'s. Not jit-able itself
+    (it calls jitted chunks). Returns x_adv (numpy-backed jax array), or (x_adv, AttackInfo)."""
+    x, y, n_queries = _checked(x, y, key, norm, n_queries)
+    if int(chunk) < 1:
+        raise ValueError(f"square_compacting needs chunk >= 1, got {chunk}")
+    search = _search(logits_fn, key, targeted, eps, norm, n_queries, p_init, rescale_schedule)
+    init, run = jax.jit(search.init), jax.jit(search.run)
+    x_np, y_np = np.asarray(x), np.asarray(y)
+    st = jax.device_get(init(x, y))
+    fields = ("x_best", "obj_best", "success", "queries")
+    out = {f: np.array(getattr(st, f)) for f in fields}
+    idx = np.arange(x_np.shape[0])               # example of each real row of ``st``
+    i = int(st.i)
+    while i < n_queries - 1:
+        live = ~np.asarray(st.success)[: idx.size]
+        idx, rows = idx[live], np.nonzero(live)[0]
+        if idx.size == 0:
+            break
+        pad = core.bucket_size(idx.size, min_bucket) - idx.size
+        sel = np.concatenate([np.arange(idx.size), np.zeros(pad, int)])   # padding repeats the first
+        st = _State(jnp.int32(i), *(jnp.asarray(np.asarray(getattr(st, f))[rows[sel]]) for f in fields))
+        stop = min(i + int(chunk), n_queries - 1)
+        st = jax.device_get(run(jnp.asarray(x_np[idx[sel]]), jnp.asarray(y_np[idx[sel]]), st, jnp.int32(stop)))
+        for f in fields:
+            out[f][idx] = np.asarray(getattr(st, f))[: idx.size]
+        i = int(st.i)
+    x_adv = jnp.asarray(out["x_best"])
+    if return_info:
+        return x_adv, core.AttackInfo(jnp.asarray(out["success"]), jnp.asarray(out["obj_best"]),
+                                      jnp.asarray(out["queries"]))
+    return x_adv

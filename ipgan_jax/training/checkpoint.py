@@ -171,12 +171,15 @@ class Checkpointer:
             return False
         self.manager.wait_until_finished()
         folder = self.directory / str(step)
-        if jax.process_index() == 0:
+        def check():
             man = write_manifest(folder, step, self.meta)
             _, problem = verify_folder(folder)   # read back from disk
             if problem is not None or man["files"] == {}:
-                raise CheckpointError(f"the checkpoint just written at {folder} does not verify ({problem}); "
-                                      f"older checkpoints were kept. Check the disk.")
+                return (f"the checkpoint just written at {folder} does not verify ({problem}); "
+                        f"older checkpoints were kept. Check the disk.")
+            return None
+
+        _on_process0_raise_everywhere(check, f"write checkpoint {step}")
         self._prune(step)   # every process: orbax's delete synchronises them (process 0 alone would hang)
         return True
 
@@ -277,15 +280,39 @@ def export_params(out: str | os.PathLike, params, meta: dict) -> None:
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(tmp.absolute(), params)
     ckptr.wait_until_finished()
-    if jax.process_index() == 0:
+    def check():
         write_manifest(tmp, meta.get("steps"), files.json_safe(meta))
         _, problem = verify_folder(tmp)
         if problem is not None:
-            raise CheckpointError(f"the params just written at {tmp} do not verify ({problem}); {out / 'params'} "
-                                  f"was kept. Check the disk.")
+            return (f"the params just written at {tmp} do not verify ({problem}); {out / 'params'} "
+                    f"was kept. Check the disk.")
         files.replace(tmp, out / "params")
         files.write_json(out / "result.json", meta, indent=2)
+        return None
+
+    _on_process0_raise_everywhere(check, f"export params to {out}")
     _barrier("ipgan_export_done")       # no process reads <out>/params before process 0 has renamed it
+
+
+def _on_process0_raise_everywhere(check, what: str) -> None:
+    """Run ``check() -> error message or None`` on process 0 only, then raise
+    :class:`CheckpointError` on *every* process if it failed (or raised), so the other processes
+    stop too instead of waiting forever at the next collective. No-op broadcast in one process."""
+    msg = None
+    if jax.process_index() == 0:
+        try:
+            msg = check()
+        except Exception as e:  # noqa: BLE001 - reported on every process below
+            if jax.process_count() == 1:
+                raise
+            msg = f"{what} failed on process 0: {_first_line(e)}"
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        failed = int(multihost_utils.broadcast_one_to_all(np.int32(msg is not None)))
+        if failed and msg is None:
+            msg = f"{what} failed on process 0 (its log says why); this process stops as well"
+    if msg is not None:
+        raise CheckpointError(msg)
 
 
 def _barrier(name: str) -> None:
