@@ -236,6 +236,21 @@ def test_markdown_leaves_out_blocks_that_did_not_run():
     assert "| LeNet | IP-GAN | 100.00 | 50.00 | 50.00 (" in out
 
 
+def test_markdown_header_counts_the_images_of_a_curve_only_run():
+    """A run of only the curve block (no per-attack records) still says how many images it used."""
+    from types import SimpleNamespace
+    import ml_collections
+    from ipgan_jax.eval.evaluate import Evaluator
+    from ipgan_jax.eval.report import markdown
+    cfg = ml_collections.ConfigDict({"eval": {"whitebox_suite": "pgd_ce"}})
+    ev = SimpleNamespace(classifiers=["lenet"], defenses=["none"], records={}, pipe_clean={}, config=cfg,
+                         curves={("lenet", "none"): dict(n=7, eps=[0.0, 0.1], oblivious=[1.0, 0.5],
+                                                         whitebox=[1.0, 0.25])})
+    ev.block_records = lambda b, c, d: Evaluator.block_records(ev, b, c, d)
+    out = markdown(ev)
+    assert "up to 7 test images" in out and "| LeNet | No defense | 100.00 / 100.00 | 50.00 / 25.00 |" in out
+
+
 def test_image_grid_tile_scale_follows_image_size(tmp_path):
     from PIL import Image
     from ipgan_jax.images import image_grid

@@ -193,7 +193,8 @@ def _curve_table(ev, lines):
 
 def markdown(ev) -> str:
     """All tables of the blocks that ran (no empty tables)."""
-    n = max((r.n for r in ev.records.values()), default=0)
+    # the curve block keeps no per-attack records: count its images too
+    n = max([r.n for r in ev.records.values()] + [int(c["n"]) for c in ev.curves.values()], default=0)
     lines = [f"Evaluation on up to {n} test images; rates in %, 95% Wilson intervals with n = images; DSR: "
              "paper's value in brackets where it has one."]
     for block in ("oblivious", "transfer"):
