@@ -61,22 +61,38 @@ def best_time(compiled, args, repeats) -> float:
     return min(times)
 
 
-def peak_matmul(n=2048, repeats=3):
-    a = jnp.ones((n, n), jnp.float32)
-    b = jnp.ones((n, n), jnp.float32) * 0.5
-    mm = jax.jit(lambda a, b: a @ b).lower(a, b).compile()
+def peak_matmul(n=2048, repeats=3, dtype=jnp.float32, precision=None):
+    """Best FLOP/s of a ``dtype`` [n, n] @ [n, n] matmul (``precision``: lax.Precision or None)."""
+    a = jnp.ones((n, n), dtype)
+    b = jnp.ones((n, n), dtype) * 0.5
+    mm = jax.jit(lambda a, b: jnp.matmul(a, b, precision=precision)).lower(a, b).compile()
     mm(a, b).block_until_ready()
     return 2.0 * n ** 3 / best_time(mm, (a, b), repeats)
 
 
-def _model(name, batch):
+def _model(name, batch, dtype=jnp.float32):
+    """A random-init MNIST classifier ``name`` computing in ``dtype``: (f, params, x, y)."""
     from ipgan_jax.models.classifiers import get_classifier
-    module = get_classifier(name)
+    module = get_classifier(name, dtype=dtype)
     x = jax.random.uniform(jax.random.PRNGKey(0), (batch, 28, 28, 1))
     y = jnp.arange(batch) % 10
     params = module.init(jax.random.PRNGKey(1), x[:1], train=False)["params"]
     f = lambda z: module.apply({"params": params}, z, train=False)  # noqa: E731
     return f, params, x, y
+
+
+def attack_case(name, batch, steps, dtype=jnp.float32):
+    """PGD-``steps`` Linf eps 0.3 (no random start, last iterate) on MNIST model ``name`` computing in
+    ``dtype``: a dict with the compiled program, its args, FLOPs per call and images (benchmarks/gpu)."""
+    from ipgan_jax.attacks import pgd
+    f, _, x, y = _model(name, batch, dtype)
+    key = jax.random.PRNGKey(2)
+    attack = jax.jit(lambda x, y, k: pgd(f, x, y, key=k, eps=0.3, steps=steps, step_size=0.01,
+                                         random_start=False, keep_best=False))
+    compiled = attack.lower(x, y, key).compile()
+    jax.block_until_ready(compiled(x, y, key))
+    return dict(name=f"PGD-{steps} {name}", flops=steps * grad_pass_flops(f, x, y), compiled=compiled,
+                args=(x, y, key), images=batch)
 
 
 def grad_pass_flops(f, x, y) -> float:
@@ -150,15 +166,18 @@ def _reference_runners(name, label, f, params, x, y, steps, cw_steps):
     return runners
 
 
-def train_step_case(batch):
+def train_step_case(batch, config=None, module=None):
+    """One jitted IP-GAN train step under ``config`` (default configs/mnist.py) against ``module``
+    (random init; default LeNet), on random images of the config's size."""
     from configs import mnist
     from ipgan_jax.defenses.ipgan import IPGANTrainer
     from ipgan_jax.models.classifiers import get_classifier
-    config = mnist.get_config()
-    module = get_classifier("lenet")
-    variables = module.init(jax.random.PRNGKey(1), jnp.zeros((1, 28, 28, 1)), train=False)
-    batch_ = {"image": jax.random.uniform(jax.random.PRNGKey(3), (batch, 28, 28, 1)),
-              "label": jnp.arange(batch) % 10}
+    config = config or mnist.get_config()
+    module = module or get_classifier("lenet")
+    shape = (config.image_size, config.image_size, config.channels)
+    variables = jax.jit(lambda k: module.init(k, jnp.zeros((1, *shape)), train=False))(jax.random.PRNGKey(1))
+    batch_ = {"image": jax.random.uniform(jax.random.PRNGKey(3), (batch, *shape)),
+              "label": jnp.arange(batch) % config.num_classes}
     f = lambda z: module.apply(variables, z, train=False)  # noqa: E731
     f_pass = grad_pass_flops(f, batch_["image"], batch_["label"])
 
@@ -169,7 +188,7 @@ def train_step_case(batch):
 
     per_attack = []
     for spec in config.train_attacks:   # FLOPs of the step with each attack of the mix alone
-        one = mnist.get_config()
+        one = config.copy_and_resolve_references()
         one.train_attacks = [dict(spec)]
         cost = compiled_step(one)[0].cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -177,8 +196,8 @@ def train_step_case(batch):
     compiled, state = compiled_step(config)
     args = (state, batch_, jax.random.PRNGKey(4))
     jax.block_until_ready(compiled(*args))
-    return dict(name=f"IP-GAN train step LeNet (batch {batch}, the config's attack mix)",
-                flops=float(np.mean(per_attack)), images=batch,
+    return dict(name=f"IP-GAN train step {type(module).__name__} ({shape[0]} px, batch {batch}, the config's "
+                     f"attack mix)", flops=float(np.mean(per_attack)), images=batch, compiled=compiled, args=args,
                 run=lambda: jax.block_until_ready(compiled(*args)), others={})
 
 

@@ -58,7 +58,8 @@ def get_config(arg: str = "resnet50"):
     c.train = ml_collections.ConfigDict(dict(
         batch_size=64, num_steps=50000, log_every=100, eval_every=2000, eval_batch_size=64,
         checkpoint_every=2000, keep=3, sample_every=2000,
-        num_train_examples=config_dict.placeholder(int)))  # None: the whole train split
+        num_train_examples=config_dict.placeholder(int),  # None: the whole train split
+        compute_dtype="float32"))  # float32 | bfloat16 (the defense train step; see configs/mnist.py)
     c.eval = ml_collections.ConfigDict(dict(
         blocks="oblivious,transfer,whitebox,cw,curve,checks",  # run_eval.py --blocks overrides
         num_examples=1000, batch_size=50, attacks="fgsm,pgd,bim,mifgsm,cw_l2,cw_hc,deepfool",

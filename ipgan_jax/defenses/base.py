@@ -10,7 +10,8 @@ Every defense (IP-GAN and the baselines) implements ``DefenseTrainer``:
 
 ``target_logits(x)`` / ``target_features(x)`` evaluate the frozen target classifier f; its
 variables are closed over as constants and wrapped in ``stop_gradient``, so no optimiser
-ever sees them.
+ever sees them. f computes in ``self.dtype`` = ``config.train.compute_dtype``
+(``ipgan_jax.models.precision``; float32 by default) and always returns float32.
 
 ``num_steps()`` is ``config.<name>.num_steps`` when > 0, else ``config.train.num_steps``;
 ``sample_rows`` gives the rows of the sample grids (subclasses add rows in ``extra_sample_rows``).
@@ -23,6 +24,7 @@ import jax
 import ml_collections
 
 from ipgan_jax.images import amplify
+from ipgan_jax.models import precision
 
 
 def attack_config(config, specs):
@@ -36,7 +38,8 @@ class DefenseTrainer(abc.ABC):
 
     def __init__(self, config, target_module, target_variables):
         self.config = config
-        self.target_module = target_module
+        self.dtype = precision.compute_dtype(config)
+        self.target_module = precision.with_dtype(target_module, self.dtype)
         self.target_variables = target_variables
         self.image_shape = (config.image_size, config.image_size, config.channels)
 

@@ -6,6 +6,7 @@ x from x_rec. G's loss: ``l_pix*MSE(x_rec, x) + l_adv*BCE(D(x_rec), 1) + l_cls*C
 + l_feat*L1(phi(x_rec), phi(x))`` with the frozen target f; phi = f's penultimate layer
 (or its logits). x_adv is made on the fly inside the jitted step, from the config's attack
 mix against f, with a per-example eps; a ``clean_fraction`` of each batch passes clean.
+G, D and f compute in ``config.train.compute_dtype`` (params, optimizer state and losses float32).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ipgan_jax.defenses.training_attacks import make_training_attack
 from ipgan_jax.models.discriminator import get_discriminator
 from ipgan_jax.models.fusion import fuse
 from ipgan_jax.models.generator import get_generator
+from ipgan_jax.models.precision import with_dtype
 from ipgan_jax.training.classifier import load_classifier
 
 
@@ -33,8 +35,9 @@ class IPGANTrainer(DefenseTrainer):
     def __init__(self, config, target_module, target_variables):
         super().__init__(config, target_module, target_variables)
         cfg = self.cfg = config.ipgan
-        self.generator = get_generator(cfg.generator, config.channels, cfg.gen_width, config.image_size)
-        self.discriminator = get_discriminator(cfg.discriminator, cfg.disc_width)
+        self.generator = get_generator(cfg.generator, config.channels, cfg.gen_width, config.image_size,
+                                       dtype=self.dtype)
+        self.discriminator = get_discriminator(cfg.discriminator, cfg.disc_width, dtype=self.dtype)
         self.g_tx, self.d_tx = adam(cfg, cfg.lr_g), adam(cfg, cfg.lr_d)
         self.make_adversarial = make_training_attack(config, self.attack_source_logits())
 
@@ -56,7 +59,7 @@ class IPGANTrainer(DefenseTrainer):
             if n == self.config.classifier:
                 raise ValueError(f"attack source {n!r} is the target itself: write 'target'")
             module, variables = load_classifier(self.config, n, train_if_missing=True)
-            v = jax.lax.stop_gradient(variables)
+            module, v = with_dtype(module, self.dtype), jax.lax.stop_gradient(variables)
             loaded[n] = lambda x, m=module, v=v: m.apply(v, x, train=False)
             fns.append(loaded[n])
         return fns

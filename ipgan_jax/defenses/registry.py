@@ -46,6 +46,7 @@ def load_defense(config, defense: str, classifier: str | None = None, target=Non
         raise ValueError(f"unknown defense {defense!r}; choose one of {['none', *sorted(DEFENSES)]}")
     cfg = config.copy_and_resolve_references()
     cfg.defense, cfg.classifier = defense, classifier
+    cfg.train.compute_dtype = "float32"   # attacks through the defense always run in float32
     module, variables = target if target is not None else load_classifier(cfg, classifier)
     trainer = make_trainer(cfg, module, variables)
     path = defense_dir(cfg) / "params"

@@ -23,10 +23,13 @@ Parameter names mirror the torch state dict: ``conv_stem``, ``bn0``, ``blocks_{i
 """
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
 from ipgan_jax.models.imagenet.preprocessing import check_input, lite
+from ipgan_jax.models.precision import to_float32
 
 BN_EPS = 1e-3
 # (repeats, kernel, stride, expand_ratio, out_channels)
@@ -45,8 +48,10 @@ def block_configs():
     return cfgs
 
 
-def _bn(train, name):
-    return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=BN_EPS, name=name)
+def _bn(train, name, dtype):
+    """BatchNorm with float32 statistics, output in ``dtype``."""
+    return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=BN_EPS, dtype=dtype,
+                        name=name)
 
 
 class MBConv(nn.Module):
@@ -55,17 +60,20 @@ class MBConv(nn.Module):
     kernel: int
     stride: int
     expand: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        h = x
+        h, dt = x, self.dtype
         mid = self.cin * self.expand
         if self.expand != 1:
-            h = nn.relu6(_bn(train, "bn0")(nn.Conv(mid, (1, 1), use_bias=False, name="expand_conv")(h)))
+            h = nn.Conv(mid, (1, 1), use_bias=False, dtype=dt, name="expand_conv")(h)
+            h = nn.relu6(_bn(train, "bn0", dt)(h))
         h = nn.Conv(mid, (self.kernel, self.kernel), (self.stride, self.stride), padding="SAME",
-                    feature_group_count=mid, use_bias=False, name="depthwise_conv")(h)
-        h = nn.relu6(_bn(train, "bn1")(h))
-        h = _bn(train, "bn2")(nn.Conv(self.cout, (1, 1), use_bias=False, name="project_conv")(h))
+                    feature_group_count=mid, use_bias=False, dtype=dt, name="depthwise_conv")(h)
+        h = nn.relu6(_bn(train, "bn1", dt)(h))
+        h = nn.Conv(self.cout, (1, 1), use_bias=False, dtype=dt, name="project_conv")(h)
+        h = _bn(train, "bn2", dt)(h)
         if self.stride == 1 and self.cin == self.cout:
             h = h + x
         return h
@@ -78,17 +86,19 @@ class EfficientNetLite0(nn.Module):
     num_classes: int = 1000
     input_size: int = 224
     dropout: float = 0.2
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool = False, features: bool = False):
-        x = lite(check_input(x, self.input_size, "EfficientNetLite0"))
-        x = nn.Conv(STEM, (3, 3), (2, 2), padding="SAME", use_bias=False, name="conv_stem")(x)
-        x = nn.relu6(_bn(train, "bn0")(x))
+        dt = self.dtype
+        x = jnp.asarray(lite(check_input(x, self.input_size, "EfficientNetLite0")), dt)
+        x = nn.Conv(STEM, (3, 3), (2, 2), padding="SAME", use_bias=False, dtype=dt, name="conv_stem")(x)
+        x = nn.relu6(_bn(train, "bn0", dt)(x))
         for i, (cin, cout, k, s, e) in enumerate(block_configs()):
-            x = MBConv(cin, cout, k, s, e, name=f"blocks_{i}")(x, train)
-        x = nn.Conv(HEAD, (1, 1), use_bias=False, name="conv_head")(x)
-        x = nn.relu6(_bn(train, "bn1")(x))
+            x = MBConv(cin, cout, k, s, e, dtype=dt, name=f"blocks_{i}")(x, train)
+        x = nn.Conv(HEAD, (1, 1), use_bias=False, dtype=dt, name="conv_head")(x)
+        x = nn.relu6(_bn(train, "bn1", dt)(x))
         feats = jnp.mean(x, axis=(1, 2))
         h = nn.Dropout(self.dropout, deterministic=not train)(feats)
-        logits = nn.Dense(self.num_classes, name="fc")(h)
-        return (logits, feats) if features else logits
+        logits = nn.Dense(self.num_classes, dtype=dt, name="fc")(h)
+        return to_float32((logits, feats) if features else logits)

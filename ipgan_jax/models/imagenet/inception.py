@@ -12,10 +12,13 @@ numeric order of its auto-generated names ``conv2d[_k]`` / ``batch_normalization
 """
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
 from ipgan_jax.models.imagenet.preprocessing import check_input, tf
+from ipgan_jax.models.precision import to_float32
 
 BN_EPS = 1e-3
 NUM_UNITS = 94
@@ -43,18 +46,20 @@ class InceptionV3(nn.Module):
     the 2048-d global-average-pooled features when ``features=True``)."""
     num_classes: int = 1000
     input_size: int = 299
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool = False, features: bool = False):
-        x = tf(check_input(x, self.input_size, "InceptionV3"))
+        x = jnp.asarray(tf(check_input(x, self.input_size, "InceptionV3")), self.dtype)
         count = [0]
 
         def cbn(h, filters, kh, kw, strides=(1, 1), padding="SAME"):
             k = count[0]
             count[0] += 1
-            h = nn.Conv(filters, (kh, kw), strides, padding=padding, use_bias=False, name=f"conv{k}")(h)
+            h = nn.Conv(filters, (kh, kw), strides, padding=padding, use_bias=False, dtype=self.dtype,
+                        name=f"conv{k}")(h)
             h = nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=BN_EPS, use_scale=False,
-                             name=f"bn{k}")(h)
+                             dtype=self.dtype, name=f"bn{k}")(h)
             return nn.relu(h)
 
         cat = lambda *xs: jnp.concatenate(xs, axis=-1)  # noqa: E731
@@ -101,5 +106,5 @@ class InceptionV3(nn.Module):
         assert count[0] == NUM_UNITS, count[0]
 
         feats = jnp.mean(x, axis=(1, 2))
-        logits = nn.Dense(self.num_classes, name="predictions")(feats)
-        return (logits, feats) if features else logits
+        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="predictions")(feats)
+        return to_float32((logits, feats) if features else logits)

@@ -9,10 +9,14 @@ BGR ImageNet mean) runs inside the model. Parameter names are the Keras layer na
 """
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
 from ipgan_jax.models.imagenet.preprocessing import caffe, check_input
+from ipgan_jax.models.precision import to_float32
 
 BN_EPS = 1.001e-5
 STAGES = (("conv2", 64, 3, 1), ("conv3", 128, 4, 2), ("conv4", 256, 6, 2), ("conv5", 512, 3, 2))
@@ -23,15 +27,18 @@ class ResNet50(nn.Module):
     (and the 2048-d global-average-pooled features when ``features=True``)."""
     num_classes: int = 1000
     input_size: int = 224
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool = False, features: bool = False):
-        x = caffe(check_input(x, self.input_size, "ResNet50"))
+        x = jnp.asarray(caffe(check_input(x, self.input_size, "ResNet50")), self.dtype)
+        conv = functools.partial(nn.Conv, dtype=self.dtype)
 
         def bn(h, name):
-            return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=BN_EPS, name=name)(h)
+            return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=BN_EPS, dtype=self.dtype,
+                                name=name)(h)
 
-        x = nn.Conv(64, (7, 7), (2, 2), padding=((3, 3), (3, 3)), name="conv1_conv")(x)
+        x = conv(64, (7, 7), (2, 2), padding=((3, 3), (3, 3)), name="conv1_conv")(x)
         x = nn.relu(bn(x, "conv1_bn"))
         x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))                 # ZeroPadding2D then valid pool
         x = nn.max_pool(x, (3, 3), (2, 2), padding="VALID")
@@ -40,20 +47,20 @@ class ResNet50(nn.Module):
                 name = f"{stage}_block{b}"
                 s = stride if b == 1 else 1
                 if b == 1:
-                    shortcut = nn.Conv(4 * filters, (1, 1), (s, s), padding="VALID", name=f"{name}_0_conv")(x)
+                    shortcut = conv(4 * filters, (1, 1), (s, s), padding="VALID", name=f"{name}_0_conv")(x)
                     shortcut = bn(shortcut, f"{name}_0_bn")
                 else:
                     shortcut = x
-                h = nn.Conv(filters, (1, 1), (s, s), padding="VALID", name=f"{name}_1_conv")(x)
+                h = conv(filters, (1, 1), (s, s), padding="VALID", name=f"{name}_1_conv")(x)
                 h = nn.relu(bn(h, f"{name}_1_bn"))
-                h = nn.Conv(filters, (3, 3), padding="SAME", name=f"{name}_2_conv")(h)
+                h = conv(filters, (3, 3), padding="SAME", name=f"{name}_2_conv")(h)
                 h = nn.relu(bn(h, f"{name}_2_bn"))
-                h = nn.Conv(4 * filters, (1, 1), padding="VALID", name=f"{name}_3_conv")(h)
+                h = conv(4 * filters, (1, 1), padding="VALID", name=f"{name}_3_conv")(h)
                 h = bn(h, f"{name}_3_bn")
                 x = nn.relu(shortcut + h)
         feats = jnp.mean(x, axis=(1, 2))
-        logits = nn.Dense(self.num_classes, name="predictions")(feats)
-        return (logits, feats) if features else logits
+        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="predictions")(feats)
+        return to_float32((logits, feats) if features else logits)
 
 
 def keras_layer_order():

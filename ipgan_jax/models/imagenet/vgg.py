@@ -8,9 +8,13 @@ layer names (``block1_conv1`` ... ``fc1``, ``fc2``, ``predictions``).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
+import jax.numpy as jnp
 
 from ipgan_jax.models.imagenet.preprocessing import caffe, check_input
+from ipgan_jax.models.precision import to_float32
 
 BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
 
@@ -21,19 +25,21 @@ class VGG19(nn.Module):
     ``train`` changes nothing."""
     num_classes: int = 1000
     input_size: int = 224
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool = False, features: bool = False):
-        x = caffe(check_input(x, self.input_size, "VGG19"))
+        x = jnp.asarray(caffe(check_input(x, self.input_size, "VGG19")), self.dtype)
         for bi, (width, n) in enumerate(BLOCKS, start=1):
             for ci in range(1, n + 1):
-                x = nn.relu(nn.Conv(width, (3, 3), padding="SAME", name=f"block{bi}_conv{ci}")(x))
+                conv = nn.Conv(width, (3, 3), padding="SAME", dtype=self.dtype, name=f"block{bi}_conv{ci}")
+                x = nn.relu(conv(x))
             x = nn.max_pool(x, (2, 2), (2, 2))
         x = x.reshape(x.shape[0], -1)
-        x = nn.relu(nn.Dense(4096, name="fc1")(x))
-        feats = nn.relu(nn.Dense(4096, name="fc2")(x))
-        logits = nn.Dense(self.num_classes, name="predictions")(feats)
-        return (logits, feats) if features else logits
+        x = nn.relu(nn.Dense(4096, dtype=self.dtype, name="fc1")(x))
+        feats = nn.relu(nn.Dense(4096, dtype=self.dtype, name="fc2")(x))
+        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="predictions")(feats)
+        return to_float32((logits, feats) if features else logits)
 
 
 def keras_layer_order():
