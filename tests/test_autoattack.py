@@ -215,6 +215,22 @@ def test_square_compacting_drops_broken_examples_and_keeps_the_contract():
         A.square_compacting(f, X, y, key=jax.random.key(0), chunk=0)
 
 
+def test_square_compacting_stops_on_a_chunk_that_makes_no_progress(monkeypatch):
+    """A chunk runner that never advances the iteration counter (e.g. an off-by-one stop) is an
+    error naming the iteration, not an endless host loop."""
+    real = square_mod._search
+
+    def stalled(*args):
+        s = real(*args)
+        return s._replace(run=lambda x, y, st, stop: st)   # returns its input: i never moves
+
+    monkeypatch.setattr(square_mod, "_search", stalled)
+    f = _mlp(seed=3, scale=1.0)
+    y = jnp.argmax(f(X), -1).astype(jnp.int32)
+    with pytest.raises(RuntimeError, match="no progress"):
+        A.square_compacting(f, X, y, key=jax.random.key(0), eps=0.01, n_queries=60, chunk=10)
+
+
 # ----------------------------------------------------------------------------- trained LeNet
 
 @pytest.fixture(scope="module")

@@ -266,6 +266,9 @@ def square_compacting(logits_fn: Callable, x, y, *, key, targeted: bool = False,
         st = jax.device_get(run(jnp.asarray(x_np[idx[sel]]), jnp.asarray(y_np[idx[sel]]), st, jnp.int32(stop)))
         for f in fields:
             out[f][idx] = np.asarray(getattr(st, f))[: idx.size]
+        if int(st.i) <= i:   # a chunk that does not advance would make this loop spin forever
+            raise RuntimeError(f"square_compacting: the chunk from iteration {i} to {stop} made no "
+                               f"progress (now at {int(st.i)} of {n_queries - 1})")
         i = int(st.i)
     x_adv = jnp.asarray(out["x_best"])
     if return_info:
