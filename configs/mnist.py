@@ -45,7 +45,15 @@ def get_config():
         # and/or other trained classifiers, e.g. "target,lenet_s1,alexnet_s1" (<arch>_<tag> names
         # train an independent copy of <arch> on first use)
         attack_sources="target",
+        adaptive=False,              # True: train ipgan_adaptive (config.ipgan_adaptive) instead
     ))
+    # Adaptive IP-GAN (beyond the paper; ipgan_jax/defenses/ipgan_adaptive.py): a `fraction` of the
+    # attacked rows of each batch is crafted by `attack` through the current pipeline f(d(.));
+    # TRADES KL weight l_kl on those rows; the monitor runs PGD-`monitor_steps` through the pipeline
+    # with exact and straight-through gradients. Any config.ipgan field can be overridden here.
+    c.ipgan_adaptive = ml_collections.ConfigDict(dict(
+        num_steps=0, fraction=0.5, l_kl=0.0, monitor_steps=20,
+        attack=dict(name="pgd", eps=0.3, steps=7, step_size=0.1, random_start=True)))
     # Baselines of Table 1 (--config.defense=<name>); ipgan_jax/defenses/<name>.py documents each.
     # num_steps > 0 overrides train.num_steps for that defense (0: use train.num_steps); the
     # defaults fit ~3-6 min of a 2-core CPU at batch 64.
@@ -98,7 +106,7 @@ def get_config():
         # and EOT draws (Defense-GAN: gradient averaged over 4 z0 draws)
         whitebox_suite="pgd_ce,pgd_margin", whitebox_steps=100, whitebox_restarts=2,
         square_queries=5000,       # Square's budget in the suite (apgd_* use whitebox_steps)
-        whitebox_per_defense=dict(defense_gan=dict(eot_samples=4)),
+        whitebox_per_defense=dict(defense_gan=dict(eot_samples=4), binarize=dict(bpda=True)),
         whitebox_num_examples=0,   # > 0: only the first N examples in the costly blocks (whitebox, cw, curve, checks)
         cw=dict(binary_search_steps=9, steps=1000, lr=0.01, initial_const=0.01, abort_early=True),  # cw block
         checks=dict(steps=(10, 100),            # PGD steps compared by the steps check

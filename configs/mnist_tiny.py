@@ -14,6 +14,8 @@ def get_config():
     c.dae.update(width=8, num_steps=0)
     c.uipd.update(num_steps=0)
     c.grip_gan.update(num_steps=0)
+    c.ipgan_adaptive.update(monitor_steps=3)
+    c.ipgan_adaptive.attack.update(steps=3, step_size=0.15)
     c.train_attacks = [dict(name="fgsm", eps=0.3, eps_min=0.1),
                        dict(name="pgd", eps=0.3, eps_min=0.1, steps=3, step_size=0.1, random_start=True)]
     c.train.update(batch_size=32, num_steps=6, log_every=2, eval_every=3, eval_batch_size=64,

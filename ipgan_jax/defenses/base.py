@@ -72,6 +72,10 @@ class DefenseTrainer(abc.ABC):
         own = int(section.get("num_steps", 0) or 0) if hasattr(section, "get") else 0
         return own if own > 0 else int(self.config.train.num_steps)
 
+    def monitor_metrics(self, params, x, y, key) -> dict:
+        """Extra metrics of the training monitor on the validation batch (x, y) ({} here)."""
+        return {}
+
     def sample_rows(self, params, x, x_adv):
         """Rows for the sample image grid: list of (label, images [N,H,W,C] in [0,1]); ``defend``
         is jitted once (not run op by op)."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ipgan_jax.defenses.ipgan import IPGANTrainer
+from ipgan_jax.defenses.ipgan import IPGANTrainer, with_ipgan_overrides
 
 _OWN_FIELDS = ("num_steps", "input_noise", "l_margin", "margin")
 
@@ -41,14 +41,7 @@ class GRIPGANTrainer(IPGANTrainer):
     change_label = "change x10"
 
     def __init__(self, config, target_module, target_variables):
-        merged = config.copy_and_resolve_references()
-        over = config.grip_gan.to_dict() if "grip_gan" in config else {}
-        unknown = sorted(k for k in over if k not in _OWN_FIELDS and k not in merged.ipgan)
-        if unknown:
-            raise ValueError(f"config.grip_gan has unknown field(s) {unknown}; it takes num_steps and "
-                             f"any field of config.ipgan: {sorted(merged.ipgan)}")
-        merged.ipgan.update({k: v for k, v in over.items() if k not in _OWN_FIELDS})
-        super().__init__(merged, target_module, target_variables)
+        super().__init__(with_ipgan_overrides(config, "grip_gan", _OWN_FIELDS), target_module, target_variables)
         own = config.grip_gan if "grip_gan" in config else {}
         self.input_noise = float(own.get("input_noise", 0.0))
         self.l_margin, self.margin = float(own.get("l_margin", 0.0)), float(own.get("margin", 0.0))

@@ -28,6 +28,20 @@ def adam(cfg, lr):
     return optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
 
 
+def with_ipgan_overrides(config, section: str, own_fields):
+    """A copy of ``config`` whose ``ipgan`` fields are overridden by ``config.<section>`` (an
+    IP-GAN variant's own section), except the variant's ``own_fields``. An unknown field is a
+    ValueError naming both lists."""
+    merged = config.copy_and_resolve_references()
+    over = config[section].to_dict() if section in config else {}
+    unknown = sorted(k for k in over if k not in own_fields and k not in merged.ipgan)
+    if unknown:
+        raise ValueError(f"config.{section} has unknown field(s) {unknown}; it takes {sorted(own_fields)} "
+                         f"and any field of config.ipgan: {sorted(merged.ipgan)}")
+    merged.ipgan.update({k: v for k, v in over.items() if k not in own_fields})
+    return merged
+
+
 class IPGANTrainer(DefenseTrainer):
     name = "ipgan"
     change_label = "inv. pert. (scaled)"
@@ -103,18 +117,29 @@ class IPGANTrainer(DefenseTrainer):
         fake = self.discriminator.apply({"params": d_params}, jax.lax.stop_gradient(x_rec))
         return losses.gan_discriminator_loss(real, fake)
 
+    def training_inputs(self, state, x, y, rng):
+        """G's training input for this step (no gradient): the oblivious attack mix of
+        ``make_adversarial`` (variants may also use the current state)."""
+        del state
+        return self.make_adversarial(x, y, rng)
+
+    def extra_metrics(self, logits_rec, y) -> dict:
+        """Extra per-step metrics of a variant ({} here)."""
+        return {}
+
     def train_step(self, state, batch, rng):
         """One simultaneous G/D update from a single forward pass of G (no second G forward):
         G's loss sees the current D, D's loss sees x_rec of the current G (stop-gradient)."""
         rng = jax.random.fold_in(rng, state["step"])
         x, y = batch["image"], batch["label"]
-        x_in = self.make_adversarial(x, y, rng)
+        x_in = self.training_inputs(state, x, y, rng)
         (g_loss, (terms, x_rec, logits_rec)), g_grads = jax.value_and_grad(self.generator_loss, has_aux=True)(
             state["g"], state["d"], x_in, x, y)
         d_loss, d_grads = jax.value_and_grad(self.discriminator_loss)(state["d"], x, x_rec)
         g_updates, g_opt = self.g_tx.update(g_grads, state["g_opt"], state["g"])
         d_updates, d_opt = self.d_tx.update(d_grads, state["d_opt"], state["d"])
         metrics = {"g_loss": g_loss, "d_loss": d_loss, **{f"loss_{k}": v for k, v in terms.items()},
-                   "train_defended_acc": jnp.mean(jnp.argmax(logits_rec, -1) == y)}
+                   "train_defended_acc": jnp.mean(jnp.argmax(logits_rec, -1) == y),
+                   **self.extra_metrics(logits_rec, y)}
         return {"step": state["step"] + 1, "g": optax.apply_updates(state["g"], g_updates),
                 "d": optax.apply_updates(state["d"], d_updates), "g_opt": g_opt, "d_opt": d_opt}, metrics

@@ -15,12 +15,33 @@ from ipgan_jax.defenses.dae import DAETrainer
 from ipgan_jax.defenses.defense_gan import DefenseGANTrainer
 from ipgan_jax.defenses.grip_gan import GRIPGANTrainer
 from ipgan_jax.defenses.ipgan import IPGANTrainer
+from ipgan_jax.defenses.ipgan_adaptive import AdaptiveIPGANTrainer
 from ipgan_jax.defenses.uipd import UIPDTrainer
 from ipgan_jax.training.checkpoint import CheckpointError, params_meta, restore_params, tree_fingerprint
 from ipgan_jax.training.classifier import load_classifier
 
-DEFENSES = {"ipgan": IPGANTrainer, "ape_gan": APEGANTrainer, "defense_gan": DefenseGANTrainer,
-            "dae": DAETrainer, "uipd": UIPDTrainer, "grip_gan": GRIPGANTrainer}
+DEFENSES = {"ipgan": IPGANTrainer, "ipgan_adaptive": AdaptiveIPGANTrainer, "ape_gan": APEGANTrainer,
+            "defense_gan": DefenseGANTrainer, "dae": DAETrainer, "uipd": UIPDTrainer, "grip_gan": GRIPGANTrainer}
+
+
+def binarize(x):
+    """Input binarisation ``x > 0.5`` (a control for the white-box evaluation: its gradient is zero
+    almost everywhere, so it must be attacked with BPDA). x [B,H,W,C] in [0,1] -> {0, 1}."""
+    return (x > 0.5).astype(x.dtype)
+
+
+# Defenses without parameters: nothing to train or load.
+PARAMETER_FREE = {"none": lambda x: x, "binarize": binarize}
+
+
+def resolve_defense(config):
+    """``config`` with ``defense`` set to the trainer that will run: ``--config.ipgan.adaptive=True``
+    with the default ``defense=ipgan`` means ``ipgan_adaptive`` (its own workdir, so the paper's
+    IP-GAN is never overwritten). Returns ``config`` itself when nothing changes."""
+    if config.defense == "ipgan" and "ipgan" in config and config.ipgan.get("adaptive", False):
+        config = config.copy_and_resolve_references()
+        config.defense = "ipgan_adaptive"
+    return config
 
 
 def defense_dir(config, defense: str | None = None, classifier: str | None = None) -> Path:
@@ -37,13 +58,14 @@ def make_trainer(config, target_module, target_variables):
 def load_defense(config, defense: str, classifier: str | None = None, target=None):
     """``(defend_fn, trainer)`` with ``defend_fn(x) -> x_clean`` for a trained defense.
 
-    'none' gives the identity. ``target`` = (module, variables) of f (loaded when omitted).
+    ``PARAMETER_FREE`` ones ('none', the identity; 'binarize') need nothing trained and have no
+    trainer. ``target`` = (module, variables) of f (loaded when omitted).
     """
     classifier = classifier or config.classifier
-    if defense == "none":
-        return (lambda x: x), None
+    if defense in PARAMETER_FREE:
+        return PARAMETER_FREE[defense], None
     if defense not in DEFENSES:
-        raise ValueError(f"unknown defense {defense!r}; choose one of {['none', *sorted(DEFENSES)]}")
+        raise ValueError(f"unknown defense {defense!r}; choose one of {[*PARAMETER_FREE, *sorted(DEFENSES)]}")
     cfg = config.copy_and_resolve_references()
     cfg.defense, cfg.classifier = defense, classifier
     cfg.train.compute_dtype = "float32"   # attacks through the defense always run in float32

@@ -20,7 +20,7 @@ import numpy as np
 from ipgan_jax import metrics as M
 from ipgan_jax.attacks import make_attack
 from ipgan_jax.data.pipeline import config_loader, dataset_family
-from ipgan_jax.defenses.registry import defense_dir, make_trainer
+from ipgan_jax.defenses.registry import defense_dir, make_trainer, resolve_defense
 from ipgan_jax.images import image_grid
 from ipgan_jax.training.checkpoint import export_params, tree_fingerprint
 from ipgan_jax.training.classifier import load_classifier
@@ -60,6 +60,7 @@ def make_monitor(config, trainer):
             out[f"{name}/asr"] = c["attack_success"] / jnp.maximum(c["clean_correct"], 1)
             out[f"{name}/ssim_rec"] = jnp.mean(M.ssim(x, x_rec))
             out[f"{name}/ssim_adv"] = jnp.mean(M.ssim(x, x_adv))
+        out.update(trainer.monitor_metrics(params, x, y, jax.random.fold_in(key, len(attacks))))
         return out
 
     first = attacks[0][1]
@@ -72,6 +73,7 @@ def train_defense(config, *, max_steps: int | None = None) -> dict:
 
     ``max_steps`` stops after that many total steps without exporting (simulates a kill in tests).
     """
+    config = resolve_defense(config)
     out = defense_dir(config)
     target = load_classifier(config, train_if_missing=True)
     fingerprint = tree_fingerprint(target[1])   # of the frozen f: a defense is tied to these params

@@ -14,7 +14,8 @@ from ipgan_jax.eval.records import attack_metrics, block_metrics, pack_bits, rec
 from ipgan_jax.images import amplify, image_grid
 
 DEFENSE_NAMES = {"none": "No defense", "defense_gan": "Defense-GAN", "ape_gan": "APE-GAN", "dae": "DAE",
-                 "uipd": "UIPD", "grip_gan": "GRIP-GAN", "ipgan": "IP-GAN"}
+                 "uipd": "UIPD", "grip_gan": "GRIP-GAN", "ipgan": "IP-GAN", "ipgan_adaptive": "IP-GAN (adaptive)",
+                 "binarize": "Binarisation (x > 0.5)"}
 CLASSIFIER_NAMES = {"alexnet": "AlexNet", "mcnn": "M_CNN", "lenet": "LeNet", "resnet50": "ResNet-50",
                     "vgg19": "VGG-19", "inception_v3": "Inc-V3", "efficientnet_lite0": "EffNet-Lite0"}
 # The paper's Table 1 (DSR %); its two setting labels are lost. We compare setting 1 with our

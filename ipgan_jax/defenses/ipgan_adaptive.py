@@ -1,0 +1,114 @@
+"""Adaptive IP-GAN: G trained against an attacker who knows it (beyond the paper).
+
+The paper's IP-GAN only ever sees x_adv crafted on f alone; PGD through the whole pipeline
+``f(fuse(x, G(x)))`` then drives its robust accuracy to 0. Here a share of every batch is
+crafted, inside the jitted train step, **through the current pipeline**
+``z -> f(defend(stop_gradient(g), z))`` (PGD with random start, ``config.ipgan_adaptive.attack``),
+and G learns to undo those too. The rest of the batch is as in IP-GAN: the first
+``ipgan.clean_fraction`` rows clean, the others from the oblivious attack mix. f stays frozen
+(it is never in the state). Rows of the batch, by position (static, so the step compiles once):
+
+    [0, n_clean)                      clean
+    [n_clean, n_clean + n_adaptive)   PGD through the current pipeline (this module)
+    [n_clean + n_adaptive, B)         the oblivious mix (``train_attacks``, ``attack_sources``)
+
+with ``n_adaptive = round(fraction * (B - n_clean))``. G's loss is IP-GAN's on every row plus,
+when ``l_kl`` > 0, TRADES' ``KL(f(d(x)) || f(d(x_adv)))`` on the adaptive rows.
+
+Gradient masking is the failure mode to watch (a G that saturates tanh or the clip, or
+binarises, makes PGD fail for the wrong reason): the training monitor also runs PGD through the
+pipeline on the validation batch twice, with exact gradients and with tanh and clip
+differentiated as the identity (``fusion.fuse_straight_through``, BPDA), and reports both and
+their minimum (``whitebox/acc``, ``whitebox_st/acc``, ``whitebox_min/acc``). A straight-through
+number far below the exact one means the exact gradient is masked.
+
+Config: ``config.ipgan_adaptive`` holds the own fields below; any field of ``config.ipgan`` can
+be overridden there for this defense alone (as for GRIP-GAN). ``run_train.py
+--config.defense=ipgan_adaptive`` (or ``--config.ipgan.adaptive=True`` with the default defense)
+writes to ``<workdir>/defenses/ipgan_adaptive/<classifier>``, beside the oblivious IP-GAN.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ipgan_jax.attacks import make_attack
+from ipgan_jax.data.pipeline import dataset_family
+from ipgan_jax.defenses.ipgan import IPGANTrainer, with_ipgan_overrides
+from ipgan_jax.models.fusion import fuse_straight_through
+
+_OWN_FIELDS = ("num_steps", "fraction", "attack", "l_kl", "monitor_steps")
+
+
+class AdaptiveIPGANTrainer(IPGANTrainer):
+    name = "ipgan_adaptive"
+
+    def __init__(self, config, target_module, target_variables):
+        super().__init__(with_ipgan_overrides(config, "ipgan_adaptive", _OWN_FIELDS), target_module,
+                         target_variables)
+        own = config.get("ipgan_adaptive") or {}
+        self.fraction = float(own.get("fraction", 0.5))
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"config.ipgan_adaptive.fraction={self.fraction} must be in [0, 1]")
+        self.l_kl = float(own.get("l_kl", 0.0))
+        spec = dict(own.get("attack") or dict(name="pgd", eps=0.3, steps=7, step_size=0.1, random_start=True))
+        self.attack_spec = spec
+        self.pipeline_attack = make_attack(spec, dataset=dataset_family(config.dataset))
+        self.monitor_steps = int(own.get("monitor_steps", 20))
+
+    # -- which rows are crafted through the pipeline -------------------------------------
+    def adaptive_rows(self, batch_size: int) -> tuple[int, int]:
+        """Static [lo, hi) of the rows crafted through the current pipeline."""
+        lo = int(round(self.cfg.clean_fraction * batch_size))
+        return lo, lo + int(round(self.fraction * (batch_size - lo)))
+
+    def pipeline_logits(self, g_params, straight_through=False):
+        """``z -> f(defend(g, z))`` with G frozen (the attacker's view); ``straight_through``:
+        tanh and clip differentiated as the identity (BPDA)."""
+        g = jax.lax.stop_gradient(g_params)
+        if not straight_through:
+            return lambda z: self.target_logits(self.defend(g, z))
+        return lambda z: self.target_logits(
+            fuse_straight_through(z, self.generator.apply({"params": g}, z), self.cfg.eps_inv))
+
+    def training_inputs(self, state, x, y, rng):
+        x_in = super().training_inputs(state, x, y, rng)
+        lo, hi = self.adaptive_rows(x.shape[0])
+        if hi == lo:
+            return x_in
+        x_ada = self.pipeline_attack(self.pipeline_logits(state["g"]), x[lo:hi], y[lo:hi],
+                                     jax.random.fold_in(rng, 1))
+        return jax.lax.stop_gradient(x_in.at[lo:hi].set(x_ada))
+
+    def generator_loss(self, g_params, d_params, x_in, x, y):
+        total, (terms, x_rec, logits_rec) = super().generator_loss(g_params, d_params, x_in, x, y)
+        lo, hi = self.adaptive_rows(x.shape[0])
+        if self.l_kl > 0 and hi > lo:
+            logp_clean = jax.nn.log_softmax(self.target_logits(self.defend(g_params, x[lo:hi])))
+            logp_adv = jax.nn.log_softmax(logits_rec[lo:hi])
+            kl = jnp.mean(jnp.sum(jnp.exp(logp_clean) * (logp_clean - logp_adv), axis=-1))
+            terms = {**terms, "kl": kl}
+            total = total + self.l_kl * kl
+        return total, (terms, x_rec, logits_rec)
+
+    def extra_metrics(self, logits_rec, y) -> dict:
+        lo, hi = self.adaptive_rows(y.shape[0])
+        if hi == lo:
+            return {}
+        return {"train_adaptive_acc": jnp.mean(jnp.argmax(logits_rec[lo:hi], -1) == y[lo:hi])}
+
+    # -- training monitor: white-box accuracy, exact and straight-through ------------------
+    def monitor_metrics(self, params, x, y, key) -> dict:
+        """Accuracy of f(d(.)) under PGD-``monitor_steps`` through the pipeline at the training
+        attack's eps, with exact and with straight-through (BPDA) gradients, and their minimum."""
+        spec = {**self.attack_spec, "steps": self.monitor_steps,
+                "step_size": 2.5 * float(self.attack_spec["eps"]) / self.monitor_steps, "random_start": True}
+        attack = make_attack(spec, dataset=dataset_family(self.config.dataset))
+        exact = self.pipeline_logits(params)
+        right = {}
+        for name, st in (("whitebox", False), ("whitebox_st", True)):
+            x_adv = attack(self.pipeline_logits(params, straight_through=st), x, y, key)
+            right[name] = jnp.argmax(exact(x_adv), -1) == y
+        out = {f"{k}/acc": jnp.mean(v) for k, v in right.items()}
+        out["whitebox_min/acc"] = jnp.mean(right["whitebox"] & right["whitebox_st"])
+        return out

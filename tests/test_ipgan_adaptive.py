@@ -1,0 +1,150 @@
+"""Adaptive IP-GAN (ipgan_adaptive): straight-through fusion, rows crafted through the current
+pipeline, frozen G inside the attack, the white-box monitor, training end to end, the binarisation
+control."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ipgan_jax.defenses import defense_dir, load_defense, train_defense
+from ipgan_jax.defenses.ipgan_adaptive import AdaptiveIPGANTrainer
+from ipgan_jax.defenses.registry import binarize, resolve_defense
+from ipgan_jax.models.fusion import fuse, fuse_straight_through
+from ipgan_jax.training.classifier import load_classifier
+from ipgan_jax.training.logging import read_metrics
+
+
+def _batch(n=32):
+    from ipgan_jax.data.pipeline import make_loader
+    b = make_loader("mnist", "train", n, seed=0, num_examples=512).batch(0)
+    return {"image": jnp.asarray(b["image"]), "label": jnp.asarray(b["label"])}
+
+
+class _Binariser(nn.Module):
+    """A 'generator' that learned to binarise: raw = scale * (x - 0.5), so x_rec = clip(x + eps_inv
+    * tanh(raw)) is ~{0, 1} and the exact gradient vanishes almost everywhere (tanh and clip saturate)."""
+
+    @nn.compact
+    def __call__(self, x):
+        return self.param("scale", lambda k: jnp.asarray(50.0)) * (x - 0.5)
+
+
+def _trainer(config, **over):
+    c = config.copy_and_resolve_references()
+    c.ipgan_adaptive.update(over)
+    return AdaptiveIPGANTrainer(c, *load_classifier(c))
+
+
+def test_straight_through_fusion_same_forward_nonzero_gradient():
+    x = jax.random.uniform(jax.random.PRNGKey(0), (4, 28, 28, 1))
+    raw = 50.0 * (x - 0.5)
+    np.testing.assert_array_equal(np.asarray(fuse_straight_through(x, raw, 0.5)), np.asarray(fuse(x, raw, 0.5)))
+
+    def grad(fn):
+        return jax.grad(lambda z: jnp.sum(fn(z, 50.0 * (z - 0.5), 0.5)))(x)
+    g_exact, g_st = np.asarray(grad(fuse)), np.asarray(grad(fuse_straight_through))
+    away = np.abs(np.asarray(x) - 0.5) > 0.1          # tanh and the clip saturate here
+    assert np.all(g_exact[away] == 0.0)
+    np.testing.assert_allclose(g_st, 1.0 + 0.5 * 50.0, rtol=1e-6)   # d/dz (z + 0.5 * 50 (z - 0.5))
+
+
+def test_adaptive_rows_are_crafted_through_the_frozen_pipeline(trained_tiny, monkeypatch):
+    t = _trainer(trained_tiny, fraction=0.5)
+    state = t.init_state(jax.random.PRNGKey(0))
+    leaves, tree = jax.tree.flatten(state["g"])          # a G that is not the identity (zero head)
+    keys = jax.random.split(jax.random.PRNGKey(9), len(leaves))
+    state["g"] = jax.tree.unflatten(tree, [p + 0.2 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+    b = _batch()
+    lo, hi = t.adaptive_rows(32)
+    assert (lo, hi) == (8, 20)           # clean_fraction 0.25: 8 clean rows, half of the other 24
+    seen = {}
+
+    def spy(logits_fn, x, y, key):
+        seen["fn"], seen["n"] = logits_fn, x.shape[0]
+        return jnp.clip(x + 0.3, 0.0, 1.0)
+    monkeypatch.setattr(t, "pipeline_attack", spy)
+    x_in = t.training_inputs(state, b["image"], b["label"], jax.random.PRNGKey(1))
+    oblivious = t.make_adversarial(b["image"], b["label"], jax.random.PRNGKey(1))
+    np.testing.assert_array_equal(np.asarray(x_in[:lo]), np.asarray(b["image"][:lo]))          # clean
+    np.testing.assert_array_equal(np.asarray(x_in[lo:hi]), np.asarray(jnp.clip(b["image"][lo:hi] + 0.3, 0, 1)))
+    np.testing.assert_array_equal(np.asarray(x_in[hi:]), np.asarray(oblivious[hi:]))           # oblivious mix
+    assert seen["n"] == hi - lo
+    # the attacked model is f(defend(g, .)) with G's params frozen (no gradient reaches them)
+    z = b["image"][:4]
+    assert float(jnp.abs(t.defend(state["g"], z) - z).max()) > 0.05
+    np.testing.assert_allclose(np.asarray(seen["fn"](z)), np.asarray(t.target_logits(t.defend(state["g"], z))),
+                               rtol=1e-6, atol=1e-6)
+    g_grad = jax.grad(lambda g: jnp.sum(t.pipeline_logits(g)(z)))(state["g"])
+    assert all(float(jnp.abs(leaf).max()) == 0.0 for leaf in jax.tree.leaves(g_grad))
+
+
+def test_real_pipeline_attack_stays_in_budget_and_beats_the_oblivious_rows(trained_tiny):
+    t = _trainer(trained_tiny, fraction=1.0)
+    state = t.init_state(jax.random.PRNGKey(0))     # fresh G: the identity defense, so the pipeline is f
+    b = _batch()
+    x_in = jax.jit(t.training_inputs)(state, b["image"], b["label"], jax.random.PRNGKey(2))
+    lo, hi = t.adaptive_rows(32)
+    assert hi == 32
+    delta = np.abs(np.asarray(x_in - b["image"])).reshape(32, -1).max(1)
+    assert (delta[:lo] == 0).all() and (delta[lo:] <= 0.3 + 1e-6).all() and (delta[lo:] > 0.1).all()
+    wrong = np.asarray(jnp.argmax(t.target_logits(x_in[lo:]), -1) != b["label"][lo:])
+    assert wrong.mean() > 0.8             # PGD-3 (tiny config) at eps 0.3 breaks the tiny LeNet
+
+
+def test_monitor_catches_a_binarising_generator(trained_tiny):
+    """The exact white-box attack is stuck on a masking (binarising) G; the straight-through one is
+    not, and the monitor's minimum takes the stronger."""
+    t = _trainer(trained_tiny, monitor_steps=10)
+    t.generator = _Binariser()
+    params = {"scale": jnp.asarray(50.0)}
+    b = _batch(64)
+    x, y = b["image"], b["label"]
+    g_exact = jax.grad(lambda z: jnp.sum(jax.nn.log_softmax(t.pipeline_logits(params)(z))[:, 0]))(x)
+    g_st = jax.grad(lambda z: jnp.sum(jax.nn.log_softmax(
+        t.pipeline_logits(params, straight_through=True)(z))[:, 0]))(x)
+    zero_exact, zero_st = float(jnp.mean(g_exact == 0)), float(jnp.mean(g_st == 0))
+    assert zero_exact > 0.9 and zero_st < 0.1, (zero_exact, zero_st)   # masked only through tanh/clip
+    m = jax.device_get(jax.jit(t.monitor_metrics)(params, x, y, jax.random.PRNGKey(0)))
+    assert float(m["whitebox_st/acc"]) < float(m["whitebox/acc"])
+    assert float(m["whitebox_min/acc"]) <= min(float(m["whitebox/acc"]), float(m["whitebox_st/acc"]))
+
+
+def test_adaptive_flag_trains_ipgan_adaptive_end_to_end(trained_tiny, tmp_path):
+    import os
+    c = trained_tiny.copy_and_resolve_references()
+    wd = tmp_path / "wd"
+    os.makedirs(wd / "classifiers")
+    os.symlink(f"{trained_tiny.workdir}/classifiers/lenet", wd / "classifiers" / "lenet")
+    c.workdir = str(wd)
+    c.ipgan.adaptive = True
+    assert resolve_defense(c).defense == "ipgan_adaptive" and c.defense == "ipgan"
+    out = train_defense(c)
+    d = defense_dir(c, "ipgan_adaptive")
+    assert (d / "params").is_dir() and not (defense_dir(c, "ipgan") / "params").exists()
+    rows = read_metrics(d / "metrics.jsonl")
+    assert any("train_adaptive_acc" in r for r in rows)
+    assert {"whitebox/acc", "whitebox_st/acc", "whitebox_min/acc"} <= set(out)
+    defend, trainer = load_defense(c, "ipgan_adaptive")
+    assert isinstance(trainer, AdaptiveIPGANTrainer)
+    x = _batch(8)["image"]
+    assert defend(x).shape == x.shape
+
+
+def test_unknown_adaptive_field_and_bad_fraction(trained_tiny):
+    with pytest.raises(ValueError, match="unknown field"):
+        c = trained_tiny.copy_and_resolve_references()
+        c.ipgan_adaptive.unlock()
+        c.ipgan_adaptive.fractoin = 0.5
+        AdaptiveIPGANTrainer(c, *load_classifier(c))
+    with pytest.raises(ValueError, match="fraction"):
+        _trainer(trained_tiny, fraction=1.5)
+
+
+def test_binarisation_control_needs_no_training(tiny_config):
+    defend, trainer = load_defense(tiny_config, "binarize", target=(None, None))
+    x = jnp.asarray([[[[0.2], [0.5], [0.51], [1.0]]]])
+    assert trainer is None
+    np.testing.assert_array_equal(np.asarray(defend(x)).ravel(), [0.0, 0.0, 1.0, 1.0])
+    assert defend is binarize
+    assert tiny_config.eval.whitebox_per_defense.binarize.bpda     # attacked with BPDA by default
