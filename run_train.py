@@ -27,6 +27,7 @@ def main(argv):
     from ipgan_jax.training.parallel import maybe_initialize_distributed
     maybe_initialize_distributed(config.distributed)   # before anything touches the devices
     from ipgan_jax.defenses import train_defense
+    from ipgan_jax.defenses.registry import resolve_defense
     from ipgan_jax.training.classifier import classifier_dir, train_classifier
     results = {}
     if config.stage in ("all", "classifier") and config.dataset == "mnist":
@@ -35,7 +36,8 @@ def main(argv):
             print(f"classifier {config.classifier}: test accuracy {results['classifier']['test_accuracy']:.4f}")
     if config.stage in ("all", "defense"):
         results["defense"] = train_defense(config)
-        print(f"defense {config.defense} on {config.classifier}: {json.dumps(results['defense'])}")
+        name = resolve_defense(config).defense   # ipgan with ipgan.adaptive=True trains ipgan_adaptive
+        print(f"defense {name} on {config.classifier}: {json.dumps(results['defense'])}")
     return 0
 
 
