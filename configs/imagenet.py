@@ -70,6 +70,7 @@ def get_config(arg: str = "resnet50"):
         square_queries=5000,       # Square's budget in the suite (apgd_* use whitebox_steps)
         whitebox_per_defense=dict(defense_gan=dict(eot_samples=4)),
         whitebox_num_examples=0,   # > 0: only the first N examples in the costly blocks (whitebox, cw, curve, checks)
+        whitebox_cross=True,       # judge every pipeline on the examples crafted through each other one
         cw=dict(binary_search_steps=9, steps=1000, lr=0.01, initial_const=0.01, abort_early=True),
         checks=dict(steps=(10, 100), large_eps=(64 / 255, 1.0), max_large_eps_acc=0.05, min_grad_ratio=0.01,
                     bpda_margin=0.05, tol=0.01),   # see configs/mnist.py

@@ -108,6 +108,7 @@ def get_config():
         square_queries=5000,       # Square's budget in the suite (apgd_* use whitebox_steps)
         whitebox_per_defense=dict(defense_gan=dict(eot_samples=4), binarize=dict(bpda=True)),
         whitebox_num_examples=0,   # > 0: only the first N examples in the costly blocks (whitebox, cw, curve, checks)
+        whitebox_cross=True,       # judge every pipeline on the examples crafted through each other one
         cw=dict(binary_search_steps=9, steps=1000, lr=0.01, initial_const=0.01, abort_early=True),  # cw block
         checks=dict(steps=(10, 100),            # PGD steps compared by the steps check
                     large_eps=(0.5, 1.0), max_large_eps_acc=0.05,

@@ -199,7 +199,7 @@ def test_run_eval_end_to_end(trained_workdir):
     assert {(c["name"], c["defense"]) for c in checks} == {(n, d) for n in CHECKS for d in ("none", "ipgan")}
     assert all(c["ok"] is True for c in checks), [c for c in checks if c["ok"] is not True]
     recs = [record_from_json(x) for x in data["records"]]
-    assert {x.block for x in recs} == {"oblivious", "whitebox", "cw"}
+    assert {x.block for x in recs} == {"oblivious", "whitebox", "whitebox_transfer", "cw"}
     obl = [x for x in recs if x.block == "oblivious" and x.defense == "ipgan"]
     assert {x.attack for x in obl} == {"fgsm", "pgd"} and all(x.n == 64 for x in obl)
     wb = [x for x in recs if x.block == "whitebox" and x.defense == "ipgan"]

@@ -87,3 +87,40 @@ def test_whitebox_suite_bpda_and_square_see_through_a_zero_gradient_defense(mask
     from ipgan_jax.eval.report import markdown
     table = markdown(ev)
     assert "**AutoAttack log**" in table and "| whitebox | LeNet | none_aa |" in table.split("**AutoAttack log**")[1], table
+
+
+@pytest.mark.parametrize("cross", [True, False])
+def test_whitebox_transfer_between_pipelines_flags_a_masked_pipeline(trained_tiny, cross):
+    """With no oblivious block, the stop_gradient mock looks robust to its own white-box suite;
+    the same suite crafted through the identity pipeline (``eval.whitebox_cross``) breaks it, and
+    ``transfer_vs_whitebox`` fails on that alone. Without the cross records the check is skipped."""
+    from masked_defenses import stop_gradient
+    from ipgan_jax.eval.checks import ChecksBlock
+    from ipgan_jax.eval.evaluate import CROSS_BLOCK, Evaluator, WhiteboxBlock
+    from ipgan_jax.eval.report import markdown
+    c = trained_tiny.copy_and_resolve_references()
+    c.eval.whitebox_num_examples = 32
+    c.eval.whitebox_steps, c.eval.whitebox_restarts = 20, 1
+    c.eval.whitebox_cross = cross
+    ev = Evaluator(c, ["lenet"], ["none"], ["pgd"], 32)
+    ev.add_defense("lenet", "sg", stop_gradient)
+    ev.run_clean()
+    WhiteboxBlock(ev).run()
+    crossed = {k for k in ev.records if k[0] == CROSS_BLOCK}
+    (check,) = ChecksBlock(ev).check_pair("lenet", "sg", only=("transfer_vs_whitebox",))
+    if not cross:
+        assert not crossed and check.ok is None, check
+        return
+    assert crossed == {(CROSS_BLOCK, f"{a}@{s}", "lenet", d) for a in ("pgd_ce", "pgd_margin")
+                       for s, d in (("none", "sg"), ("sg", "none"))}
+    assert check.ok is False and check.values["white-box via none"] <= 0.2, check
+    assert check.values["whitebox"] >= check.values["white-box via none"] + 0.5, check
+    (identity,) = ChecksBlock(ev).check_pair("lenet", "none", only=("transfer_vs_whitebox",))
+    assert identity.ok is True, identity
+    table = markdown(ev)
+    assert "**White-box transfer between pipelines**" in table, table
+    section = table.split("**White-box transfer between pipelines**")[1]
+    row = next(l for l in section.splitlines() if l.startswith("| LeNet | sg |"))
+    via_none, own = (float(v) / 100 for v in row.strip("| ").split(" | ")[2:])   # columns: none, sg
+    assert via_none == pytest.approx(check.values["white-box via none"], abs=1e-4), row
+    assert own == pytest.approx(check.values["whitebox"], abs=1e-4), row

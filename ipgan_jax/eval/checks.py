@@ -15,7 +15,9 @@ f(d(.)) as a white-box attacker sees it, and gives a :class:`Check` named by one
   clip(x, 0, 1), i.e. identity in the box) must not beat the same attack with the exact gradient
   by more than ``bpda_margin`` robust accuracy;
 * ``transfer_vs_whitebox``: the white-box block's worst-case robust accuracy must not exceed the
-  oblivious / transfer blocks' (each bounded attack, same images) by more than ``tol``.
+  oblivious / transfer blocks' (each bounded attack, same images), nor that of the white-box suite
+  crafted through any other pipeline of the run (``whitebox_transfer`` records, worst case per
+  source pipeline), by more than ``tol``.
   Skipped (ok None) when those blocks did not run.
 
 ``tol`` is ``max(eval.checks.tol, 2 / n)`` (two images of n); thresholds come from
@@ -31,7 +33,7 @@ import numpy as np
 
 from ipgan_jax.attacks import margin
 from ipgan_jax.eval.records import attack_metrics, block_metrics
-from ipgan_jax.eval.evaluate import Block
+from ipgan_jax.eval.evaluate import CROSS_BLOCK, Block, cross_source
 
 CHECKS = ("steps", "fgsm_vs_pgd", "large_eps", "gradient", "bpda", "transfer_vs_whitebox")
 
@@ -193,6 +195,11 @@ class ChecksBlock(Block):
             for r in ev.block_records(block, clf, d):
                 if r.bounded:
                     others[f"{block} {r.attack}"] = attack_metrics(r.take(m)).robust_acc
+        sources: dict = {}   # white-box suite crafted through another pipeline: worst case per source
+        for r in ev.block_records(CROSS_BLOCK, clf, d):
+            sources.setdefault(cross_source(r.attack), []).append(r.take(m))
+        for src, recs in sources.items():
+            others[f"white-box via {src}"] = block_metrics(recs).robust_acc
         if not others:
             return Check("transfer_vs_whitebox", clf, d, None, "skipped: no oblivious/transfer block ran", {})
         acc_wb = block_metrics(wb).robust_acc

@@ -24,6 +24,8 @@ and the attack name (and eps), never magic offsets.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import zlib
 from typing import Callable, NamedTuple
 
@@ -504,8 +506,28 @@ class TransferBlock(ObliviousBlock):
         return [(c, a) for c, a in super().jobs() if self.source(c) != c]
 
 
+CROSS_BLOCK = "whitebox_transfer"
+
+
+def cross_attack_name(attack: str, source: str) -> str:
+    """Record name of white-box suite member ``attack`` crafted through ``source``'s pipeline."""
+    return f"{attack}@{source}"
+
+
+def cross_source(attack: str) -> str:
+    """The pipeline a ``whitebox_transfer`` record's examples were crafted through."""
+    return attack.rsplit("@", 1)[1]
+
+
 class WhiteboxBlock(Block):
-    """The white-box suite on f(d(.)) for every (classifier, defense), the identity included."""
+    """The white-box suite on f(d(.)) for every (classifier, defense), the identity included.
+
+    With ``eval.whitebox_cross`` (default True) the examples crafted through each pipeline are
+    also judged on every other defense of the run (cheap: one more forward pass each) and kept as
+    block ``whitebox_transfer`` records, attack ``<member>@<source defense>``: transfer between
+    pipelines, e.g. from the paper's IP-GAN to the adaptive one. A defense that does better
+    against its own white-box attack than against another pipeline's is masking its gradient
+    (the ``transfer_vs_whitebox`` check compares them)."""
     name = "whitebox"
 
     def units(self):
@@ -514,9 +536,17 @@ class WhiteboxBlock(Block):
 
     def run(self, bar=None):
         ev = self.ev
+        cross = bool(ev.config.eval.get("whitebox_cross", True))
         for clf, d in ev.pairs():
-            for r in ev.run_suite(self.name, clf, [d], d, through=True, bar=bar)[d]:
+            judged = ev.defenses_of(clf) if cross else [d]
+            out = ev.run_suite(self.name, clf, judged, d, through=True, bar=bar)
+            for r in out[d]:
                 ev.records[(self.name, r.attack, clf, d)] = r
+            for other in judged:
+                if other != d:   # the same x_adv, crafted through d, judged on another pipeline
+                    for r in out[other]:
+                        r = dataclasses.replace(r, block=CROSS_BLOCK, attack=cross_attack_name(r.attack, d))
+                        ev.records[(CROSS_BLOCK, r.attack, clf, other)] = r
 
 
 class CWBlock(Block):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ipgan_jax import files
+from ipgan_jax.eval.evaluate import CROSS_BLOCK, cross_source
 from ipgan_jax.eval.plots import line_plot
 from ipgan_jax.eval.records import attack_metrics, block_metrics, pack_bits, record_to_json
 from ipgan_jax.images import amplify, image_grid
@@ -142,6 +143,33 @@ def _whitebox_table(ev, lines):
                          + f" | {bm.ssim_rec:.3f} |")
 
 
+def _whitebox_transfer_table(ev, lines):
+    """Robust accuracy of each pipeline (rows) under the white-box suite crafted through each
+    pipeline of the run (columns; worst case per image over the suite); the diagonal is Block 3."""
+    cross = [k for k in ev.records if k[0] == CROSS_BLOCK]
+    if not cross:
+        return
+    sources = list(dict.fromkeys(cross_source(a) for _, a, _, _ in cross))
+    sources = [d for d in ev.defenses if d in sources] + [s for s in sources if s not in ev.defenses]
+    lines.append("\n**White-box transfer between pipelines**: robust accuracy (%) of the row's pipeline on the "
+                 "examples the white-box suite crafted through the column's pipeline (worst case per image over the "
+                 "suite; the diagonal is Block 3). A row that is lower off the diagonal than on it is masking its "
+                 "own gradient.\n")
+    lines.append("| classifier | judged (row) vs crafted through (column) | " + " | ".join(_dname(s) for s in sources) + " |")
+    lines.append("|---" * (2 + len(sources)) + "|")
+    for c in ev.classifiers:
+        for d in ev.defenses:
+            row, any_ = [], False
+            for s in sources:
+                block, recs = ("whitebox", ev.block_records("whitebox", c, d)) if s == d else (CROSS_BLOCK, [
+                    r for r in ev.block_records(CROSS_BLOCK, c, d) if cross_source(r.attack) == s])
+                bm = block_metrics(recs) if recs else None
+                any_ |= bm is not None
+                row.append("-" if bm is None else _pct(bm.robust_acc))
+            if any_:
+                lines.append(f"| {_cname(c)} | {_dname(d)} | " + " | ".join(row) + " |")
+
+
 def _attack_log_table(ev, lines):
     """AutoAttack's per-attack log (images each attack broke, in order), summed over batches."""
     if not getattr(ev, "attack_logs", None):
@@ -202,6 +230,7 @@ def markdown(ev) -> str:
         _block_table(ev, block, lines)
         _per_attack_table(ev, block, lines)
     _whitebox_table(ev, lines)
+    _whitebox_transfer_table(ev, lines)
     _attack_log_table(ev, lines)
     if ev.pipe_clean:
         lines.append("\n**Clean accuracy f(d(x)) of each pipeline**\n")
