@@ -14,7 +14,7 @@ def get_config():
     c.dae.update(width=8, num_steps=0)
     c.uipd.update(num_steps=0)
     c.grip_gan.update(num_steps=0)
-    c.ipgan_adaptive.update(monitor_steps=3)
+    c.ipgan_adaptive.update(monitor_steps=3, num_steps=0)
     c.ipgan_adaptive.attack.update(steps=3, step_size=0.15)
     c.train_attacks = [dict(name="fgsm", eps=0.3, eps_min=0.1),
                        dict(name="pgd", eps=0.3, eps_min=0.1, steps=3, step_size=0.1, random_start=True)]
