@@ -33,7 +33,7 @@ import numpy as np
 
 from ipgan_jax.attacks import margin
 from ipgan_jax.eval.records import attack_metrics, block_metrics
-from ipgan_jax.eval.evaluate import CROSS_BLOCK, Block, cross_source
+from ipgan_jax.eval.evaluate import Block
 
 CHECKS = ("steps", "fgsm_vs_pgd", "large_eps", "gradient", "bpda", "transfer_vs_whitebox")
 
@@ -195,11 +195,8 @@ class ChecksBlock(Block):
             for r in ev.block_records(block, clf, d):
                 if r.bounded:
                     others[f"{block} {r.attack}"] = attack_metrics(r.take(m)).robust_acc
-        sources: dict = {}   # white-box suite crafted through another pipeline: worst case per source
-        for r in ev.block_records(CROSS_BLOCK, clf, d):
-            sources.setdefault(cross_source(r.attack), []).append(r.take(m))
-        for src, recs in sources.items():
-            others[f"white-box via {src}"] = block_metrics(recs).robust_acc
+        for src, recs in ev.cross_records(clf, d).items():   # the suite crafted through another pipeline
+            others[f"white-box via {src}"] = block_metrics([r.take(m) for r in recs]).robust_acc
         if not others:
             return Check("transfer_vs_whitebox", clf, d, None, "skipped: no oblivious/transfer block ran", {})
         acc_wb = block_metrics(wb).robust_acc

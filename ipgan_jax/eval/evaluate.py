@@ -25,7 +25,6 @@ and the attack name (and eps), never magic offsets.
 from __future__ import annotations
 
 import dataclasses
-
 import zlib
 from typing import Callable, NamedTuple
 
@@ -445,6 +444,14 @@ class Evaluator:
 
     def block_records(self, block, clf, d) -> list:
         return [r for (b, _, c, dd), r in self.records.items() if (b, c, dd) == (block, clf, d)]
+
+    def cross_records(self, clf, d) -> dict:
+        """{source defense: [records]}: the white-box suite crafted through each other pipeline,
+        judged on ``d`` (block ``whitebox_transfer``), in the order they were run."""
+        out: dict = {}
+        for r in self.block_records(CROSS_BLOCK, clf, d):
+            out.setdefault(cross_source(r.attack), []).append(r)
+        return out
 
 
 # ---- blocks: units() is the progress-bar length, run(bar) fills ev.records / ev.curves --------

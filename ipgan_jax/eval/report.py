@@ -160,9 +160,9 @@ def _whitebox_transfer_table(ev, lines):
     for c in ev.classifiers:
         for d in ev.defenses:
             row, any_ = [], False
+            crossed = ev.cross_records(c, d)
             for s in sources:
-                block, recs = ("whitebox", ev.block_records("whitebox", c, d)) if s == d else (CROSS_BLOCK, [
-                    r for r in ev.block_records(CROSS_BLOCK, c, d) if cross_source(r.attack) == s])
+                recs = ev.block_records("whitebox", c, d) if s == d else crossed.get(s, [])
                 bm = block_metrics(recs) if recs else None
                 any_ |= bm is not None
                 row.append("-" if bm is None else _pct(bm.robust_acc))
