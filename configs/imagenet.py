@@ -58,6 +58,7 @@ def get_config(arg: str = "resnet50"):
     c.train = ml_collections.ConfigDict(dict(
         batch_size=64, num_steps=50000, log_every=100, eval_every=2000, eval_batch_size=64,
         checkpoint_every=2000, keep=3, sample_every=2000,
+        monitor_sources="",   # other classifiers the validation monitor also attacks (transfer DSR)
         num_train_examples=config_dict.placeholder(int),  # None: the whole train split
         compute_dtype="float32"))  # float32 | bfloat16 (the defense train step; see configs/mnist.py)
     c.eval = ml_collections.ConfigDict(dict(

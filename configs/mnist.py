@@ -87,6 +87,9 @@ def get_config():
     c.train = ml_collections.ConfigDict(dict(
         batch_size=64, num_steps=3000, log_every=50, eval_every=250, eval_batch_size=256,
         checkpoint_every=250, keep=3, sample_every=500,
+        # other trained classifiers the validation monitor also crafts each training attack on
+        # (transfer DSR, e.g. "mcnn": a validation estimate of Table 1's setting 2); "" none
+        monitor_sources="",
         num_train_examples=config_dict.placeholder(int),  # None: the whole train split
         # float32 | bfloat16: the defense train step's frozen f, and IP-GAN / GRIP-GAN's G and D
         # (params, optimizer state, norm statistics and losses stay float32; evaluation: float32)

@@ -160,3 +160,34 @@ def test_run_train_end_to_end(tmp_path):
     assert list((d / "tb").glob("events.out.tfevents.*"))
     meta = json.loads((d / "result.json").read_text())
     assert meta["defense"] == "ipgan" and meta["steps"] == 6
+
+
+def test_monitor_transfer_sources(trained_tiny, monkeypatch):
+    """config.train.monitor_sources: each training attack is also crafted on the named classifiers and
+    judged on f. A copy of f as the source reproduces the deterministic FGSM numbers of f itself; a
+    source with constant logits (zero gradient) crafts nothing, so nothing transfers; bad names fail."""
+    from ipgan_jax.defenses import train as train_mod
+    c = trained_tiny.copy_and_resolve_references()
+    module, variables = load_classifier(c)
+    zero = jax.tree_util.tree_map(jnp.zeros_like, variables)
+    fake = {"lenet_copy": (module, variables), "lenet_flat": (module, zero)}
+    monkeypatch.setattr(train_mod, "load_classifier", lambda cfg, name: fake[name])
+    c.train.monitor_sources = "lenet_copy, lenet_flat"
+    trainer = IPGANTrainer(c, module, variables)
+    params = trainer.init_state(jax.random.PRNGKey(0))["g"]
+    monitor, _ = train_mod.make_monitor(c, trainer)
+    b = _batch(c)
+    m = {k: float(v) for k, v in monitor(params, b["image"], b["label"], jax.random.PRNGKey(1)).items()}
+    assert m["fgsm/asr"] > 0.3
+    assert m["fgsm@lenet_copy/asr"] == m["fgsm/asr"] and m["fgsm@lenet_copy/dsr"] == m["fgsm/dsr"]
+    assert m["fgsm@lenet_flat/asr"] == 0.0 and m["pgd@lenet_flat/asr"] < m["pgd/asr"]
+    for name in [a["name"] for a in c.train_attacks]:
+        assert f"{name}@lenet_copy/dsr" in m and 0.0 <= m[f"{name}@lenet_copy/dsr"] <= 1.0
+    for bad in ("target", c.classifier, "lenet_copy,target"):
+        c.train.monitor_sources = bad
+        with pytest.raises(ValueError, match="monitor_sources"):
+            train_mod.make_monitor(c, trainer)
+    monkeypatch.undo()
+    c.train.monitor_sources = "lenet_missing"
+    with pytest.raises(FileNotFoundError, match="lenet_missing"):
+        train_mod.make_monitor(c, trainer)

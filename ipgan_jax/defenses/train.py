@@ -37,14 +37,32 @@ def heldout_batch(config, n: int) -> dict:
     return {"image": b["image"], "label": b["label"]}
 
 
+def monitor_sources(config) -> list[str]:
+    """Classifier names of ``config.train.monitor_sources`` ("" or absent: none)."""
+    names = [n.strip() for n in str(config.train.get("monitor_sources", "") or "").split(",") if n.strip()]
+    for n in names:
+        if n in ("target", config.classifier):
+            raise ValueError(f"config.train.monitor_sources={config.train.monitor_sources!r}: {n!r} is the "
+                             "target itself, which the monitor always attacks; list other classifiers")
+    return names
+
+
 def make_monitor(config, trainer):
-    """jitted fn(params, x, y, key) -> {metric: value} for each training attack (oblivious)."""
+    """jitted fn(params, x, y, key) -> {metric: value}: for each training attack (at its top eps), the
+    oblivious DSR (crafted on f: ``<attack>/dsr``) and, for each classifier of
+    ``config.train.monitor_sources``, the transfer DSR (crafted on that classifier, judged on f:
+    ``<attack>@<source>/dsr``), a validation estimate of Table 1's setting 2 to choose step counts on."""
     specs = []
     for s in config.train_attacks:
         s = dict(s)
         s.pop("eps_min", None)
         specs.append(s)
     attacks = [(s["name"], make_attack(s, dataset=dataset_family(config.dataset))) for s in specs]
+    sources = []
+    for n in monitor_sources(config):
+        module, variables = load_classifier(config, n)   # never trained here: a missing one is an error
+        variables = jax.lax.stop_gradient(variables)
+        sources.append((n, lambda x, m=module, v=variables: m.apply(v, x, train=False)))
 
     def monitor(params, x, y, key):
         logits_fn = trainer.target_logits
@@ -60,6 +78,12 @@ def make_monitor(config, trainer):
             out[f"{name}/asr"] = c["attack_success"] / jnp.maximum(c["clean_correct"], 1)
             out[f"{name}/ssim_rec"] = jnp.mean(M.ssim(x, x_rec))
             out[f"{name}/ssim_adv"] = jnp.mean(M.ssim(x, x_adv))
+            for j, (src, src_logits) in enumerate(sources):
+                x_adv = attack(src_logits, x, y, jax.random.fold_in(key, 1000 * (j + 1) + i))
+                x_rec = trainer.defend(params, x_adv)
+                c = M.counts(pred_clean, jnp.argmax(logits_fn(x_adv), -1), jnp.argmax(logits_fn(x_rec), -1), y)
+                out[f"{name}@{src}/dsr"] = c["defended"] / jnp.maximum(c["attack_success"], 1)
+                out[f"{name}@{src}/asr"] = c["attack_success"] / jnp.maximum(c["clean_correct"], 1)
         out.update(trainer.monitor_metrics(params, x, y, jax.random.fold_in(key, len(attacks))))
         return out
 
