@@ -70,20 +70,21 @@ def make_monitor(config, trainer):
         x_clean_def = trainer.defend(params, x)
         out = {"clean_acc": jnp.mean(pred_clean == y),
                "defended_clean_acc": jnp.mean(jnp.argmax(logits_fn(x_clean_def), -1) == y)}
-        for i, (name, attack) in enumerate(attacks):
-            x_adv = attack(logits_fn, x, y, jax.random.fold_in(key, i))
+
+        def judge(prefix, x_adv):   # x_adv judged on f, with and without the defense -> x_rec
             x_rec = trainer.defend(params, x_adv)
             c = M.counts(pred_clean, jnp.argmax(logits_fn(x_adv), -1), jnp.argmax(logits_fn(x_rec), -1), y)
-            out[f"{name}/dsr"] = c["defended"] / jnp.maximum(c["attack_success"], 1)
-            out[f"{name}/asr"] = c["attack_success"] / jnp.maximum(c["clean_correct"], 1)
+            out[f"{prefix}/dsr"] = c["defended"] / jnp.maximum(c["attack_success"], 1)
+            out[f"{prefix}/asr"] = c["attack_success"] / jnp.maximum(c["clean_correct"], 1)
+            return x_rec
+
+        for i, (name, attack) in enumerate(attacks):
+            x_adv = attack(logits_fn, x, y, jax.random.fold_in(key, i))
+            x_rec = judge(name, x_adv)
             out[f"{name}/ssim_rec"] = jnp.mean(M.ssim(x, x_rec))
             out[f"{name}/ssim_adv"] = jnp.mean(M.ssim(x, x_adv))
             for j, (src, src_logits) in enumerate(sources):
-                x_adv = attack(src_logits, x, y, jax.random.fold_in(key, 1000 * (j + 1) + i))
-                x_rec = trainer.defend(params, x_adv)
-                c = M.counts(pred_clean, jnp.argmax(logits_fn(x_adv), -1), jnp.argmax(logits_fn(x_rec), -1), y)
-                out[f"{name}@{src}/dsr"] = c["defended"] / jnp.maximum(c["attack_success"], 1)
-                out[f"{name}@{src}/asr"] = c["attack_success"] / jnp.maximum(c["clean_correct"], 1)
+                judge(f"{name}@{src}", attack(src_logits, x, y, jax.random.fold_in(key, 1000 * (j + 1) + i)))
         out.update(trainer.monitor_metrics(params, x, y, jax.random.fold_in(key, len(attacks))))
         return out
 
