@@ -74,7 +74,7 @@ def get_config(arg: str = "resnet50"):
         whitebox_cross=True,       # judge every pipeline on the examples crafted through each other one
         cw=dict(binary_search_steps=9, steps=1000, lr=0.01, initial_const=0.01, abort_early=True),
         checks=dict(steps=(10, 100), large_eps=(64 / 255, 1.0), max_large_eps_acc=0.05, min_grad_ratio=0.01,
-                    bpda_margin=0.05, tol=0.01),   # see configs/mnist.py
+                    bpda_margin=0.05, tol=0.01, names="all"),   # see configs/mnist.py
         eps_curve=(0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255), out_dir=config_dict.placeholder(str)))
     # the same name the MNIST config uses for the surrogate of M_CNN, so the evaluator code is shared
     if demo:

@@ -77,6 +77,11 @@ def check_config(config) -> None:
     for sect in ("train", "classifier_train"):
         if sect in config and config[sect].batch_size <= 0:
             raise ValueError(f"config.{sect}.batch_size must be positive, got {config[sect].batch_size}")
+    if "defense" in config:
+        from ipgan_jax.defenses.registry import DEFENSES, split_tag
+        if split_tag(config.defense)[0] not in DEFENSES:
+            raise ValueError(f"config.defense={config.defense!r}: choose one of {sorted(DEFENSES)} "
+                             "(optionally tagged, <defense>:<tag>, for an independently trained copy)")
     bad = list(_nonfinite_fields(config))
     if bad:
         raise ValueError(f"{', '.join(bad)}: config values must be finite numbers")

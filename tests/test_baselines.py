@@ -221,3 +221,52 @@ def test_grip_gan_is_attack_free_ipgan_with_overrides(trained_tiny):
     c.grip_gan.not_a_field = 1
     with pytest.raises(ValueError, match="not_a_field"):
         _trainer(c, "grip_gan")
+
+
+# -- tagged copies: <defense>:<tag> is an independently trained twin in its own folder ------------
+def test_tagged_defense_is_an_independent_copy(trained_tiny, tmp_path):
+    """``dae:s1`` trains into ``defenses/dae:s1/<clf>`` from its own initialisation (params differ from
+    ``dae``'s), loads and evaluates as one more defense with its own label; bad tags and unknown
+    methods fail before anything trains."""
+    import os
+    from ipgan_jax.cli import check_config
+    from ipgan_jax.defenses.registry import resolve_defense, split_tag
+    from ipgan_jax.eval.evaluate import Evaluator
+    from ipgan_jax.eval.report import _dname
+    c = trained_tiny.copy_and_resolve_references()
+    os.makedirs(tmp_path / "classifiers")
+    os.symlink(f"{trained_tiny.workdir}/classifiers/lenet", tmp_path / "classifiers" / "lenet")
+    c.workdir = str(tmp_path)
+    c.train.update(num_steps=2, log_every=1, eval_every=100, sample_every=100, checkpoint_every=100,
+                   eval_batch_size=32)
+    outputs = {}
+    for name in ("dae", "dae:s1"):
+        c.defense = name
+        check_config(c)
+        train_defense(c)
+        assert (tmp_path / "defenses" / name / "lenet" / "params").is_dir()
+        assert json_defense(defense_dir(c)) == name
+        defend, trainer = load_defense(c, name)
+        assert trainer.name == "dae"
+        outputs[name] = defend(_batch(8)["image"])
+    assert float(jnp.abs(outputs["dae"] - outputs["dae:s1"]).max()) > 1e-3    # not the same network
+    ev = Evaluator(c, ["lenet"], ["dae", "dae:s1"], ["fgsm"], 8)
+    assert ev.defenses == ["dae", "dae:s1"] and _dname("dae:s1") == "DAE, copy s1"
+    c.eval.whitebox_per_defense.dae = dict(steps=3, restarts=1)       # a copy inherits its method's settings
+    assert ev.whitebox_settings("dae:s1").steps == 3 and ev.whitebox_settings("none").steps == c.eval.whitebox_steps
+    # ipgan with the adaptive flag keeps the tag; malformed tags / methods / tagged parameter-free fail
+    c.ipgan.adaptive = True
+    c.defense = "ipgan:g2"
+    assert resolve_defense(c).defense == "ipgan_adaptive:g2"
+    assert split_tag("ipgan_adaptive") == ("ipgan_adaptive", "")
+    for bad in ("dae:", "dae:a/b", "none:s1", "daee:s1"):
+        c.defense = bad
+        with pytest.raises(ValueError, match="tag|choose one of|no parameters"):
+            check_config(c)
+    with pytest.raises(ValueError, match="no parameters"):
+        load_defense(c, "binarize:s1")
+
+
+def json_defense(folder):
+    import json
+    return json.loads((folder / "result.json").read_text())["defense"]

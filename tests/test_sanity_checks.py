@@ -124,3 +124,33 @@ def test_whitebox_transfer_between_pipelines_flags_a_masked_pipeline(trained_tin
     via_none, own = (float(v) / 100 for v in row.strip("| ").split(" | ")[2:])   # columns: none, sg
     assert via_none == pytest.approx(check.values["white-box via none"], abs=1e-4), row
     assert own == pytest.approx(check.values["whitebox"], abs=1e-4), row
+
+
+def test_checks_names_selects_checks_and_progress_units(trained_tiny):
+    """``eval.checks.names`` runs only the named checks, in CHECKS order, and the progress bar's length
+    (units) is exactly the work they do; an unknown name fails before any attack runs."""
+    from ipgan_jax.eval.checks import CHECKS, ChecksBlock, check_names
+    from ipgan_jax.eval.evaluate import Evaluator
+
+    class Bar:
+        n = 0
+
+        def update(self, k=1):
+            self.n += k
+
+    c = trained_tiny.copy_and_resolve_references()
+    c.eval.whitebox_num_examples = 16
+    c.eval.checks.names = "transfer_vs_whitebox, gradient"
+    ev = Evaluator(c, ["lenet"], ["none"], ["pgd"], 16)
+    ev.run_clean()
+    block, bar = ChecksBlock(ev), Bar()
+    block.run(bar)
+    assert [k.name for k in ev.checks] == ["gradient", "transfer_vs_whitebox"], ev.checks
+    assert ev.checks[0].ok is True and ev.checks[1].ok is None      # no white-box block ran: skipped
+    assert bar.n == block.units() == len(ev.batches("lenet", True))
+    c.eval.checks.names = "steps,fgsm_vs_pgd"                         # PGD-many is shared by both
+    assert ChecksBlock(ev).units() == 3 * len(ev.batches("lenet", True))
+    assert check_names("all") == check_names("") == CHECKS
+    c.eval.checks.names = "gradient,stpes"
+    with pytest.raises(ValueError, match="stpes"):
+        ChecksBlock(ev).units()

@@ -2,9 +2,16 @@
 
 ``DEFENSES`` maps ``config.defense`` to its trainer class; ``make_trainer`` builds the one a
 config names; ``load_defense`` returns a pure ``defend_fn(x) -> x_clean`` of exported params.
+
+A defense name may carry a tag, ``<defense>:<tag>`` (e.g. ``ipgan_adaptive:s1``): an independently
+trained copy of the same method and config (its own initialisation and data order, seeded by the
+full name; its own folder ``<workdir>/defenses/<defense>:<tag>/<classifier>``). The evaluation
+treats it as one more defense, e.g. to judge a generator on the white-box examples crafted through
+its twin G' (transfer between independently trained copies).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jax
@@ -33,26 +40,52 @@ def binarize(x):
 # Defenses without parameters: nothing to train or load.
 PARAMETER_FREE = {"none": lambda x: x, "binarize": binarize}
 
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def split_tag(name: str) -> tuple[str, str]:
+    """``'ipgan_adaptive:s1'`` -> ``('ipgan_adaptive', 's1')``; ``'ipgan'`` -> ``('ipgan', '')``.
+
+    A tag is letters, digits, ``_ . -`` (not starting with ``.`` etc.); anything else, or a tag on a
+    parameter-free defense (nothing is trained, so copies cannot differ), raises ValueError."""
+    base, sep, tag = str(name).partition(":")
+    if sep and not _TAG.fullmatch(tag):
+        raise ValueError(f"defense {name!r}: a tag after ':' must match {_TAG.pattern} (e.g. ipgan_adaptive:s1)")
+    if tag and base in PARAMETER_FREE:
+        raise ValueError(f"defense {name!r}: {base} has no parameters, so it takes no tag")
+    return base, tag
+
+
+def base_defense(name: str) -> str:
+    """The method of a (possibly tagged) defense name: ``'ipgan_adaptive:s1'`` -> ``'ipgan_adaptive'``."""
+    return split_tag(name)[0]
+
 
 def resolve_defense(config):
     """``config`` with ``defense`` set to the trainer that will run: ``--config.ipgan.adaptive=True``
     with the default ``defense=ipgan`` means ``ipgan_adaptive`` (its own workdir, so the paper's
     IP-GAN is never overwritten). Returns ``config`` itself when nothing changes."""
-    if config.defense == "ipgan" and "ipgan" in config and config.ipgan.get("adaptive", False):
+    base, tag = split_tag(config.defense)
+    if base == "ipgan" and "ipgan" in config and config.ipgan.get("adaptive", False):
         config = config.copy_and_resolve_references()
-        config.defense = "ipgan_adaptive"
+        config.defense = "ipgan_adaptive" + (f":{tag}" if tag else "")
     return config
 
 
 def defense_dir(config, defense: str | None = None, classifier: str | None = None) -> Path:
-    return Path(config.workdir) / "defenses" / (defense or config.defense) / (classifier or config.classifier)
+    """``<workdir>/defenses/<defense>[:<tag>]/<classifier>`` (a bad tag raises ValueError)."""
+    defense = defense or config.defense
+    split_tag(defense)
+    return Path(config.workdir) / "defenses" / defense / (classifier or config.classifier)
 
 
 def make_trainer(config, target_module, target_variables):
-    """The trainer of ``config.defense`` against the frozen target (module, variables)."""
-    if config.defense not in DEFENSES:
-        raise ValueError(f"config.defense={config.defense!r}: choose one of {sorted(DEFENSES)}")
-    return DEFENSES[config.defense](config, target_module, target_variables)
+    """The trainer of ``config.defense`` (tag ignored) against the frozen target (module, variables)."""
+    base = base_defense(config.defense)
+    if base not in DEFENSES:
+        raise ValueError(f"config.defense={config.defense!r}: choose one of {sorted(DEFENSES)} "
+                         "(optionally tagged, <defense>:<tag>)")
+    return DEFENSES[base](config, target_module, target_variables)
 
 
 def load_defense(config, defense: str, classifier: str | None = None, target=None):
@@ -62,9 +95,10 @@ def load_defense(config, defense: str, classifier: str | None = None, target=Non
     trainer. ``target`` = (module, variables) of f (loaded when omitted).
     """
     classifier = classifier or config.classifier
-    if defense in PARAMETER_FREE:
-        return PARAMETER_FREE[defense], None
-    if defense not in DEFENSES:
+    base = base_defense(defense)
+    if base in PARAMETER_FREE:
+        return PARAMETER_FREE[base], None
+    if base not in DEFENSES:
         raise ValueError(f"unknown defense {defense!r}; choose one of {[*PARAMETER_FREE, *sorted(DEFENSES)]}")
     cfg = config.copy_and_resolve_references()
     cfg.defense, cfg.classifier = defense, classifier

@@ -47,6 +47,19 @@ class Check(NamedTuple):
     values: dict
 
 
+def check_names(spec) -> tuple:
+    """``eval.checks.names`` ('steps,gradient', '' or 'all': every check) -> names in ``CHECKS`` order;
+    an unknown name raises ValueError (the costly ones, steps / fgsm_vs_pgd / large_eps / bpda, rerun
+    attacks through the defense and can be left out where one defense step is expensive)."""
+    names = [n.strip() for n in str(spec or "").split(",") if n.strip()]
+    if not names or names == ["all"]:
+        return CHECKS
+    unknown = sorted(set(names) - set(CHECKS))
+    if unknown:
+        raise ValueError(f"eval.checks.names: unknown checks {unknown}; choose from {', '.join(CHECKS)} (or 'all')")
+    return tuple(n for n in CHECKS if n in names)
+
+
 def tolerance(n: int, tol: float) -> float:
     return max(float(tol), 2.0 / max(n, 1))
 
@@ -117,17 +130,22 @@ class ChecksBlock(Block):
         c = self.ev.config.eval.checks
         return dict(steps=tuple(int(s) for s in c.steps), large_eps=tuple(float(e) for e in c.large_eps),
                     max_large_eps_acc=float(c.max_large_eps_acc), min_grad_ratio=float(c.min_grad_ratio),
-                    bpda_margin=float(c.bpda_margin), tol=float(c.tol))
+                    bpda_margin=float(c.bpda_margin), tol=float(c.tol), names=check_names(c.get("names", "")))
 
     def units(self):
-        """Per pair and batch: PGD few / many, FGSM, BPDA, the gradient pass, and the suite per large eps."""
+        """Per pair and batch, for the selected checks: PGD many (steps, fgsm_vs_pgd, bpda) / few (steps),
+        FGSM, BPDA, the gradient pass, and the suite per large eps."""
         ev, s = self.ev, self.settings()
-        return sum((5 + len(ev.suite_builders(d)) * len(s["large_eps"])) * len(ev.batches(c, True))
-                   for c, d in ev.pairs())
+        names = set(s["names"])
+        per = (bool(names & {"steps", "fgsm_vs_pgd", "bpda"}) + ("steps" in names) + ("fgsm_vs_pgd" in names)
+               + ("bpda" in names) + ("gradient" in names))
+        return sum((per + ("large_eps" in names) * len(ev.suite_builders(d)) * len(s["large_eps"]))
+                   * len(ev.batches(c, True)) for c, d in ev.pairs())
 
     def run(self, bar=None):
+        names = self.settings()["names"]
         for clf, d in self.ev.pairs():
-            self.ev.checks.extend(self.check_pair(clf, d, bar))
+            self.ev.checks.extend(self.check_pair(clf, d, bar, only=names))
 
     def _robust(self, name, attack, clf, d, attacked, bar):
         rec = self.ev.run_attack("checks", name, attack, clf, [d], attacked, through=True, costly=True, bar=bar)[d]

@@ -37,6 +37,7 @@ from ipgan_jax.attacks.autoattack import autoattack
 from ipgan_jax.attacks.transforms import bpda
 from ipgan_jax.data.pipeline import dataset_family, make_loader
 from ipgan_jax.defenses import load_defense
+from ipgan_jax.defenses.registry import base_defense
 from ipgan_jax import metrics as M
 from ipgan_jax.eval.records import AttackRecord, block_metrics
 from ipgan_jax.training.checkpoint import NonFiniteError
@@ -291,8 +292,11 @@ class Evaluator:
         return make_attack(self.attack_settings(name, **over), dataset=dataset_family(self.config.dataset))
 
     def _per_defense(self, d) -> dict:
-        """``eval.whitebox_per_defense.<d>`` ('none' for f alone) as a dict ({} when absent)."""
-        return dict(self.config.eval.get("whitebox_per_defense", {}).get(d or "none", {}))
+        """``eval.whitebox_per_defense.<d>`` ('none' for f alone; a tagged ``<defense>:<tag>`` falls back to
+        its method's entry) as a dict ({} when absent)."""
+        per = self.config.eval.get("whitebox_per_defense", {})
+        d = d or "none"
+        return dict(per.get(d, per.get(base_defense(d), {})))
 
     def whitebox_settings(self, d) -> WhiteboxSettings:
         cfg = self.config.eval
@@ -344,7 +348,8 @@ class Evaluator:
                                  "declares no seed_field to redraw; set eot_samples to 1")
             for k in range(1, s.eot_samples):
                 cfg = self.config.copy_and_resolve_references()
-                cfg[d][field] = int(cfg[d][field]) + k
+                sect = base_defense(d)   # a tagged copy reads its method's config section
+                cfg[sect][field] = int(cfg[sect][field]) + k
                 fns.append(load_defense(cfg, d, clf, target=self.targets[clf])[0])
         views = [lambda x, g=wrap(g): f(g(x)) for g in fns]
         return self._attack_views.setdefault((clf, d), views[0] if len(views) == 1 else eot_logits(views))
@@ -523,7 +528,7 @@ def cross_attack_name(attack: str, source: str) -> str:
 
 def cross_source(attack: str) -> str:
     """The pipeline a ``whitebox_transfer`` record's examples were crafted through."""
-    return attack.rsplit("@", 1)[1]
+    return attack.split("@", 1)[1]   # suite member names never contain "@"
 
 
 class WhiteboxBlock(Block):

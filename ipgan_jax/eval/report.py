@@ -57,7 +57,9 @@ def _cname(c):
 
 
 def _dname(d):
-    return DEFENSE_NAMES.get(d, d)
+    """Display name; a tagged copy ``<defense>:<tag>`` is its method's name with the tag (no paper value)."""
+    base, _, tag = d.partition(":")
+    return f"{DEFENSE_NAMES.get(base, base)}, copy {tag}" if tag else DEFENSE_NAMES.get(d, d)
 
 
 def _attacks(ev, block, bounded):
