@@ -3,7 +3,7 @@
     python benchmarks/bench_attacks.py [--batch 256] [--pgd_steps 40] [--cw_steps 100]
                                        [--cw_bss 5] [--repeats 3] [--cw_repeats 1]
                                        [--cw_no_abort] [--no_foolbox]
-    python benchmarks/bench_attacks.py --torchattacks [--batch 256] [--apgd_steps 100] [--square_queries 5000]
+    python benchmarks/bench_attacks.py --torchattacks [--batch 256] [--apgd_steps 100] [--square_queries 5000] [--eps 0.3]
 
 For each attack: compile time of our jitted attack (``jit(...).lower(...).compile()``), then the
 best of ``--repeats`` (C&W: ``--cw_repeats``) timed runs after compilation -> images/s; foolbox
@@ -12,7 +12,7 @@ interleaved with ours run by run, and the ratio ours / foolbox is printed. Both 
 so their work is data-dependent; ``--cw_no_abort`` times a fixed number of steps instead.
 The classifier is the cached LeNet-5 of ``tests/attack_fixtures.py`` (trained on first use).
 
-``--torchattacks``: APGD-CE (``--apgd_steps``, eps 0.3) and Square (``--square_queries``, eps 0.3)
+``--torchattacks``: APGD-CE (``--apgd_steps``) and Square (``--square_queries``) at Linf ``--eps`` (0.3)
 against torchattacks 3.5.1 on the same weights (ported to torch, tests/torch_models.py) and the
 same images, interleaved run by run, best of ``--repeats``; prints the time ratio and both robust
 accuracies. Square stops early once every image is broken, on both sides.
@@ -49,7 +49,9 @@ def main(argv=None):
     p.add_argument("--torchattacks", action="store_true", help="APGD / Square vs torchattacks instead")
     p.add_argument("--apgd_steps", type=int, default=100)
     p.add_argument("--square_queries", type=int, default=5000)
+    p.add_argument("--eps", type=float, default=0.3, help="Linf eps of the --torchattacks cases")
     args = p.parse_args(argv)
+    print(f"load average before: {_load()}")
     if args.torchattacks:
         return bench_torchattacks(args)
 
@@ -115,7 +117,13 @@ def main(argv=None):
         fbcols = (f"{r['fb_s']:.2f} | {r['fb_ips']:.0f} | {r['ips'] / r['fb_ips']:.2f}x | "
                   f"{r['acc']:.3f} / {r['fb_acc']:.3f}") if "fb_s" in r else f"- | - | - | {r['acc']:.3f} / -"
         print(f"| {r['name']} | {r['compile_s']:.2f} | {r['run_s']:.2f} | {r['ips']:.0f} | {fbcols} |")
+    print(f"load average after: {_load()}")
     return rows
+
+
+def _load() -> str:
+    """The 1 / 5 / 15-minute load averages (this CPU is shared: quote them with any timing)."""
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def bench_torchattacks(args):
@@ -134,18 +142,19 @@ def bench_torchattacks(args):
     key = jax.random.key(0)
     print(f"jax {jax.__version__}, torch {torch.__version__}, torchattacks {torchattacks.__version__}; "
           f"{os.cpu_count()} cpus; batch {args.batch}")
+    eps = float(args.eps)
     cases = {
-        f"APGD-CE-{args.apgd_steps} Linf eps 0.3": (
-            lambda x, y, k: A.apgd(f, x, y, key=k, eps=0.3, steps=args.apgd_steps),
-            torchattacks.APGD(tm, norm="Linf", eps=0.3, steps=args.apgd_steps, loss="ce", seed=0)),
-        f"Square-{args.square_queries} Linf eps 0.3": (
-            lambda x, y, k: A.square(f, x, y, key=k, eps=0.3, n_queries=args.square_queries),
-            torchattacks.Square(tm, norm="Linf", eps=0.3, n_queries=args.square_queries, resc_schedule=False,
+        f"APGD-CE-{args.apgd_steps} Linf eps {eps:g}": (
+            lambda x, y, k: A.apgd(f, x, y, key=k, eps=eps, steps=args.apgd_steps),
+            torchattacks.APGD(tm, norm="Linf", eps=eps, steps=args.apgd_steps, loss="ce", seed=0)),
+        f"Square-{args.square_queries} Linf eps {eps:g}": (
+            lambda x, y, k: A.square(f, x, y, key=k, eps=eps, n_queries=args.square_queries),
+            torchattacks.Square(tm, norm="Linf", eps=eps, n_queries=args.square_queries, resc_schedule=False,
                                 seed=0)),
         # host-level driver (not jit-able): drops broken images every 250 queries, like torchattacks
-        f"Square-{args.square_queries} Linf eps 0.3, square_compacting": (
-            lambda x, y, k: A.square_compacting(f, x, y, key=k, eps=0.3, n_queries=args.square_queries),
-            torchattacks.Square(tm, norm="Linf", eps=0.3, n_queries=args.square_queries, resc_schedule=False,
+        f"Square-{args.square_queries} Linf eps {eps:g}, square_compacting": (
+            lambda x, y, k: A.square_compacting(f, x, y, key=k, eps=eps, n_queries=args.square_queries),
+            torchattacks.Square(tm, norm="Linf", eps=eps, n_queries=args.square_queries, resc_schedule=False,
                                 seed=0)),
     }
     rows = []
@@ -174,6 +183,7 @@ def bench_torchattacks(args):
     print("|---|---|---|---|---|---|")
     for name, c, a, b, acc, acc_b in rows:
         print(f"| {name} | {c:.1f} | {a:.2f} | {b:.2f} | {a / b:.2f}x | {acc:.3f} / {acc_b:.3f} |")
+    print(f"load average after: {_load()}")
     return rows
 
 
