@@ -4,8 +4,9 @@
 config names; ``load_defense`` returns a pure ``defend_fn(x) -> x_clean`` of exported params.
 
 A defense name may carry a tag, ``<defense>:<tag>`` (e.g. ``ipgan_adaptive:s1``): an independently
-trained copy of the same method and config (its own initialisation and data order, seeded by the
-full name; its own folder ``<workdir>/defenses/<defense>:<tag>/<classifier>``). The evaluation
+trained copy of the same method and config (its own initialisation and training randomness, seeded by
+the full name; the data order follows ``config.seed``; its own folder
+``<workdir>/defenses/<defense>:<tag>/<classifier>``). The evaluation
 treats it as one more defense, e.g. to judge a generator on the white-box examples crafted through
 its twin G' (transfer between independently trained copies).
 """
@@ -46,7 +47,7 @@ _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 def split_tag(name: str) -> tuple[str, str]:
     """``'ipgan_adaptive:s1'`` -> ``('ipgan_adaptive', 's1')``; ``'ipgan'`` -> ``('ipgan', '')``.
 
-    A tag is letters, digits, ``_ . -`` (not starting with ``.`` etc.); anything else, or a tag on a
+    A tag is letters, digits, ``_ . -``, starting with a letter or digit; anything else, or a tag on a
     parameter-free defense (nothing is trained, so copies cannot differ), raises ValueError."""
     base, sep, tag = str(name).partition(":")
     if sep and not _TAG.fullmatch(tag):
