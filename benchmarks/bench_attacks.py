@@ -4,6 +4,7 @@
                                        [--cw_bss 5] [--repeats 3] [--cw_repeats 1]
                                        [--cw_no_abort] [--no_foolbox]
     python benchmarks/bench_attacks.py --torchattacks [--batch 256] [--apgd_steps 100] [--square_queries 5000] [--eps 0.3]
+    python benchmarks/bench_attacks.py --square_overhead [--batch 128] [--square_queries 500] [--repeats 2]
 
 For each attack: compile time of our jitted attack (``jit(...).lower(...).compile()``), then the
 best of ``--repeats`` (C&W: ``--cw_repeats``) timed runs after compilation -> images/s; foolbox
@@ -16,6 +17,10 @@ The classifier is the cached LeNet-5 of ``tests/attack_fixtures.py`` (trained on
 against torchattacks 3.5.1 on the same weights (ported to torch, tests/torch_models.py) and the
 same images, interleaved run by run, best of ``--repeats``; prints the time ratio and both robust
 accuracies. Square stops early once every image is broken, on both sides.
+
+``--square_overhead``: ms per iteration of our jitted Square (Linf eps 0.1, where most images stay
+robust, so every iteration queries the whole batch) against a ``fori_loop`` over the forward pass
+alone, alternated ``--repeats`` times; equal numbers mean the search costs nothing beside the model.
 """
 from __future__ import annotations
 
@@ -50,10 +55,13 @@ def main(argv=None):
     p.add_argument("--apgd_steps", type=int, default=100)
     p.add_argument("--square_queries", type=int, default=5000)
     p.add_argument("--eps", type=float, default=0.3, help="Linf eps of the --torchattacks cases")
+    p.add_argument("--square_overhead", action="store_true", help="Square vs the bare forward pass instead")
     args = p.parse_args(argv)
     print(f"load average before: {_load()}")
     if args.torchattacks:
         return bench_torchattacks(args)
+    if args.square_overhead:
+        return bench_square_overhead(args)
 
     clf = af.trained_lenet()
     f = clf.logits_fn()
@@ -124,6 +132,28 @@ def main(argv=None):
 def _load() -> str:
     """The 1 / 5 / 15-minute load averages (this CPU is shared: quote them with any timing)."""
     return " / ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def bench_square_overhead(args):
+    f = af.trained_lenet().logits_fn()
+    x, y = af.mnist_test_batch(args.batch)
+    key, n = jax.random.key(0), args.square_queries
+    square = jax.jit(lambda x, y: A.square(f, x, y, key=key, eps=0.1, n_queries=n))
+    forward = jax.jit(lambda x: jax.lax.fori_loop(0, n, lambda i, acc: acc + f(x + 1e-6 * i).sum(), 0.0))
+    jax.block_until_ready(square(x, y))
+    jax.block_until_ready(forward(x))
+    rows = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(square(x, y))
+        a = time.perf_counter() - t
+        t = time.perf_counter()
+        jax.block_until_ready(forward(x))
+        b = time.perf_counter() - t
+        rows.append((a / n, b / n))
+        print(f"square: {a / n * 1e3:.2f} ms/iteration; forward pass only: {b / n * 1e3:.2f} ms/iteration; "
+              f"load {_load()}", flush=True)
+    return rows
 
 
 def bench_torchattacks(args):

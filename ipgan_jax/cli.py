@@ -78,10 +78,8 @@ def check_config(config) -> None:
         if sect in config and config[sect].batch_size <= 0:
             raise ValueError(f"config.{sect}.batch_size must be positive, got {config[sect].batch_size}")
     if "defense" in config:
-        from ipgan_jax.defenses.registry import DEFENSES, split_tag
-        if split_tag(config.defense)[0] not in DEFENSES:
-            raise ValueError(f"config.defense={config.defense!r}: choose one of {sorted(DEFENSES)} "
-                             "(optionally tagged, <defense>:<tag>, for an independently trained copy)")
+        from ipgan_jax.defenses.registry import trained_method
+        trained_method(config.defense)
     bad = list(_nonfinite_fields(config))
     if bad:
         raise ValueError(f"{', '.join(bad)}: config values must be finite numbers")

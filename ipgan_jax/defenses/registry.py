@@ -80,13 +80,19 @@ def defense_dir(config, defense: str | None = None, classifier: str | None = Non
     return Path(config.workdir) / "defenses" / defense / (classifier or config.classifier)
 
 
+def trained_method(name: str) -> str:
+    """The trainer name of ``config.defense`` = ``name`` (tag dropped); ValueError naming the choices when
+    it is not a trainable defense (also run early by ``cli.check_config``)."""
+    base = base_defense(name)
+    if base not in DEFENSES:
+        raise ValueError(f"config.defense={name!r}: choose one of {sorted(DEFENSES)} "
+                         "(optionally tagged, <defense>:<tag>, for an independently trained copy)")
+    return base
+
+
 def make_trainer(config, target_module, target_variables):
     """The trainer of ``config.defense`` (tag ignored) against the frozen target (module, variables)."""
-    base = base_defense(config.defense)
-    if base not in DEFENSES:
-        raise ValueError(f"config.defense={config.defense!r}: choose one of {sorted(DEFENSES)} "
-                         "(optionally tagged, <defense>:<tag>)")
-    return DEFENSES[base](config, target_module, target_variables)
+    return DEFENSES[trained_method(config.defense)](config, target_module, target_variables)
 
 
 def load_defense(config, defense: str, classifier: str | None = None, target=None):

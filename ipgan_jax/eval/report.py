@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ipgan_jax import files
+from ipgan_jax.defenses.registry import split_tag
 from ipgan_jax.eval.evaluate import CROSS_BLOCK, cross_source
 from ipgan_jax.eval.plots import line_plot
 from ipgan_jax.eval.records import attack_metrics, block_metrics, pack_bits, record_to_json
@@ -58,7 +59,7 @@ def _cname(c):
 
 def _dname(d):
     """Display name; a tagged copy ``<defense>:<tag>`` is its method's name with the tag (no paper value)."""
-    base, _, tag = d.partition(":")
+    base, tag = split_tag(d)
     return f"{DEFENSE_NAMES.get(base, base)}, copy {tag}" if tag else DEFENSE_NAMES.get(d, d)
 
 
