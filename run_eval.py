@@ -3,6 +3,7 @@
     python run_eval.py                                   # embedded MNIST default, checkpoints of run_train.py
     python run_eval.py --config configs/mnist.py --num_examples 10000 --classifiers lenet --blocks oblivious
     python run_eval.py --attacks fgsm,pgd --defenses none,ipgan
+    python run_eval.py --merge <out_dir_1>,<out_dir_2> --config.eval.out_dir=<out_dir_merged>
 
 Prints Markdown tables (ours next to the paper's DSR) and the sanity checks that flag gradient
 masking, then writes results.json (per-image records, schema ``ipgan-eval/2``) / results.csv and
@@ -26,6 +27,9 @@ flags.DEFINE_string("blocks", None, "comma list (default config.eval.blocks) of 
                     "oblivious,transfer,whitebox,cw,curve,checks")
 flags.DEFINE_bool("allow_partial", False, "skip requested defenses / classifiers that are not trained "
                   "(default: exit with an error naming the missing one)")
+flags.DEFINE_string("merge", None, "comma list of run_eval.py out_dirs (or results.json files) of runs on the same "
+                    "trained models: pool their per-image records into one worst case per image (no attack is run; "
+                    "writes to --config.eval.out_dir, which must not be one of them; see ipgan_jax/eval/merge.py)")
 FLAGS = flags.FLAGS
 ALL_BLOCKS = "oblivious,transfer,whitebox,cw,curve,checks"
 
@@ -58,6 +62,8 @@ def main(argv):
     unknown = set(names) - set(_split(ALL_BLOCKS))
     if unknown:
         raise ValueError(f"unknown --blocks {sorted(unknown)}; choose from {ALL_BLOCKS}")
+    if FLAGS.merge is not None:
+        return merge_runs(config, out_dir)
     n = FLAGS.num_examples or config.eval.num_examples
     t0 = time.time()
     if n <= 0:
@@ -84,6 +90,29 @@ def main(argv):
     # tables first (a failure while writing files must not lose them), then the files
     files = print_and_write(ev, out_dir, meta)
     print(f"\nwrote: {', '.join(str(p) for p in files.values())}  ({time.time() - t0:.0f} s)")
+
+
+def merge_runs(config, out_dir) -> None:
+    """``--merge``: one per-image worst case over earlier runs' records (ipgan_jax/eval/merge.py)."""
+    from pathlib import Path
+    from ipgan_jax.eval.merge import load_results, merge_results, merged_meta, results_path
+    from ipgan_jax.eval.report import print_and_write
+    ignored = [f for f in ("num_examples", "attacks", "blocks", "allow_partial") if FLAGS[f].present]
+    if ignored:
+        raise ValueError(f"--merge runs no attack: drop --{', --'.join(ignored)} (the merged runs fix them)")
+    sources = _split(FLAGS.merge)
+    target = (Path(out_dir) / "results.json").resolve()
+    if any(results_path(s).resolve() == target for s in sources):
+        raise ValueError(f"--config.eval.out_dir={out_dir} is one of the merged runs: its results.json would be "
+                         "overwritten; give another --config.eval.out_dir")
+    runs = [load_results(s) for s in sources]
+    mr = merge_results(runs, sources, classifiers=_split(FLAGS.classifiers) if FLAGS.classifiers else None,
+                       defenses=_split(FLAGS.defenses) if FLAGS.defenses else None)
+    meta = merged_meta(runs, sources, mr)
+    files = print_and_write(mr, out_dir, meta)
+    if mr.notes:
+        print("\n**Merge notes**\n\n" + "\n".join(f"- {x}" for x in mr.notes))
+    print(f"\nmerged {len(runs)} runs; wrote: {', '.join(str(p) for p in files.values())}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,11 @@ def _l2(v):
     return "-" if math.isnan(v) else ("inf" if math.isinf(v) else f"{v:.3f}")
 
 
+def _ssim(v):
+    """SSIM to 3 decimals; '-' where it is unknown (records read back from results.json keep none)."""
+    return "-" if math.isnan(v) else f"{v:.3f}"
+
+
 def _cname(c):
     return CLASSIFIER_NAMES.get(c, c)
 
@@ -119,7 +124,7 @@ def _per_attack_table(ev, block, lines):
                 row = [_cname(c), a, _pct(m0.acc), _pct(m0.asr)] + ([_l2(m0.median_l2)] if not bounded else [])
                 row += [_pct(ms[d].dsr) if d in ms else "-" for d in defs]
                 row += [_pct(ms[d].robust_acc) if d in ms else "-" for d in defs]
-                row += ["/".join(f"{m.ssim_rec:.3f}" for m in ms.values()), f"{m0.ssim_adv:.3f}"]
+                row += ["/".join(_ssim(m.ssim_rec) for m in ms.values()), _ssim(m0.ssim_adv)]
                 lines.append("| " + " | ".join(row) + " |")
 
 
@@ -143,7 +148,7 @@ def _whitebox_table(ev, lines):
             per = {r.attack: attack_metrics(r).robust_acc for r in recs}
             lines.append(f"| {_cname(c)} | {_dname(d)} | {_pct(attack_metrics(recs[0]).acc)} | {_pct(bm.asr)} | "
                          f"{_pct(bm.robust_acc)} {_ci(bm.robust_ci)} | " + " | ".join(_pct(per.get(a)) for a in attacks)
-                         + f" | {bm.ssim_rec:.3f} |")
+                         + f" | {_ssim(bm.ssim_rec)} |")
 
 
 def _whitebox_transfer_table(ev, lines):

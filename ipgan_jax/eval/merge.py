@@ -1,0 +1,198 @@
+"""Merge several ``run_eval.py`` results into one per-image worst case (no attack is run).
+
+    python run_eval.py --merge workdir/mnist/eval_a,workdir/mnist/eval_b --config.eval.out_dir=workdir/mnist/eval_ab
+
+Two runs on the same trained models and the same first-n test images (e.g. PGD + AutoAttack in
+one run, Square-5000 in another) each report a worst case over their own attacks; the honest
+number is the worst case per image over *all* of them. :func:`merge_results` pools the
+per-image records of every run, so a block's robust accuracy is again ``records.block_metrics``
+over one set of images:
+
+* records of one (block, classifier, defense) are cut to the smallest n among them (the common
+  prefix of the test images) and the cut is reported;
+* an attack name met again in a later run gets a suffix ``#2``, ``#3`` ... (a cross-pipeline name
+  ``member@source`` becomes ``member#2@source``), so both are kept and both count;
+* ``f_clean`` (f(x) = y, which needs no defense) must agree wherever two runs saw the same image
+  with the same classifier; otherwise the runs used different weights or images and merging them
+  is refused (``MergeError``). Clean-through-the-pipeline bits that disagree (a stochastic
+  defense) are combined conservatively: an image is clean-correct only if it is in every run;
+* the runs' dataset and eps must agree; sanity checks are kept (each tagged with its run);
+  AutoAttack logs are kept per run; robust-accuracy curves are not merged (they are not per image).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ipgan_jax.eval.checks import Check
+from ipgan_jax.eval.evaluate import Evaluator
+from ipgan_jax.eval.records import AttackRecord, record_from_json, unpack_bits
+
+SCHEMAS = ("ipgan-eval/2",)
+
+
+class MergeError(ValueError):
+    """Runs that cannot be merged (unreadable, another schema, other weights, dataset or eps)."""
+
+
+def results_path(src: str | Path) -> Path:
+    """``src`` (a run's out_dir or its results.json) -> the results.json path."""
+    p = Path(src)
+    return p / "results.json" if p.is_dir() else p
+
+
+def load_results(src: str | Path) -> dict:
+    """Read and check one run's results.json; clear errors for a missing, corrupt or foreign file."""
+    path = results_path(src)
+    if not path.is_file():
+        raise MergeError(f"no evaluation results at {path} (give a run_eval.py out_dir or its results.json)")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MergeError(f"{path} is not valid JSON ({e}); it may be truncated: rerun that evaluation") from e
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema not in SCHEMAS:
+        raise MergeError(f"{path} has schema {schema!r}; this version merges {', '.join(SCHEMAS)}")
+    for k in ("meta", "records", "clean"):
+        if k not in data:
+            raise MergeError(f"{path} has no {k!r} field: not a complete run_eval.py output")
+    return data
+
+
+def _suffixed(attack: str, k: int) -> str:
+    member, at, source = attack.partition("@")
+    return f"{member}#{k}{at}{source}"
+
+
+class MergedRun:
+    """The attributes ``report.markdown`` / ``report.write_outputs`` read from an ``Evaluator``."""
+
+    def __init__(self, records: dict, pipe_clean: dict, classifiers: list, defenses: list, checks: list,
+                 attack_logs: list, notes: list):
+        self.records, self.pipe_clean = records, pipe_clean
+        self.classifiers, self.defenses = classifiers, defenses
+        self.attacks = list(dict.fromkeys(a for (_, a, _, _) in records))
+        self.checks, self.attack_logs, self.notes = checks, attack_logs, notes
+        self.curves, self.samples = {}, {}
+
+    # the Evaluator's own readers: they only look at records / pipe_clean
+    block_records = Evaluator.block_records
+    cross_records = Evaluator.cross_records
+    clean_accuracy = Evaluator.clean_accuracy
+
+
+def _check_same(runs: list, labels: list, key: str) -> None:
+    vals = {lab: run["meta"].get(key) for run, lab in zip(runs, labels)}
+    if len(set(map(repr, vals.values()))) > 1:
+        raise MergeError(f"the runs differ in {key}: {vals}; only runs of one dataset and eps can be merged")
+
+
+def _and_prefix(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Elementwise AND on the common prefix, the longer tail kept; and whether the prefix agreed."""
+    m = min(len(a), len(b))
+    agree = bool(np.array_equal(a[:m], b[:m]))
+    out = (a if len(a) >= len(b) else b).copy()
+    out[:m] = a[:m] & b[:m]
+    return out, agree
+
+
+def merge_results(runs: list, labels: list, classifiers=None, defenses=None) -> MergedRun:
+    """Pool the per-image records of ``runs`` (loaded results.json dicts, labelled ``labels``).
+
+    ``classifiers`` / ``defenses``: keep only these (default: every one in the runs)."""
+    if len(runs) < 2:
+        raise MergeError(f"--merge needs at least two runs, got {len(runs)}")
+    _check_same(runs, labels, "dataset")
+    _check_same(runs, labels, "eps")
+    notes: list = []
+    recs: list = []          # (label, AttackRecord), in run order
+    for run, lab in zip(runs, labels):
+        for d in run["records"]:
+            r = record_from_json(d)
+            if (classifiers is None or r.classifier in classifiers) and (defenses is None or r.defense in defenses):
+                recs.append((lab, r))
+    if not recs:
+        raise MergeError(f"no records left to merge (classifiers={classifiers}, defenses={defenses})")
+
+    # f(x) = y needs no defense: two runs must agree on it wherever both saw the image
+    f_clean: dict = {}
+    for lab, r in recs:
+        prev = f_clean.get(r.classifier)
+        if prev is None:
+            f_clean[r.classifier] = (lab, r.f_clean)
+            continue
+        merged, agree = _and_prefix(prev[1], r.f_clean)
+        if not agree:
+            m = min(len(prev[1]), r.n)
+            bad = int(np.sum(prev[1][:m] != r.f_clean[:m]))
+            raise MergeError(f"{r.classifier}'s clean predictions differ between {prev[0]} and {lab} on {bad} "
+                             "image(s): the runs used different classifier weights or test images; not merging")
+        f_clean[r.classifier] = (prev[0], merged)
+
+    # clean through the pipeline, per (classifier, defense): conservative AND over the runs
+    pipe: dict = {}
+    for run, lab in zip(runs, labels):
+        for c in run["clean"]:
+            k = (c["classifier"], c["defense"])
+            if (classifiers is not None and k[0] not in classifiers) or (defenses is not None and k[1] not in defenses):
+                continue
+            v = unpack_bits(c["correct"], int(c["n"]))
+            if k in pipe:
+                v, agree = _and_prefix(pipe[k], v)
+                if not agree:
+                    notes.append(f"{k[1]} on {k[0]}: clean f(d(x)) differs between runs (stochastic defense?); "
+                                 "an image counts as clean-correct only if it is in every run")
+            pipe[k] = v
+
+    # one name per record; one image prefix per (block, classifier, defense)
+    records: dict = {}
+    for lab, r in recs:
+        name, k = r.attack, 1
+        while (r.block, name, r.classifier, r.defense) in records:
+            k += 1
+            name = _suffixed(r.attack, k)
+        if name != r.attack:
+            notes.append(f"{r.block}/{r.classifier}/{r.defense}: {r.attack} of {lab} kept as {name}")
+        r.attack = name
+        records[(r.block, name, r.classifier, r.defense)] = r
+    groups: dict = {}
+    for key, r in records.items():
+        groups.setdefault((r.block, r.classifier, r.defense), []).append(key)
+    for (b, c, d), keys in groups.items():
+        m = min(records[k].n for k in keys)
+        if any(records[k].n != m for k in keys):
+            notes.append(f"{b}/{c}/{d}: records cut to the first {m} images, the ones every run evaluated "
+                         f"(had {sorted({records[k].n for k in keys})})")
+        for k in keys:
+            r = records[k].take(m)
+            p = pipe.get((c, d))   # clean-through-the-pipeline bits, AND over the runs
+            if p is not None and len(p) >= m:
+                r.pipe_clean = r.pipe_clean & p[:m]
+            records[k] = r
+
+    checks, logs = [], []
+    for run, lab in zip(runs, labels):
+        for ch in run.get("sanity_checks", []):
+            if (classifiers is None or ch["classifier"] in classifiers) and (defenses is None or ch["defense"] in defenses):
+                checks.append(Check(ch["name"], ch["classifier"], ch["defense"], ch["ok"],
+                                    f"{ch['detail']} [{lab}]", ch.get("values", {})))
+        for log in run.get("attack_logs", []):
+            logs.append({**log, "block": f"{log['block']} ({lab})"})
+        if run.get("curves"):
+            notes.append(f"{lab}: its robust-accuracy curves are not merged (not per image); see its own results")
+    order = lambda key, seen: list(dict.fromkeys(x for run in runs for x in run["meta"].get(key, []) if x in seen))
+    seen_c = {r.classifier for r in records.values()}
+    seen_d = {r.defense for r in records.values()} | {d for (_, d) in pipe}
+    return MergedRun(records, pipe, order("classifiers", seen_c), order("defenses", seen_d), checks, logs, notes)
+
+
+def merged_meta(runs: list, labels: list, mr: MergedRun) -> dict:
+    """results.json meta of a merged run: the sources' metas kept whole under ``merged_from``."""
+    n = max([r.n for r in mr.records.values()] + [len(v) for v in mr.pipe_clean.values()], default=0)
+    return {"merged_from": [{"path": lab, "meta": run["meta"]} for run, lab in zip(runs, labels)],
+            "num_examples": n, "dataset": runs[0]["meta"].get("dataset"), "eps": runs[0]["meta"].get("eps"),
+            "classifiers": mr.classifiers, "defenses": mr.defenses,
+            "blocks": list(dict.fromkeys(b for (b, _, _, _) in mr.records)),
+            "seconds": round(sum(float(run["meta"].get("seconds", 0.0)) for run in runs), 1), "notes": mr.notes}

@@ -1,0 +1,129 @@
+"""run_eval.py --merge: one per-image worst case over several evaluation runs (ipgan_jax/eval/merge.py)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ipgan_jax.eval.evaluate import cross_source
+from ipgan_jax.eval.merge import MergeError, load_results, merge_results
+from ipgan_jax.eval.records import AttackRecord, block_metrics, pack_bits, record_to_json
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 8
+
+
+def _bits(idx, n=N, value=True):
+    a = np.full(n, not value)
+    a[list(idx)] = value
+    return a
+
+
+def _rec(attack, broken, block="whitebox", defense="ipgan", n=N, f_clean=None, pipe_clean=None):
+    """A through-the-pipeline record on n images; ``broken``: images f(d(x_adv)) gets wrong."""
+    ok = np.ones(n, bool)
+    nan = np.full(n, np.nan, np.float32)
+    return AttackRecord(block=block, attack=attack, classifier="lenet", defense=defense, bounded=True, through=True,
+                        f_clean=ok if f_clean is None else f_clean, pipe_clean=ok if pipe_clean is None else pipe_clean,
+                        f_adv=np.zeros(n, bool), pipe_adv=_bits(broken, n, value=False),
+                        ssim_rec=nan, ssim_adv=nan, l2=nan)
+
+
+def _run(records, eps=0.3, clean=None, seconds=1.0):
+    clean = clean or {("lenet", "ipgan"): np.ones(max(r.n for r in records), bool)}
+    return {"schema": "ipgan-eval/2",
+            "meta": {"dataset": "mnist", "eps": eps, "classifiers": ["lenet"], "defenses": ["none", "ipgan"],
+                     "seconds": seconds},
+            "clean": [{"classifier": c, "defense": d, "n": len(v), "acc": float(v.mean()), "correct": pack_bits(v)}
+                      for (c, d), v in clean.items()],
+            "records": [record_to_json(r) for r in records], "sanity_checks": [], "attack_logs": []}
+
+
+def test_merge_is_the_per_image_worst_case_over_runs_not_the_minimum_of_their_numbers():
+    not_clean = _bits([7], value=False)                         # image 7 wrong on clean input through d
+    a = _run([_rec("pgd_ce", [1, 2], pipe_clean=not_clean)])
+    b = _run([_rec("square", [2, 5], pipe_clean=not_clean), _rec("pgd_ce", [3])])
+    alone = [block_metrics([r for r in merge_results([run, run], ["x", "y"]).records.values()]).robust_correct
+             for run in (a, b)]
+    assert alone == [5, 4]                                      # {1,2,7} and {2,3,5,7} lost in each run
+    mr = merge_results([a, b], ["a", "b"])
+    # the second run's pgd_ce is kept under its own name and counts too
+    assert sorted(a for (_, a, _, _) in mr.records) == ["pgd_ce", "pgd_ce#2", "square"]
+    bm = block_metrics(mr.block_records("whitebox", "lenet", "ipgan"))
+    assert bm.robust_correct == 3 and bm.n == N                # {1,2,3,5,7} lost: worse than either run
+    assert any("pgd_ce of b kept as pgd_ce#2" in x for x in mr.notes)
+
+
+def test_merge_cuts_a_group_to_its_common_images_and_keeps_cross_pipeline_names_parseable():
+    a = _run([_rec("pgd_ce", [0], n=12), _rec("pgd_ce@none", [1], block="whitebox_transfer", n=12)])
+    b = _run([_rec("square", [9], n=10), _rec("pgd_ce@none", [2], block="whitebox_transfer", n=10)])
+    mr = merge_results([a, b], ["a", "b"])
+    recs = mr.block_records("whitebox", "lenet", "ipgan")
+    assert {r.n for r in recs} == {10}                          # image 9 (square) counts, images 10-11 are cut
+    assert block_metrics(recs).robust_correct == 8
+    assert any("cut to the first 10 images" in x for x in mr.notes)
+    cross = mr.cross_records("lenet", "ipgan")
+    assert list(cross) == ["none"] and sorted(r.attack for r in cross["none"]) == ["pgd_ce#2@none", "pgd_ce@none"]
+    assert cross_source("pgd_ce#2@none") == "none"
+
+
+def test_merge_refuses_runs_of_other_weights_dataset_or_eps():
+    a = _run([_rec("pgd_ce", [1])])
+    other_f = _run([_rec("square", [2], f_clean=_bits([4], value=False))])   # f wrong on image 4 in one run only
+    with pytest.raises(MergeError, match="different classifier weights"):
+        merge_results([a, other_f], ["a", "b"])
+    with pytest.raises(MergeError, match="differ in eps"):
+        merge_results([a, _run([_rec("square", [2])], eps=0.1)], ["a", "b"])
+    with pytest.raises(MergeError, match="at least two runs"):
+        merge_results([a], ["a"])
+
+
+def test_merge_counts_an_image_clean_correct_only_if_every_run_does():
+    a = _run([_rec("pgd_ce", [])])
+    flip = _bits([6], value=False)
+    b = _run([_rec("square", [], pipe_clean=flip)], clean={("lenet", "ipgan"): flip})  # a stochastic defense
+    mr = merge_results([a, b], ["a", "b"])
+    assert block_metrics(mr.block_records("whitebox", "lenet", "ipgan")).robust_correct == N - 1
+    assert mr.clean_accuracy()[("lenet", "ipgan")] == (N - 1) / N
+    assert any("clean f(d(x)) differs" in x for x in mr.notes)
+
+
+def test_load_results_names_what_is_wrong(tmp_path):
+    with pytest.raises(MergeError, match="no evaluation results"):
+        load_results(tmp_path / "nowhere")
+    (tmp_path / "results.json").write_text('{"schema": "ipgan-eval/2", "meta": {')
+    with pytest.raises(MergeError, match="not valid JSON"):
+        load_results(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"schema": "ipgan-eval/1", "meta": {}}))
+    with pytest.raises(MergeError, match="schema 'ipgan-eval/1'"):
+        load_results(tmp_path)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "run_eval.py", "--config", "configs/mnist_tiny.py", *args], cwd=ROOT,
+                          capture_output=True, text=True, env=dict(os.environ, IPGAN_PROGRESS="0"))
+
+
+def test_run_eval_merge_cli_writes_the_merged_table_and_never_overwrites_a_source(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "ab"
+    for d, run in ((a, _run([_rec("pgd_ce", [1, 2])])), (b, _run([_rec("square", [2, 5])]))):
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps(run))
+    r = _cli("--merge", f"{a},{b}", f"--config.eval.out_dir={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| LeNet | IP-GAN | 100.00 | 37.50 | 62.50 (" in r.stdout        # {1,2,5} broken of 8
+    data = json.loads((out / "results.json").read_text())
+    row = next(x for x in data["block_metrics"] if x["block"] == "whitebox")
+    assert row["robust_correct"] == 5 and row["attacks"] == ["pgd_ce", "square"]
+    assert [m["path"] for m in data["meta"]["merged_from"]] == [str(a), str(b)]
+    before = (a / "results.json").read_text()
+    r = _cli("--merge", f"{a},{b}", f"--config.eval.out_dir={a}")
+    assert r.returncode == 2 and "would be overwritten" in r.stderr and (a / "results.json").read_text() == before
+    r = _cli("--merge", f"{a},{b}", "--num_examples", "10", f"--config.eval.out_dir={out}")
+    assert r.returncode == 2 and "drop --num_examples" in r.stderr
+    (b / "results.json").write_text("{")
+    r = _cli("--merge", f"{a},{b}", f"--config.eval.out_dir={out}")
+    assert r.returncode == 2 and "not valid JSON" in r.stderr
