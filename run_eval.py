@@ -49,6 +49,8 @@ def main(argv):
     from ipgan_jax.files import check_writable
     check_config(config)
     out_dir = config.eval.out_dir or f"{config.workdir}/eval"
+    if FLAGS.merge is not None:   # reads finished runs only: nothing is created until they merge
+        return merge_runs(out_dir)
     check_writable(out_dir, "eval output folder", "--config.eval.out_dir")   # before hours of evaluation
     from ipgan_jax.eval.blocks import make_blocks
     from ipgan_jax.eval.evaluate import Evaluator
@@ -62,8 +64,6 @@ def main(argv):
     unknown = set(names) - set(_split(ALL_BLOCKS))
     if unknown:
         raise ValueError(f"unknown --blocks {sorted(unknown)}; choose from {ALL_BLOCKS}")
-    if FLAGS.merge is not None:
-        return merge_runs(config, out_dir)
     n = FLAGS.num_examples or config.eval.num_examples
     t0 = time.time()
     if n <= 0:
@@ -92,7 +92,7 @@ def main(argv):
     print(f"\nwrote: {', '.join(str(p) for p in files.values())}  ({time.time() - t0:.0f} s)")
 
 
-def merge_runs(config, out_dir) -> None:
+def merge_runs(out_dir) -> None:
     """``--merge``: one per-image worst case over earlier runs' records (ipgan_jax/eval/merge.py)."""
     from pathlib import Path
     from ipgan_jax.eval.merge import load_results, merge_results, merged_meta, results_path

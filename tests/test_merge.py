@@ -125,5 +125,6 @@ def test_run_eval_merge_cli_writes_the_merged_table_and_never_overwrites_a_sourc
     r = _cli("--merge", f"{a},{b}", "--num_examples", "10", f"--config.eval.out_dir={out}")
     assert r.returncode == 2 and "drop --num_examples" in r.stderr
     (b / "results.json").write_text("{")
-    r = _cli("--merge", f"{a},{b}", f"--config.eval.out_dir={out}")
+    r = _cli("--merge", f"{a},{b}", f"--config.eval.out_dir={tmp_path / 'refused'}")
     assert r.returncode == 2 and "not valid JSON" in r.stderr
+    assert not (tmp_path / "refused").exists()                           # a refused merge creates nothing

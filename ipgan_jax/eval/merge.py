@@ -106,12 +106,15 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None) -> 
         raise MergeError(f"--merge needs at least two runs, got {len(runs)}")
     _check_same(runs, labels, "dataset")
     _check_same(runs, labels, "eps")
+    def keep(c, d):
+        return (classifiers is None or c in classifiers) and (defenses is None or d in defenses)
+
     notes: list = []
     recs: list = []          # (label, AttackRecord), in run order
     for run, lab in zip(runs, labels):
         for d in run["records"]:
             r = record_from_json(d)
-            if (classifiers is None or r.classifier in classifiers) and (defenses is None or r.defense in defenses):
+            if keep(r.classifier, r.defense):
                 recs.append((lab, r))
     if not recs:
         raise MergeError(f"no records left to merge (classifiers={classifiers}, defenses={defenses})")
@@ -136,7 +139,7 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None) -> 
     for run, lab in zip(runs, labels):
         for c in run["clean"]:
             k = (c["classifier"], c["defense"])
-            if (classifiers is not None and k[0] not in classifiers) or (defenses is not None and k[1] not in defenses):
+            if not keep(*k):
                 continue
             v = unpack_bits(c["correct"], int(c["n"]))
             if k in pipe:
@@ -175,7 +178,7 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None) -> 
     checks, logs = [], []
     for run, lab in zip(runs, labels):
         for ch in run.get("sanity_checks", []):
-            if (classifiers is None or ch["classifier"] in classifiers) and (defenses is None or ch["defense"] in defenses):
+            if keep(ch["classifier"], ch["defense"]):
                 checks.append(Check(ch["name"], ch["classifier"], ch["defense"], ch["ok"],
                                     f"{ch['detail']} [{lab}]", ch.get("values", {})))
         for log in run.get("attack_logs", []):
