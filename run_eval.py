@@ -29,7 +29,8 @@ flags.DEFINE_bool("allow_partial", False, "skip requested defenses / classifiers
                   "(default: exit with an error naming the missing one)")
 flags.DEFINE_string("merge", None, "comma list of run_eval.py out_dirs (or results.json files) of runs on the same "
                     "trained models: pool their per-image records into one worst case per image (no attack is run; "
-                    "writes to --config.eval.out_dir, which must not be one of them; see ipgan_jax/eval/merge.py)")
+                    "writes to --config.eval.out_dir, which must not be one of them; with --num_examples N, only the first N "
+                    "images are kept, and one run is enough; see ipgan_jax/eval/merge.py)")
 FLAGS = flags.FLAGS
 ALL_BLOCKS = "oblivious,transfer,whitebox,cw,curve,checks"
 
@@ -97,9 +98,12 @@ def merge_runs(out_dir) -> None:
     from pathlib import Path
     from ipgan_jax.eval.merge import load_results, merge_results, merged_meta, results_path
     from ipgan_jax.eval.report import print_and_write
-    ignored = [f for f in ("num_examples", "attacks", "blocks", "allow_partial") if FLAGS[f].present]
+    ignored = [f for f in ("attacks", "blocks", "allow_partial") if FLAGS[f].present]
     if ignored:
         raise ValueError(f"--merge runs no attack: drop --{', --'.join(ignored)} (the merged runs fix them)")
+    n = FLAGS.num_examples if FLAGS["num_examples"].present else None   # cut to the first n images
+    if n is not None and n < 1:
+        raise ValueError(f"--num_examples must be positive, got {n}")
     sources = _split(FLAGS.merge)
     target = (Path(out_dir) / "results.json").resolve()
     if any(results_path(s).resolve() == target for s in sources):
@@ -107,7 +111,7 @@ def merge_runs(out_dir) -> None:
                          "overwritten; give another --config.eval.out_dir")
     runs = [load_results(s) for s in sources]
     mr = merge_results(runs, sources, classifiers=_split(FLAGS.classifiers) if FLAGS.classifiers else None,
-                       defenses=_split(FLAGS.defenses) if FLAGS.defenses else None)
+                       defenses=_split(FLAGS.defenses) if FLAGS.defenses else None, num_examples=n)
     meta = merged_meta(runs, sources, mr)
     files = print_and_write(mr, out_dir, meta)
     if mr.notes:

@@ -79,6 +79,26 @@ def test_merge_refuses_runs_of_other_weights_dataset_or_eps():
         merge_results([a, _run([_rec("square", [2])], eps=0.1)], ["a", "b"])
     with pytest.raises(MergeError, match="at least two runs"):
         merge_results([a], ["a"])
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(MergeError, match="positive integer"):
+            merge_results([a], ["a"], num_examples=bad)
+
+
+def test_merge_num_examples_reads_the_runs_on_their_first_n_images_and_accepts_one_run():
+    not_clean = _bits([6], value=False)                        # image 6 wrong on clean input through d
+    a = _run([_rec("pgd_ce", [1, 5], n=N, pipe_clean=not_clean)], clean={("lenet", "ipgan"): not_clean})
+    b = _run([_rec("square", [2, 7], n=N)])
+    mr = merge_results([a, b], ["a", "b"], num_examples=4)
+    recs = mr.block_records("whitebox", "lenet", "ipgan")
+    assert {r.n for r in recs} == {4}                          # images 5, 6, 7 (and their losses) are cut
+    assert block_metrics(recs).robust_correct == 2             # {1, 2} lost among the first 4
+    assert mr.clean_accuracy()[("lenet", "ipgan")] == 1.0      # the clean bits are cut too (image 6 gone)
+    assert any("cut to the first 4 of 8 images (--num_examples)" in x for x in mr.notes)
+    one = merge_results([a], ["a"], num_examples=6)            # one run: its own worst case on its first 6
+    assert block_metrics(one.block_records("whitebox", "lenet", "ipgan")).robust_correct == 4   # {1, 5} lost
+    big = merge_results([a, b], ["a", "b"], num_examples=50)   # more than the runs hold: nothing more is cut
+    assert {r.n for r in big.block_records("whitebox", "lenet", "ipgan")} == {N}
+    assert not any("--num_examples" in x for x in big.notes)
 
 
 def test_merge_counts_an_image_clean_correct_only_if_every_run_does():
@@ -122,8 +142,16 @@ def test_run_eval_merge_cli_writes_the_merged_table_and_never_overwrites_a_sourc
     before = (a / "results.json").read_text()
     r = _cli("--merge", f"{a},{b}", f"--config.eval.out_dir={a}")
     assert r.returncode == 2 and "would be overwritten" in r.stderr and (a / "results.json").read_text() == before
-    r = _cli("--merge", f"{a},{b}", "--num_examples", "10", f"--config.eval.out_dir={out}")
-    assert r.returncode == 2 and "drop --num_examples" in r.stderr
+    r = _cli("--merge", f"{a},{b}", "--attacks", "pgd", f"--config.eval.out_dir={out}")
+    assert r.returncode == 2 and "drop --attacks" in r.stderr
+    r = _cli("--merge", str(a), "--num_examples", "2", f"--config.eval.out_dir={tmp_path / 'first2'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| LeNet | IP-GAN | 100.00 | 50.00 | 50.00 (" in r.stdout        # image 1 broken of the first 2
+    assert json.loads((tmp_path / "first2" / "results.json").read_text())["meta"]["num_examples"] == 2
+    r = _cli("--merge", str(a), "--num_examples", "0", f"--config.eval.out_dir={tmp_path / 'zero'}")
+    assert r.returncode == 2 and "must be positive" in r.stderr and not (tmp_path / "zero").exists()
+    r = _cli("--merge", str(a), f"--config.eval.out_dir={tmp_path / 'single'}")
+    assert r.returncode == 2 and "at least two runs" in r.stderr and not (tmp_path / "single").exists()
     (b / "results.json").write_text("{")
     r = _cli("--merge", f"{a},{b}", f"--config.eval.out_dir={tmp_path / 'refused'}")
     assert r.returncode == 2 and "not valid JSON" in r.stderr

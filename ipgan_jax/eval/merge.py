@@ -17,7 +17,10 @@ over one set of images:
   is refused (``MergeError``). Clean-through-the-pipeline bits that disagree (a stochastic
   defense) are combined conservatively: an image is clean-correct only if it is in every run;
 * the runs' dataset and eps must agree; sanity checks are kept (each tagged with its run);
-  AutoAttack logs are kept per run; robust-accuracy curves are not merged (they are not per image).
+  AutoAttack logs are kept per run; robust-accuracy curves are not merged (they are not per image);
+* ``num_examples`` (``--merge ... --num_examples N``) cuts every group further to the first N images,
+  so a 1000-image run can be read on the first 100 beside 100-image runs; with it a single run is
+  accepted (that run's worst case on its first N images).
 """
 from __future__ import annotations
 
@@ -98,12 +101,17 @@ def _and_prefix(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, bool]:
     return out, agree
 
 
-def merge_results(runs: list, labels: list, classifiers=None, defenses=None) -> MergedRun:
+def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num_examples=None) -> MergedRun:
     """Pool the per-image records of ``runs`` (loaded results.json dicts, labelled ``labels``).
 
-    ``classifiers`` / ``defenses``: keep only these (default: every one in the runs)."""
-    if len(runs) < 2:
-        raise MergeError(f"--merge needs at least two runs, got {len(runs)}")
+    ``classifiers`` / ``defenses``: keep only these (default: every one in the runs).
+    ``num_examples``: keep only the first N test images (default: every image all runs of a group saw);
+    with it one run is enough."""
+    if num_examples is not None and (isinstance(num_examples, bool) or not isinstance(num_examples, int)
+                                     or num_examples < 1):
+        raise MergeError(f"num_examples must be a positive integer, got {num_examples!r}")
+    if len(runs) < (1 if num_examples is not None else 2):
+        raise MergeError(f"--merge needs at least two runs (or one with --num_examples), got {len(runs)}")
     _check_same(runs, labels, "dataset")
     _check_same(runs, labels, "eps")
     def keep(c, d):
@@ -148,6 +156,8 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None) -> 
                     notes.append(f"{k[1]} on {k[0]}: clean f(d(x)) differs between runs (stochastic defense?); "
                                  "an image counts as clean-correct only if it is in every run")
             pipe[k] = v
+    if num_examples is not None:
+        pipe = {k: v[:num_examples] for k, v in pipe.items()}
 
     # one name per record; one image prefix per (block, classifier, defense)
     records: dict = {}
@@ -168,6 +178,9 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None) -> 
         if any(records[k].n != m for k in keys):
             notes.append(f"{b}/{c}/{d}: records cut to the first {m} images, the ones every run evaluated "
                          f"(had {sorted({records[k].n for k in keys})})")
+        if num_examples is not None and num_examples < m:
+            notes.append(f"{b}/{c}/{d}: records cut to the first {num_examples} of {m} images (--num_examples)")
+            m = num_examples
         for k in keys:
             r = records[k].take(m)
             p = pipe.get((c, d))   # clean-through-the-pipeline bits, AND over the runs
