@@ -50,6 +50,8 @@ def main(argv):
     from ipgan_jax.files import check_writable
     check_config(config)
     out_dir = config.eval.out_dir or f"{config.workdir}/eval"
+    if FLAGS.num_examples is not None and FLAGS.num_examples < 1:   # 0 too (not the config's default)
+        raise ValueError(f"--num_examples must be positive, got {FLAGS.num_examples}")
     if FLAGS.merge is not None:   # reads finished runs only: nothing is created until they merge
         return merge_runs(out_dir)
     check_writable(out_dir, "eval output folder", "--config.eval.out_dir")   # before hours of evaluation
@@ -65,7 +67,7 @@ def main(argv):
     unknown = set(names) - set(_split(ALL_BLOCKS))
     if unknown:
         raise ValueError(f"unknown --blocks {sorted(unknown)}; choose from {ALL_BLOCKS}")
-    n = FLAGS.num_examples or config.eval.num_examples
+    n = config.eval.num_examples if FLAGS.num_examples is None else FLAGS.num_examples
     t0 = time.time()
     if n <= 0:
         raise ValueError(f"--num_examples must be positive, got {n}")
@@ -101,9 +103,6 @@ def merge_runs(out_dir) -> None:
     ignored = [f for f in ("attacks", "blocks", "allow_partial") if FLAGS[f].present]
     if ignored:
         raise ValueError(f"--merge runs no attack: drop --{', --'.join(ignored)} (the merged runs fix them)")
-    n = FLAGS.num_examples if FLAGS["num_examples"].present else None   # cut to the first n images
-    if n is not None and n < 1:
-        raise ValueError(f"--num_examples must be positive, got {n}")
     sources = _split(FLAGS.merge)
     target = (Path(out_dir) / "results.json").resolve()
     if any(results_path(s).resolve() == target for s in sources):
@@ -111,7 +110,8 @@ def merge_runs(out_dir) -> None:
                          "overwritten; give another --config.eval.out_dir")
     runs = [load_results(s) for s in sources]
     mr = merge_results(runs, sources, classifiers=_split(FLAGS.classifiers) if FLAGS.classifiers else None,
-                       defenses=_split(FLAGS.defenses) if FLAGS.defenses else None, num_examples=n)
+                       defenses=_split(FLAGS.defenses) if FLAGS.defenses else None,
+                       num_examples=FLAGS.num_examples)   # None: every image all runs saw
     meta = merged_meta(runs, sources, mr)
     files = print_and_write(mr, out_dir, meta)
     if mr.notes:

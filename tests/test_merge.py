@@ -150,6 +150,8 @@ def test_run_eval_merge_cli_writes_the_merged_table_and_never_overwrites_a_sourc
     assert json.loads((tmp_path / "first2" / "results.json").read_text())["meta"]["num_examples"] == 2
     r = _cli("--merge", str(a), "--num_examples", "0", f"--config.eval.out_dir={tmp_path / 'zero'}")
     assert r.returncode == 2 and "must be positive" in r.stderr and not (tmp_path / "zero").exists()
+    r = _cli("--num_examples", "0", f"--config.eval.out_dir={tmp_path / 'eval0'}")   # not merging: same refusal
+    assert r.returncode == 2 and "must be positive, got 0" in r.stderr and not (tmp_path / "eval0").exists()
     r = _cli("--merge", str(a), f"--config.eval.out_dir={tmp_path / 'single'}")
     assert r.returncode == 2 and "at least two runs" in r.stderr and not (tmp_path / "single").exists()
     (b / "results.json").write_text("{")
