@@ -48,7 +48,8 @@ def get_config(arg: str = "resnet50"):
     c.ipgan = ml_collections.ConfigDict(dict(
         generator="unet", gen_width=32, discriminator="patchgan", disc_width=64,
         eps_inv=32 / 255, l_pix=0.7, l_adv=0.3, l_cls=1.0, l_feat=1.0, feat_layer="penultimate",
-        lr_g=2e-4, lr_d=2e-4, b1=0.5, b2=0.999, clean_fraction=0.25, attack_sources="target"))
+        lr_g=2e-4, lr_d=2e-4, b1=0.5, b2=0.999, lr_decay_steps=(), lr_decay_factor=0.1,
+        clean_fraction=0.25, attack_sources="target"))
     c.train_attacks = [
         dict(name="fgsm", eps=16 / 255, eps_min=2 / 255),
         dict(name="pgd", eps=16 / 255, eps_min=2 / 255, steps=5, step_size=4 / 255, random_start=True),

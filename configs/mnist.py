@@ -40,6 +40,7 @@ def get_config():
         l_pix=0.7, l_adv=0.3, l_cls=1.0, l_feat=1.0,
         feat_layer="penultimate",    # phi in the feature loss: penultimate | logits
         lr_g=2e-4, lr_d=2e-4, b1=0.5, b2=0.999,
+        lr_decay_steps=(), lr_decay_factor=0.1,  # both lrs x factor at each of these steps
         clean_fraction=0.25,         # share of each batch passed through G without attack
         # models the training attacks are crafted on, one drawn per step: 'target' (f; the paper)
         # and/or other trained classifiers, e.g. "target,lenet_s1,alexnet_s1" (<arch>_<tag> names

@@ -146,6 +146,59 @@ def test_resume_after_kill_equals_uninterrupted(trained_tiny, tmp_path):
     assert steps == sorted(set(steps))
 
 
+def test_lr_decay_scales_the_updates_from_its_boundary_on(trained_tiny):
+    """lr_decay_steps=(1,): the first update is the plain one, the second exactly lr_decay_factor
+    times the plain second update (Adam's update is linear in lr; same grads, same Adam state)."""
+    c = trained_tiny.copy_and_resolve_references()
+    module, variables = load_classifier(c)
+    batch = _batch(c)
+    runs = {}
+    for bounds in ((), (1,)):
+        c.ipgan.lr_decay_steps, c.ipgan.lr_decay_factor = bounds, 0.25
+        trainer = IPGANTrainer(c, module, variables)
+        step = jax.jit(trainer.train_step)
+        states = [trainer.init_state(jax.random.PRNGKey(0))]
+        for _ in range(2):
+            states.append(step(states[-1], batch, jax.random.PRNGKey(1))[0])
+        runs[bounds] = [jax.device_get({k: s[k] for k in ("g", "d")}) for s in states]
+    plain, decayed = runs[()], runs[(1,)]
+    for a, b in zip(jax.tree.leaves(plain[1]), jax.tree.leaves(decayed[1])):
+        np.testing.assert_array_equal(a, b)
+    moved = 0
+    for p0, p2, q2 in zip(jax.tree.leaves(plain[1]), jax.tree.leaves(plain[2]), jax.tree.leaves(decayed[2])):
+        ulps = 4 * np.spacing(np.float32(np.abs(p0).max()))   # the differences are of float32 params
+        np.testing.assert_allclose(q2 - p0, 0.25 * (p2 - p0), rtol=1e-3, atol=ulps)
+        moved += int(np.abs(p2 - p0).max() > 1e-6)
+    assert moved > 0
+    for bad in (dict(lr_decay_steps=(0,)), dict(lr_decay_factor=0.0), dict(lr_decay_factor=1.5)):
+        c2 = trained_tiny.copy_and_resolve_references()
+        c2.ipgan.update(bad)
+        with pytest.raises(ValueError, match="lr_decay"):
+            IPGANTrainer(c2, module, variables)
+
+
+def test_resumed_with_a_decay_equals_trained_with_it(trained_tiny, tmp_path):
+    """The use case: a finished run continued to more steps with a decay at its last step is the
+    run trained with that schedule from the start."""
+    def config(name, steps, bounds):
+        c = trained_tiny.copy_and_resolve_references()
+        c.workdir = str(tmp_path / name)
+        if not os.path.exists(f"{c.workdir}/classifiers/lenet"):
+            os.makedirs(f"{c.workdir}/classifiers", exist_ok=True)
+            os.symlink(f"{trained_tiny.workdir}/classifiers/lenet", f"{c.workdir}/classifiers/lenet")
+        c.train.num_steps, c.ipgan.lr_decay_steps = steps, bounds
+        return c
+    train_defense(config("scheduled", 6, (3,)))
+    train_defense(config("continued", 3, ()))
+    train_defense(config("continued", 6, (3,)))
+    x = _batch(trained_tiny, 8)["image"]
+    outs = [np.asarray(load_defense(config(n, 6, (3,)), "ipgan")[0](x)) for n in ("scheduled", "continued")]
+    np.testing.assert_array_equal(*outs)
+    plain = config("plain", 6, ())
+    train_defense(plain)
+    assert np.abs(np.asarray(load_defense(plain, "ipgan")[0](x)) - outs[0]).max() > 0   # the decay did act
+
+
 def test_run_train_end_to_end(tmp_path):
     wd = tmp_path / "wd"
     r = subprocess.run([sys.executable, "run_train.py", "--config", "configs/mnist_tiny.py",

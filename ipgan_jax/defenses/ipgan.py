@@ -28,6 +28,26 @@ def adam(cfg, lr):
     return optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
 
 
+def lr_scale(cfg, step):
+    """Factor on both learning rates at ``step`` (int32 scalar): ``cfg.lr_decay_factor`` to the
+    number of ``cfg.lr_decay_steps`` boundaries already reached (steps are 0-based: the update
+    made at step s uses the factor of s). 1.0 without boundaries.
+
+    Applied to Adam's updates, not through an optax schedule: Adam's update is linear in its
+    learning rate, so scaling the update is exactly a scaled lr, and the optimizer state keeps
+    its structure, so a run started without a decay resumes with one."""
+    bounds = sorted(int(b) for b in (cfg.get("lr_decay_steps") or ()))
+    if any(b < 1 for b in bounds):
+        raise ValueError(f"config.ipgan.lr_decay_steps={tuple(bounds)} must be positive step numbers")
+    factor = float(cfg.get("lr_decay_factor", 0.1))
+    if not 0.0 < factor <= 1.0:
+        raise ValueError(f"config.ipgan.lr_decay_factor={factor} must be in (0, 1]")
+    if not bounds:
+        return None
+    reached = jnp.sum(jnp.asarray(bounds, jnp.int32) <= step)
+    return jnp.asarray(factor, jnp.float32) ** reached
+
+
 def with_ipgan_overrides(config, section: str, own_fields):
     """A copy of ``config`` whose ``ipgan`` fields are overridden by ``config.<section>`` (an
     IP-GAN variant's own section), except the variant's ``own_fields``. An unknown field is a
@@ -53,6 +73,7 @@ class IPGANTrainer(DefenseTrainer):
                                        dtype=self.dtype)
         self.discriminator = get_discriminator(cfg.discriminator, cfg.disc_width, dtype=self.dtype)
         self.g_tx, self.d_tx = adam(cfg, cfg.lr_g), adam(cfg, cfg.lr_d)
+        lr_scale(cfg, 0)   # bad lr_decay_* values fail here, before any data is read
         self.make_adversarial = make_training_attack(config, self.attack_source_logits())
 
     def attack_source_logits(self):
@@ -138,6 +159,9 @@ class IPGANTrainer(DefenseTrainer):
         d_loss, d_grads = jax.value_and_grad(self.discriminator_loss)(state["d"], x, x_rec)
         g_updates, g_opt = self.g_tx.update(g_grads, state["g_opt"], state["g"])
         d_updates, d_opt = self.d_tx.update(d_grads, state["d_opt"], state["d"])
+        scale = lr_scale(self.cfg, state["step"])
+        if scale is not None:
+            g_updates, d_updates = jax.tree.map(lambda u: u * scale, (g_updates, d_updates))
         metrics = {"g_loss": g_loss, "d_loss": d_loss, **{f"loss_{k}": v for k, v in terms.items()},
                    "train_defended_acc": jnp.mean(jnp.argmax(logits_rec, -1) == y),
                    **self.extra_metrics(logits_rec, y)}
