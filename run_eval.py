@@ -50,8 +50,11 @@ def main(argv):
     from ipgan_jax.files import check_writable
     check_config(config)
     out_dir = config.eval.out_dir or f"{config.workdir}/eval"
-    if FLAGS.num_examples is not None and FLAGS.num_examples < 1:   # 0 too (not the config's default)
-        raise ValueError(f"--num_examples must be positive, got {FLAGS.num_examples}")
+    n = FLAGS.num_examples   # 0 is refused, not replaced by the config's default
+    if n is None and FLAGS.merge is None:
+        n = config.eval.num_examples   # (a merge without it reads every image all runs saw)
+    if n is not None and n < 1:
+        raise ValueError(f"--num_examples must be positive, got {n}")
     if FLAGS.merge is not None:   # reads finished runs only: nothing is created until they merge
         return merge_runs(out_dir)
     check_writable(out_dir, "eval output folder", "--config.eval.out_dir")   # before hours of evaluation
@@ -67,10 +70,7 @@ def main(argv):
     unknown = set(names) - set(_split(ALL_BLOCKS))
     if unknown:
         raise ValueError(f"unknown --blocks {sorted(unknown)}; choose from {ALL_BLOCKS}")
-    n = config.eval.num_examples if FLAGS.num_examples is None else FLAGS.num_examples
     t0 = time.time()
-    if n <= 0:
-        raise ValueError(f"--num_examples must be positive, got {n}")
     ev = Evaluator(config, classifiers, defenses, attacks, n, seed=config.seed, allow_missing=FLAGS.allow_partial)
     blocks = make_blocks(ev, names)
     bar = progress(sum(b.units() for b in blocks), desc="eval")
