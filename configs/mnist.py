@@ -50,10 +50,11 @@ def get_config():
     ))
     # Adaptive IP-GAN (beyond the paper; ipgan_jax/defenses/ipgan_adaptive.py): a `fraction` of the
     # attacked rows of each batch is crafted by `attack` through the current pipeline f(d(.));
-    # TRADES KL weight l_kl on those rows; the monitor runs PGD-`monitor_steps` through the pipeline
+    # TRADES KL weight l_kl on those rows; the monitor runs `monitor_attack`-`monitor_steps` through the pipeline
     # with exact and straight-through gradients. Any config.ipgan field can be overridden here.
     c.ipgan_adaptive = ml_collections.ConfigDict(dict(
         num_steps=4000, fraction=0.5, l_kl=0.0, monitor_steps=20,   # 4000: chosen on the validation monitor
+        monitor_attack="pgd",        # "pgd" (step 2.5 eps / monitor_steps) | "apgd" (APGD-CE, no fixed step)
         attack=dict(name="pgd", eps=0.3, steps=7, step_size=0.1, random_start=True)))
     # Baselines of Table 1 (--config.defense=<name>); ipgan_jax/defenses/<name>.py documents each.
     # num_steps > 0 overrides train.num_steps for that defense (0: use train.num_steps); the

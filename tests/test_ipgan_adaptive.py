@@ -92,10 +92,11 @@ def test_real_pipeline_attack_stays_in_budget_and_beats_the_oblivious_rows(train
     assert wrong.mean() > 0.8             # PGD-3 (tiny config) at eps 0.3 breaks the tiny LeNet
 
 
-def test_monitor_catches_a_binarising_generator(trained_tiny):
-    """The exact white-box attack is stuck on a masking (binarising) G; the straight-through one is
-    not, and the monitor's minimum takes the stronger."""
-    t = _trainer(trained_tiny, monitor_steps=10)
+@pytest.mark.parametrize("monitor_attack", ["pgd", "apgd"])
+def test_monitor_catches_a_binarising_generator(trained_tiny, monitor_attack):
+    """The exact white-box attack (PGD or APGD-CE) is stuck on a masking (binarising) G; the
+    straight-through one is not, and the monitor's minimum takes the stronger."""
+    t = _trainer(trained_tiny, monitor_steps=10, monitor_attack=monitor_attack)
     t.generator = _Binariser()
     params = {"scale": jnp.asarray(50.0)}
     b = _batch(64)
@@ -139,6 +140,8 @@ def test_unknown_adaptive_field_and_bad_fraction(trained_tiny):
         AdaptiveIPGANTrainer(c, *load_classifier(c))
     with pytest.raises(ValueError, match="fraction"):
         _trainer(trained_tiny, fraction=1.5)
+    with pytest.raises(ValueError, match="monitor_attack"):
+        _trainer(trained_tiny, monitor_attack="square")
 
 
 def test_binarisation_control_needs_no_training(tiny_config):

@@ -16,11 +16,11 @@ with ``n_adaptive = round(fraction * (B - n_clean))``. G's loss is IP-GAN's on e
 when ``l_kl`` > 0, TRADES' ``KL(f(d(x)) || f(d(x_adv)))`` on the adaptive rows.
 
 Gradient masking is the failure mode to watch (a G that saturates tanh or the clip, or
-binarises, makes PGD fail for the wrong reason): the training monitor also runs PGD through the
-pipeline on the validation batch twice, with exact gradients and with tanh and clip
-differentiated as the identity (``fusion.fuse_straight_through``, BPDA), and reports both and
-their minimum (``whitebox/acc``, ``whitebox_st/acc``, ``whitebox_min/acc``). A straight-through
-number far below the exact one means the exact gradient is masked.
+binarises, makes PGD fail for the wrong reason): the training monitor also attacks the
+pipeline on the validation batch twice (``monitor_attack``: PGD or APGD-CE), with exact gradients
+and with tanh and clip differentiated as the identity (``fusion.fuse_straight_through``, BPDA),
+and reports both and their minimum (``whitebox/acc``, ``whitebox_st/acc``, ``whitebox_min/acc``).
+A straight-through number far below the exact one means the exact gradient is masked.
 
 Config: ``config.ipgan_adaptive`` holds the own fields below; any field of ``config.ipgan`` can
 be overridden there for this defense alone (as for GRIP-GAN). ``run_train.py
@@ -37,7 +37,8 @@ from ipgan_jax.data.pipeline import dataset_family
 from ipgan_jax.defenses.ipgan import IPGANTrainer, with_ipgan_overrides
 from ipgan_jax.models.fusion import fuse_straight_through
 
-_OWN_FIELDS = ("num_steps", "fraction", "attack", "l_kl", "monitor_steps")
+_OWN_FIELDS = ("num_steps", "fraction", "attack", "l_kl", "monitor_steps", "monitor_attack")
+MONITOR_ATTACKS = ("pgd", "apgd")
 
 
 class AdaptiveIPGANTrainer(IPGANTrainer):
@@ -55,6 +56,10 @@ class AdaptiveIPGANTrainer(IPGANTrainer):
         self.attack_spec = spec
         self.pipeline_attack = make_attack(spec, dataset=dataset_family(config.dataset))
         self.monitor_steps = int(own.get("monitor_steps", 20))
+        self.monitor_attack = str(own.get("monitor_attack", "pgd"))
+        if self.monitor_attack not in MONITOR_ATTACKS:
+            raise ValueError(f"config.ipgan_adaptive.monitor_attack={self.monitor_attack!r}; "
+                             f"accepted: {list(MONITOR_ATTACKS)}")
 
     # -- which rows are crafted through the pipeline -------------------------------------
     def adaptive_rows(self, batch_size: int) -> tuple[int, int]:
@@ -99,10 +104,17 @@ class AdaptiveIPGANTrainer(IPGANTrainer):
 
     # -- training monitor: white-box accuracy, exact and straight-through ------------------
     def monitor_metrics(self, params, x, y, key) -> dict:
-        """Accuracy of f(d(.)) under PGD-``monitor_steps`` through the pipeline at the training
-        attack's eps, with exact and with straight-through (BPDA) gradients, and their minimum."""
-        spec = {**self.attack_spec, "steps": self.monitor_steps,
-                "step_size": 2.5 * float(self.attack_spec["eps"]) / self.monitor_steps, "random_start": True}
+        """Accuracy of f(d(.)) under ``monitor_attack``-``monitor_steps`` through the pipeline at the
+        training attack's eps, with exact and with straight-through (BPDA) gradients, and their
+        minimum. 'pgd': random start, CE, step 2.5 eps / steps; 'apgd': APGD-CE (AutoAttack's
+        step-size schedule and momentum), which does not share the training PGD's fixed step, so a
+        G fitted to that PGD's dynamics does not look better than it is."""
+        eps = float(self.attack_spec["eps"])
+        if self.monitor_attack == "apgd":
+            spec = {"name": "apgd", "eps": eps, "steps": self.monitor_steps, "loss": "ce", "restarts": 1}
+        else:
+            spec = {**self.attack_spec, "steps": self.monitor_steps, "step_size": 2.5 * eps / self.monitor_steps,
+                    "random_start": True}
         attack = make_attack(spec, dataset=dataset_family(self.config.dataset))
         exact = self.pipeline_logits(params)
         right = {}
