@@ -142,6 +142,8 @@ def test_unknown_adaptive_field_and_bad_fraction(trained_tiny):
         _trainer(trained_tiny, fraction=1.5)
     with pytest.raises(ValueError, match="monitor_attack"):
         _trainer(trained_tiny, monitor_attack="square")
+    with pytest.raises(ValueError, match="monitor_steps"):   # at construction, not at the first monitor
+        _trainer(trained_tiny, monitor_steps=0)
 
 
 def test_binarisation_control_needs_no_training(tiny_config):

@@ -57,9 +57,25 @@ class AdaptiveIPGANTrainer(IPGANTrainer):
         self.pipeline_attack = make_attack(spec, dataset=dataset_family(config.dataset))
         self.monitor_steps = int(own.get("monitor_steps", 20))
         self.monitor_attack = str(own.get("monitor_attack", "pgd"))
+        self.monitor_attack_fn = self._make_monitor_attack(config)   # bad values fail here, not mid-training
+
+    def _make_monitor_attack(self, config):
+        """The monitor's attack at the training attack's eps: 'pgd': random start, CE, step
+        2.5 eps / steps; 'apgd': APGD-CE (AutoAttack's step-size schedule and momentum), which does
+        not share the training PGD's fixed step, so a G fitted to that PGD's dynamics does not look
+        better than it is."""
         if self.monitor_attack not in MONITOR_ATTACKS:
             raise ValueError(f"config.ipgan_adaptive.monitor_attack={self.monitor_attack!r}; "
                              f"accepted: {list(MONITOR_ATTACKS)}")
+        if self.monitor_steps < 1:
+            raise ValueError(f"config.ipgan_adaptive.monitor_steps={self.monitor_steps} must be >= 1")
+        eps = float(self.attack_spec["eps"])
+        if self.monitor_attack == "apgd":
+            spec = {"name": "apgd", "eps": eps, "steps": self.monitor_steps, "loss": "ce", "restarts": 1}
+        else:
+            spec = {**self.attack_spec, "steps": self.monitor_steps, "step_size": 2.5 * eps / self.monitor_steps,
+                    "random_start": True}
+        return make_attack(spec, dataset=dataset_family(config.dataset))
 
     # -- which rows are crafted through the pipeline -------------------------------------
     def adaptive_rows(self, batch_size: int) -> tuple[int, int]:
@@ -104,22 +120,13 @@ class AdaptiveIPGANTrainer(IPGANTrainer):
 
     # -- training monitor: white-box accuracy, exact and straight-through ------------------
     def monitor_metrics(self, params, x, y, key) -> dict:
-        """Accuracy of f(d(.)) under ``monitor_attack``-``monitor_steps`` through the pipeline at the
-        training attack's eps, with exact and with straight-through (BPDA) gradients, and their
-        minimum. 'pgd': random start, CE, step 2.5 eps / steps; 'apgd': APGD-CE (AutoAttack's
-        step-size schedule and momentum), which does not share the training PGD's fixed step, so a
-        G fitted to that PGD's dynamics does not look better than it is."""
-        eps = float(self.attack_spec["eps"])
-        if self.monitor_attack == "apgd":
-            spec = {"name": "apgd", "eps": eps, "steps": self.monitor_steps, "loss": "ce", "restarts": 1}
-        else:
-            spec = {**self.attack_spec, "steps": self.monitor_steps, "step_size": 2.5 * eps / self.monitor_steps,
-                    "random_start": True}
-        attack = make_attack(spec, dataset=dataset_family(self.config.dataset))
+        """Accuracy of f(d(.)) under ``monitor_attack``-``monitor_steps`` through the pipeline
+        (``_make_monitor_attack``), with exact and with straight-through (BPDA) gradients, and their
+        minimum."""
         exact = self.pipeline_logits(params)
         right = {}
         for name, st in (("whitebox", False), ("whitebox_st", True)):
-            x_adv = attack(self.pipeline_logits(params, straight_through=st), x, y, key)
+            x_adv = self.monitor_attack_fn(self.pipeline_logits(params, straight_through=st), x, y, key)
             right[name] = jnp.argmax(exact(x_adv), -1) == y
         out = {f"{k}/acc": jnp.mean(v) for k, v in right.items()}
         out["whitebox_min/acc"] = jnp.mean(right["whitebox"] & right["whitebox_st"])
