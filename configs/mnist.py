@@ -55,7 +55,10 @@ def get_config():
     c.ipgan_adaptive = ml_collections.ConfigDict(dict(
         num_steps=4000, fraction=0.5, l_kl=0.0, monitor_steps=20,   # 4000: chosen on the validation monitor
         monitor_attack="pgd",        # "pgd" (step 2.5 eps / monitor_steps) | "apgd" (APGD-CE, no fixed step)
-        attack=dict(name="pgd", eps=0.3, steps=7, step_size=0.1, random_start=True)))
+        attack=dict(name="pgd", eps=0.3, steps=7, step_size=0.1, random_start=True),
+        # curriculum: ((start_step, steps, step_size), ...): from start_step on, `attack` runs with these
+        # steps / step_size, e.g. ((4000, 20, 0.0375),) for PGD-20 after 4000 steps of PGD-7; (): none
+        attack_phases=()))
     # Baselines of Table 1 (--config.defense=<name>); ipgan_jax/defenses/<name>.py documents each.
     # num_steps > 0 overrides train.num_steps for that defense (0: use train.num_steps); the
     # defaults fit ~3-6 min of a 2-core CPU at batch 64.

@@ -4,6 +4,7 @@ control."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -153,3 +154,68 @@ def test_binarisation_control_needs_no_training(tiny_config):
     np.testing.assert_array_equal(np.asarray(defend(x)).ravel(), [0.0, 0.0, 1.0, 1.0])
     assert defend is binarize
     assert tiny_config.eval.whitebox_per_defense.binarize.bpda     # attacked with BPDA by default
+
+
+def test_attack_phases_switch_the_pipeline_attack_at_their_start(trained_tiny):
+    """attack_phases ((2, 6, 0.05),): updates 0 and 1 craft with the configured attack (tiny: PGD-3,
+    step 0.15), updates from 2 on with PGD-6 of step 0.05, the same key; the two differ."""
+    phased = _trainer(trained_tiny, fraction=1.0, attack_phases=((2, 6, 0.05),))
+    early = _trainer(trained_tiny, fraction=1.0)
+    late_spec = {**dict(trained_tiny.ipgan_adaptive.attack), "steps": 6, "step_size": 0.05}
+    late = _trainer(trained_tiny, fraction=1.0, attack=late_spec)
+    state = phased.init_state(jax.random.PRNGKey(0))
+    b = _batch()
+    key = jax.random.PRNGKey(4)
+
+    def inputs(t, step):
+        return np.asarray(jax.jit(t.training_inputs)({**state, "step": jnp.asarray(step, jnp.int32)},
+                                                     b["image"], b["label"], key))
+    want_early, want_late = inputs(early, 0), inputs(late, 0)
+    assert np.abs(want_early - want_late).max() > 0.05
+    for step, want in ((0, want_early), (1, want_early), (2, want_late), (7, want_late)):
+        np.testing.assert_allclose(inputs(phased, step), want, atol=1e-6)
+
+
+def test_bad_attack_phases_are_clear_errors(trained_tiny):
+    for bad in ((0, 20, 0.04), (10, 0, 0.04), (10, 20, 0.0), (10, 2.5, 0.04), (10, 20)):
+        with pytest.raises(ValueError, match="attack_phases"):
+            _trainer(trained_tiny, attack_phases=(bad,))
+    with pytest.raises(ValueError, match="attack_phases"):          # the outer tuple forgotten
+        _trainer(trained_tiny, attack_phases=(10, 20, 0.04))
+    with pytest.raises(ValueError, match="same step"):
+        _trainer(trained_tiny, attack_phases=((10, 20, 0.04), (10, 30, 0.03)))
+    c = trained_tiny.copy_and_resolve_references()
+    c.ipgan_adaptive.attack = ml_collections.ConfigDict(dict(name="fgsm", eps=0.3))
+    AdaptiveIPGANTrainer(c, *load_classifier(c))                   # FGSM alone is fine
+    c.ipgan_adaptive.attack_phases = ((10, 20, 0.04),)
+    with pytest.raises(ValueError, match="attack_phases.*fgsm"):    # but it has no steps to set
+        AdaptiveIPGANTrainer(c, *load_classifier(c))
+    t = _trainer(trained_tiny, attack_phases=((30, 20, 0.04), (10, 10, 0.05)))
+    assert t.attack_phases == ((10, 10, 0.05), (30, 20, 0.04))      # sorted by start
+
+
+def test_continued_with_a_phase_equals_trained_with_it(trained_tiny, tmp_path):
+    """The curriculum's use case: a finished run continued with a phase starting at its last step
+    is the run trained with that phase from the start."""
+    import os
+
+    def config(name, steps, phases):
+        c = trained_tiny.copy_and_resolve_references()
+        c.workdir = str(tmp_path / name)
+        if not os.path.exists(f"{c.workdir}/classifiers/lenet"):
+            os.makedirs(f"{c.workdir}/classifiers")
+            os.symlink(f"{trained_tiny.workdir}/classifiers/lenet", f"{c.workdir}/classifiers/lenet")
+        c.ipgan.adaptive = True
+        c.train.num_steps = steps
+        c.ipgan_adaptive.attack_phases = phases
+        return c
+    phases = ((3, 6, 0.05),)
+    train_defense(config("scheduled", 6, phases))
+    train_defense(config("continued", 3, ()))
+    train_defense(config("continued", 6, phases))
+    train_defense(config("plain", 6, ()))
+    x = _batch(8)["image"]
+    out = {n: np.asarray(load_defense(config(n, 6, phases), "ipgan_adaptive")[0](x))
+           for n in ("scheduled", "continued", "plain")}
+    np.testing.assert_array_equal(out["scheduled"], out["continued"])
+    assert np.abs(out["plain"] - out["scheduled"]).max() > 0      # the phase did act

@@ -12,7 +12,9 @@ and G learns to undo those too. The rest of the batch is as in IP-GAN: the first
     [n_clean, n_clean + n_adaptive)   PGD through the current pipeline (this module)
     [n_clean + n_adaptive, B)         the oblivious mix (``train_attacks``, ``attack_sources``)
 
-with ``n_adaptive = round(fraction * (B - n_clean))``. G's loss is IP-GAN's on every row plus,
+with ``n_adaptive = round(fraction * (B - n_clean))``. ``attack_phases`` makes the pipeline attack
+a curriculum: e.g. ``((4000, 20, 0.0375),)`` runs ``attack`` (PGD-7) for the first 4000 steps and
+PGD-20 with step 0.0375 from there on. G's loss is IP-GAN's on every row plus,
 when ``l_kl`` > 0, TRADES' ``KL(f(d(x)) || f(d(x_adv)))`` on the adaptive rows.
 
 Gradient masking is the failure mode to watch (a G that saturates tanh or the clip, or
@@ -37,8 +39,33 @@ from ipgan_jax.data.pipeline import dataset_family
 from ipgan_jax.defenses.ipgan import IPGANTrainer, with_ipgan_overrides
 from ipgan_jax.models.fusion import fuse_straight_through
 
-_OWN_FIELDS = ("num_steps", "fraction", "attack", "l_kl", "monitor_steps", "monitor_attack")
+_OWN_FIELDS = ("num_steps", "fraction", "attack", "attack_phases", "l_kl", "monitor_steps", "monitor_attack")
 MONITOR_ATTACKS = ("pgd", "apgd")
+
+
+def parse_attack_phases(phases) -> tuple[tuple[int, int, float], ...]:
+    """``config.ipgan_adaptive.attack_phases`` -> sorted ``((start_step, steps, step_size), ...)``.
+
+    From ``start_step`` on (0-based: the update made at step s uses the phase of s), the
+    pipeline attack runs ``steps`` iterations of ``step_size``; before the first start, ``attack``
+    as configured. ``()``: one phase. Start steps must be positive and distinct, ``steps`` >= 1,
+    ``step_size`` > 0; anything else is a ValueError naming the field."""
+    out = []
+    for ph in phases or ():
+        try:
+            start, steps, size = ph
+            start_i, steps_i, size_f = int(start), int(steps), float(size)
+            ok = start_i == start and steps_i == steps
+        except (TypeError, ValueError):
+            ok = False
+        if not ok or start_i < 1 or steps_i < 1 or not size_f > 0:
+            raise ValueError(f"config.ipgan_adaptive.attack_phases: {ph!r} is not (start_step >= 1, steps >= 1, "
+                             f"step_size > 0), e.g. ((4000, 20, 0.0375),)")
+        out.append((start_i, steps_i, size_f))
+    out.sort()
+    if len({p[0] for p in out}) != len(out):
+        raise ValueError(f"config.ipgan_adaptive.attack_phases={tuple(phases)!r}: two phases start at the same step")
+    return tuple(out)
 
 
 class AdaptiveIPGANTrainer(IPGANTrainer):
@@ -55,6 +82,15 @@ class AdaptiveIPGANTrainer(IPGANTrainer):
         spec = dict(own.get("attack") or dict(name="pgd", eps=0.3, steps=7, step_size=0.1, random_start=True))
         self.attack_spec = spec
         self.pipeline_attack = make_attack(spec, dataset=dataset_family(config.dataset))
+        self.attack_phases = parse_attack_phases(own.get("attack_phases", ()))
+        self.phase_attacks = [self.pipeline_attack]
+        for start, steps, size in self.attack_phases:
+            try:
+                self.phase_attacks.append(make_attack({**spec, "steps": steps, "step_size": size},
+                                                      dataset=dataset_family(config.dataset)))
+            except ValueError as e:
+                raise ValueError(f"config.ipgan_adaptive.attack_phases: the phase from step {start} sets steps "
+                                 f"and step_size of attack {spec.get('name')!r}: {e}") from None
         self.monitor_steps = int(own.get("monitor_steps", 20))
         self.monitor_attack = str(own.get("monitor_attack", "pgd"))
         self.monitor_attack_fn = self._make_monitor_attack(config)   # bad values fail here, not mid-training
@@ -73,8 +109,10 @@ class AdaptiveIPGANTrainer(IPGANTrainer):
         if self.monitor_attack == "apgd":
             spec = {"name": "apgd", "eps": eps, "steps": self.monitor_steps, "loss": "ce", "restarts": 1}
         else:
-            spec = {**self.attack_spec, "steps": self.monitor_steps, "step_size": 2.5 * eps / self.monitor_steps,
-                    "random_start": True}
+            spec = {"name": "pgd", "eps": eps, "steps": self.monitor_steps, "loss": "ce",
+                    "step_size": 2.5 * eps / self.monitor_steps, "random_start": True}
+            if "norm" in self.attack_spec:
+                spec["norm"] = self.attack_spec["norm"]
         return make_attack(spec, dataset=dataset_family(config.dataset))
 
     # -- which rows are crafted through the pipeline -------------------------------------
@@ -92,13 +130,23 @@ class AdaptiveIPGANTrainer(IPGANTrainer):
         return lambda z: self.target_logits(
             fuse_straight_through(z, self.generator.apply({"params": g}, z), self.cfg.eps_inv))
 
+    def phase_attack(self, step, logits_fn, x, y, key):
+        """The pipeline attack of ``attack_phases`` at ``step`` (int32 scalar): with phases, every
+        phase's attack is compiled once and ``lax.switch`` runs only the current one, with the same
+        key, so a run continued with a phase added at its last step is the run trained with it."""
+        if not self.attack_phases:
+            return self.pipeline_attack(logits_fn, x, y, key)
+        idx = jnp.sum(jnp.asarray([p[0] for p in self.attack_phases], jnp.int32) <= step)
+        branches = [lambda x, y, k, a=a: a(logits_fn, x, y, k) for a in self.phase_attacks]
+        return jax.lax.switch(idx, branches, x, y, key)
+
     def training_inputs(self, state, x, y, rng):
         x_in = super().training_inputs(state, x, y, rng)
         lo, hi = self.adaptive_rows(x.shape[0])
         if hi == lo:
             return x_in
-        x_ada = self.pipeline_attack(self.pipeline_logits(state["g"]), x[lo:hi], y[lo:hi],
-                                     jax.random.fold_in(rng, 1))
+        x_ada = self.phase_attack(state["step"], self.pipeline_logits(state["g"]), x[lo:hi], y[lo:hi],
+                                  jax.random.fold_in(rng, 1))
         return jax.lax.stop_gradient(x_in.at[lo:hi].set(x_ada))
 
     def generator_loss(self, g_params, d_params, x_in, x, y):
