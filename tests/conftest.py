@@ -41,3 +41,13 @@ def trained_tiny(tmp_path_factory):
     c.workdir = str(tmp_path_factory.mktemp("trained_tiny") / "wd")
     train_classifier(c)
     return c
+
+
+def sharing_classifier(trained_tiny, workdir):
+    """A copy of the tiny config writing to ``workdir``, with trained_tiny's LeNet linked in."""
+    c = trained_tiny.copy_and_resolve_references()
+    c.workdir = str(workdir)
+    if not os.path.exists(f"{c.workdir}/classifiers/lenet"):
+        os.makedirs(f"{c.workdir}/classifiers", exist_ok=True)
+        os.symlink(f"{trained_tiny.workdir}/classifiers/lenet", f"{c.workdir}/classifiers/lenet")
+    return c

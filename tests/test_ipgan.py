@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import sharing_classifier
 from ipgan_jax.defenses import defense_dir, load_defense, losses, train_defense
 from ipgan_jax.defenses.ipgan import IPGANTrainer
 from ipgan_jax.models.discriminator import get_discriminator
@@ -124,19 +125,9 @@ def test_same_ipgan_step_on_1_and_8_devices(trained_tiny):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3)
 
 
-def _sharing_classifier(trained_tiny, workdir):
-    """A copy of the tiny config writing to ``workdir``, with trained_tiny's LeNet linked in."""
-    c = trained_tiny.copy_and_resolve_references()
-    c.workdir = str(workdir)
-    if not os.path.exists(f"{c.workdir}/classifiers/lenet"):
-        os.makedirs(f"{c.workdir}/classifiers", exist_ok=True)
-        os.symlink(f"{trained_tiny.workdir}/classifiers/lenet", f"{c.workdir}/classifiers/lenet")
-    return c
-
-
 def test_resume_after_kill_equals_uninterrupted(trained_tiny, tmp_path):
-    full = _sharing_classifier(trained_tiny, tmp_path / "full")
-    c = _sharing_classifier(trained_tiny, tmp_path / "killed")
+    full = sharing_classifier(trained_tiny, tmp_path / "full")
+    c = sharing_classifier(trained_tiny, tmp_path / "killed")
     train_defense(full)
     train_defense(c, max_steps=4)       # killed after step 4; last checkpoint at step 3
     assert not (defense_dir(c) / "params").exists()
@@ -184,7 +175,7 @@ def test_resumed_with_a_decay_equals_trained_with_it(trained_tiny, tmp_path):
     """The use case: a finished run continued to more steps with a decay at its last step is the
     run trained with that schedule from the start."""
     def config(name, steps, bounds):
-        c = _sharing_classifier(trained_tiny, tmp_path / name)
+        c = sharing_classifier(trained_tiny, tmp_path / name)
         c.train.num_steps, c.ipgan.lr_decay_steps = steps, bounds
         return c
     train_defense(config("scheduled", 6, (3,)))

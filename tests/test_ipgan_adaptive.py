@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import sharing_classifier
 from ipgan_jax.defenses import defense_dir, load_defense, train_defense
 from ipgan_jax.defenses.ipgan_adaptive import AdaptiveIPGANTrainer
 from ipgan_jax.defenses.registry import binarize, resolve_defense
@@ -113,12 +114,7 @@ def test_monitor_catches_a_binarising_generator(trained_tiny, monitor_attack):
 
 
 def test_adaptive_flag_trains_ipgan_adaptive_end_to_end(trained_tiny, tmp_path):
-    import os
-    c = trained_tiny.copy_and_resolve_references()
-    wd = tmp_path / "wd"
-    os.makedirs(wd / "classifiers")
-    os.symlink(f"{trained_tiny.workdir}/classifiers/lenet", wd / "classifiers" / "lenet")
-    c.workdir = str(wd)
+    c = sharing_classifier(trained_tiny, tmp_path / "wd")
     c.ipgan.adaptive = True
     assert resolve_defense(c).defense == "ipgan_adaptive" and c.defense == "ipgan"
     out = train_defense(c)
@@ -197,14 +193,8 @@ def test_bad_attack_phases_are_clear_errors(trained_tiny):
 def test_continued_with_a_phase_equals_trained_with_it(trained_tiny, tmp_path):
     """The curriculum's use case: a finished run continued with a phase starting at its last step
     is the run trained with that phase from the start."""
-    import os
-
     def config(name, steps, phases):
-        c = trained_tiny.copy_and_resolve_references()
-        c.workdir = str(tmp_path / name)
-        if not os.path.exists(f"{c.workdir}/classifiers/lenet"):
-            os.makedirs(f"{c.workdir}/classifiers")
-            os.symlink(f"{trained_tiny.workdir}/classifiers/lenet", f"{c.workdir}/classifiers/lenet")
+        c = sharing_classifier(trained_tiny, tmp_path / name)
         c.ipgan.adaptive = True
         c.train.num_steps = steps
         c.ipgan_adaptive.attack_phases = phases

@@ -28,6 +28,13 @@ def adam(cfg, lr):
     return optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
 
 
+def boundaries_reached(bounds, step):
+    """How many of the (static) step ``bounds`` ``step`` (int32 scalar) has reached: the update made
+    at step s counts a boundary b when b <= s (steps are 0-based). The rule of ``lr_decay_steps``
+    and of ``ipgan_adaptive.attack_phases``."""
+    return jnp.sum(jnp.asarray(bounds, jnp.int32) <= step)
+
+
 def lr_scale(cfg, step):
     """Factor on both learning rates at ``step`` (int32 scalar): ``cfg.lr_decay_factor`` to the
     number of ``cfg.lr_decay_steps`` boundaries already reached (steps are 0-based: the update
@@ -44,8 +51,7 @@ def lr_scale(cfg, step):
         raise ValueError(f"config.ipgan.lr_decay_factor={factor} must be in (0, 1]")
     if not bounds:
         return None
-    reached = jnp.sum(jnp.asarray(bounds, jnp.int32) <= step)
-    return jnp.asarray(factor, jnp.float32) ** reached
+    return jnp.asarray(factor, jnp.float32) ** boundaries_reached(bounds, step)
 
 
 def with_ipgan_overrides(config, section: str, own_fields):

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from ipgan_jax.attacks import make_attack
 from ipgan_jax.data.pipeline import dataset_family
-from ipgan_jax.defenses.ipgan import IPGANTrainer, with_ipgan_overrides
+from ipgan_jax.defenses.ipgan import IPGANTrainer, boundaries_reached, with_ipgan_overrides
 from ipgan_jax.models.fusion import fuse_straight_through
 
 _OWN_FIELDS = ("num_steps", "fraction", "attack", "attack_phases", "l_kl", "monitor_steps", "monitor_attack")
@@ -136,7 +136,7 @@ class AdaptiveIPGANTrainer(IPGANTrainer):
         key, so a run continued with a phase added at its last step is the run trained with it."""
         if not self.attack_phases:
             return self.pipeline_attack(logits_fn, x, y, key)
-        idx = jnp.sum(jnp.asarray([p[0] for p in self.attack_phases], jnp.int32) <= step)
+        idx = boundaries_reached([p[0] for p in self.attack_phases], step)
         branches = [lambda x, y, k, a=a: a(logits_fn, x, y, k) for a in self.phase_attacks]
         return jax.lax.switch(idx, branches, x, y, key)
 
