@@ -4,6 +4,7 @@
     python run_eval.py --config configs/mnist.py --num_examples 10000 --classifiers lenet --blocks oblivious
     python run_eval.py --attacks fgsm,pgd --defenses none,ipgan
     python run_eval.py --merge <out_dir_1>,<out_dir_2> --config.eval.out_dir=<out_dir_merged>
+    python run_eval.py --compare <out_dir_a>@<defense_a>,<out_dir_b>@<defense_b>
 
 Prints Markdown tables (ours next to the paper's DSR) and the sanity checks that flag gradient
 masking, then writes results.json (per-image records, schema ``ipgan-eval/2``) / results.csv and
@@ -31,6 +32,10 @@ flags.DEFINE_string("merge", None, "comma list of run_eval.py out_dirs (or resul
                     "trained models: pool their per-image records into one worst case per image (no attack is run; "
                     "writes to --config.eval.out_dir, which must not be one of them; with --num_examples N, only the first N "
                     "images are kept, and one run is enough; see ipgan_jax/eval/merge.py)")
+flags.DEFINE_string("compare", None, "<out_dir_a>@<defense_a>,<out_dir_b>@<defense_b>: a paired, per-image comparison "
+                    "of two defenses' worst-case robust accuracy on the images both runs evaluated (block --blocks, "
+                    "default whitebox; --classifiers and --num_examples select; McNemar's exact test; no attack is run; "
+                    "see ipgan_jax/eval/paired.py)")
 FLAGS = flags.FLAGS
 ALL_BLOCKS = "oblivious,transfer,whitebox,cw,curve,checks"
 
@@ -51,12 +56,16 @@ def main(argv):
     check_config(config)
     out_dir = config.eval.out_dir or f"{config.workdir}/eval"
     n = FLAGS.num_examples   # 0 is refused, not replaced by the config's default
-    if n is None and FLAGS.merge is None:
+    if n is None and FLAGS.merge is None and FLAGS.compare is None:
         n = config.eval.num_examples   # (a merge without it reads every image all runs saw)
     if n is not None and n < 1:
         raise ValueError(f"--num_examples must be positive, got {n}")
+    if FLAGS.merge is not None and FLAGS.compare is not None:
+        raise ValueError("--merge and --compare are two separate commands: give one of them")
     if FLAGS.merge is not None:   # reads finished runs only: nothing is created until they merge
         return merge_runs(out_dir)
+    if FLAGS.compare is not None:   # reads finished runs only, writes nothing
+        return compare_runs(n)
     check_writable(out_dir, "eval output folder", "--config.eval.out_dir")   # before hours of evaluation
     from ipgan_jax.eval.blocks import make_blocks
     from ipgan_jax.eval.evaluate import Evaluator
@@ -117,6 +126,30 @@ def merge_runs(out_dir) -> None:
     if mr.notes:
         print("\n**Merge notes**\n\n" + "\n".join(f"- {x}" for x in mr.notes))
     print(f"\nmerged {len(runs)} runs; wrote: {', '.join(str(p) for p in files.values())}")
+
+
+def compare_runs(num_examples) -> None:
+    """``--compare``: a paired per-image comparison of two defenses (ipgan_jax/eval/paired.py)."""
+    from ipgan_jax.eval.merge import load_results
+    from ipgan_jax.eval.paired import PairedError, compare, markdown
+    ignored = [f for f in ("attacks", "defenses", "allow_partial", "merge") if FLAGS[f].present]
+    if ignored:
+        raise ValueError(f"--compare runs no attack: drop --{', --'.join(ignored)} (the compared runs fix them; "
+                         "the defenses are named after each run's @)")
+    sides = _split(FLAGS.compare)
+    parsed = [s.rpartition("@") for s in sides]
+    if len(sides) != 2 or any(not run or not at or not d for run, at, d in parsed):
+        raise PairedError(f"--compare wants exactly two entries <out_dir>@<defense>, comma-separated, got {FLAGS.compare!r}")
+    blocks = _split(FLAGS.blocks) if FLAGS.blocks else ["whitebox"]
+    if len(blocks) != 1:
+        raise PairedError(f"--compare reads one block, got --blocks={FLAGS.blocks}")
+    clfs = _split(FLAGS.classifiers) if FLAGS.classifiers else [None]
+    if len(clfs) != 1:
+        raise PairedError(f"--compare reads one classifier, got --classifiers={FLAGS.classifiers}")
+    (ra, _, da), (rb, _, db) = parsed
+    c = compare(load_results(ra), ra, da, load_results(rb), rb, db, classifier=clfs[0], block=blocks[0],
+                num_examples=num_examples)
+    print(markdown(c))
 
 
 if __name__ == "__main__":
