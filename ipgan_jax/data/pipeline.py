@@ -38,8 +38,8 @@ def _tfds():
 def get_source(name: str, split: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None):
     """Random-access source of ``{'image': uint8 HWC, 'label': int}`` records.
 
-    name: 'mnist' (the stock TFDS ``mnist`` when it is prepared in ``data_dir`` as array_record,
-    else the shipped full MNIST via the ``ipgan_mnist`` builder), 'imagenet_sample' (20 real
+    name: 'mnist' (the shipped full MNIST via the ``ipgan_mnist`` builder, in MNIST's canonical order;
+    the stock TFDS ``mnist`` is not used, because TFDS shuffles its records), 'imagenet_sample' (20 real
     labelled ImageNet photos, split 'test'), or 'imagenet2012' (stock TFDS; needs the official
     tars in ``manual_dir`` and TensorFlow to prepare).
     """
@@ -48,9 +48,6 @@ def get_source(name: str, split: str, data_dir: Optional[str] = None, manual_dir
     tfds = _tfds()
     data_dir = str(data_dir or (cache_dir() / "tfds"))
     if name == "mnist":
-        stock = _prepared_stock(tfds, "mnist", data_dir)
-        if stock is not None:
-            return stock.as_data_source(split=split)
         from ipgan_jax.data.tfds_builders import IpganMnist
         if IpganMnist(data_dir=data_dir, file_format="array_record").is_prepared():
             return _prepare(tfds, IpganMnist, data_dir, None, split)

@@ -5,7 +5,9 @@ so ``builder.as_data_source(split)`` gives a random-access source of
 ``{'image': uint8 [H,W,C], 'label': int64}`` with no TensorFlow installed.
 
 * ``ipgan_mnist``: the full 60k/10k MNIST, read from ``manual_dir`` = the folder holding
-  ``mnist_uint8.npz`` (written by ``python -m ipgan_jax.data.fetch mnist``).
+  ``mnist_uint8.npz`` (written by ``python -m ipgan_jax.data.fetch mnist``), in MNIST's canonical
+  order (shuffling disabled): test record ``i`` is the ``i``-th image of the original IDX file, so
+  "the first N test images" are the ones AutoAttack and RobustBench evaluate on (labels 7, 2, 1, 0, 4, ...).
 * ``imagenet_sample``: foolbox's 20 labelled ImageNet photos, read from ``manual_dir`` =
   a folder of ``imagenet_{i}_{label}.jpg`` files; images are stored centre-cropped to a
   square and resized to 320x320 so that every classifier can take its own crop.
@@ -23,7 +25,9 @@ from PIL import Image
 class _ImageLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """``{'image': uint8 IMAGE_SHAPE, 'label': int64}`` records as plain ``Tensor`` features."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.1.0": "records in the source's order (TFDS shuffling disabled)",
+                     "1.0.0": "records shuffled by TFDS at prepare time"}
     IMAGE_SHAPE: tuple = ()
 
     def _info(self):
@@ -34,6 +38,7 @@ class _ImageLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
                 "label": tfds.features.Tensor(shape=(), dtype=np.int64),
             }),
             supervised_keys=("image", "label"),
+            disable_shuffling=True,   # keep the source order (TFDS shuffles records by default)
         )
 
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ipgan_jax import metrics as M
+from ipgan_jax import provenance
 from ipgan_jax.attacks import make_attack
 from ipgan_jax.data.pipeline import config_loader, dataset_family
 from ipgan_jax.defenses.registry import defense_dir, make_trainer, resolve_defense
@@ -145,5 +146,6 @@ def train_defense(config, *, max_steps: int | None = None) -> dict:
         write_samples(total, loop.state, "final.png")
     export_params(out, jax.device_get(trainer.defense_params(loop.state)),
                   {"defense": config.defense, "classifier": config.classifier, "steps": int(loop.state["step"]),
-                   "heldout": last, "classifier_fingerprint": fingerprint, "config": json.loads(config.to_json_best_effort())})
+                   "heldout": last, "classifier_fingerprint": fingerprint,
+                   "provenance": provenance.read_segments(out), "config": json.loads(config.to_json_best_effort())})
     return {"steps": total, **{k: round(v, 4) for k, v in last.items()}}

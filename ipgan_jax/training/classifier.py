@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ipgan_jax import provenance
 from ipgan_jax.data.pipeline import config_loader
 from ipgan_jax.models.classifiers import get_classifier
 from ipgan_jax.models.imagenet.weights.port import convert, load_pretrained
@@ -118,6 +119,7 @@ def train_classifier(config, name: str | None = None, *, max_steps: int | None =
     export_params(out, params, {"classifier": name, "test_accuracy": acc, "validation_accuracy": val_acc,
                                 "steps": int(loop.state["step"]), "dataset": config.dataset,
                                 "train_records": train_loader.n, "fingerprint": tree_fingerprint({"params": params}),
+                                "provenance": provenance.read_segments(out),
                                 "config": json.loads(config.to_json_best_effort())})
     return {"test_accuracy": acc, "validation_accuracy": val_acc, "steps": total}
 
