@@ -73,9 +73,12 @@ def now_utc() -> str:
 
 
 def append_segment(run_dir: str | os.PathLike, from_step: int, to_step: int, wall_s: float,
-                   started: str) -> dict:
-    """Append one training segment to ``<run_dir>/provenance.jsonl``; returns it."""
-    sha, dirty = git_commit()
+                   started: str, commit: tuple) -> dict:
+    """Append one training segment to ``<run_dir>/provenance.jsonl``; returns it.
+
+    ``commit``: ``(sha, dirty)`` of :func:`git_commit`, taken when the segment started (the code that
+    trains is the code imported then, whatever the checkout holds by the end)."""
+    sha, dirty = commit
     seg = {"from_step": int(from_step), "to_step": int(to_step), "wall_s": round(float(wall_s), 1),
            "command": command_line(), "commit": sha, "dirty": dirty, "hardware": hardware(), "started": started}
     path = Path(run_dir) / FILE

@@ -170,7 +170,7 @@ class TrainLoop:
         sync_each_step = self.mesh.devices.size > 1 and self.mesh.devices.flat[0].platform == "cpu"
         self.bar = progress(total, initial=self.start, desc=self.desc)
         t0, seen, window = time.time(), 0, []
-        t_start, started = time.time(), provenance.now_utc()
+        t_start, started, commit = time.time(), provenance.now_utc(), provenance.git_commit()
         try:
             for step, batch in zip(range(self.start, stop), self.loader.iterate(self.start)):
                 self.state, metrics = train_step(self.state, parallel.shard_batch(batch, self.mesh), self.step_rng)
@@ -195,7 +195,8 @@ class TrainLoop:
             reached = self.ckpt.latest_step() or self.start   # the step a rerun would resume from
             self.ckpt.close()
             if jax.process_index() == 0 and reached > self.start:
-                provenance.append_segment(self.workdir, self.start, reached, time.time() - t_start, started)
+                provenance.append_segment(self.workdir, self.start, reached, time.time() - t_start, started,
+                                          commit)
         return stop == total
 
     def report(self, text: str) -> None:
