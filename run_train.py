@@ -30,7 +30,10 @@ def main(argv):
     from ipgan_jax.defenses.registry import resolve_defense
     from ipgan_jax.training.classifier import classifier_dir, train_classifier
     results = {}
-    if config.stage in ("all", "classifier") and config.dataset == "mnist":
+    if config.pretrained and config.stage == "classifier":
+        raise ValueError("--config.pretrained=True uses the shipped classifiers, so there is no classifier to "
+                         "train: drop it, or use --config.stage=defense")
+    if config.stage in ("all", "classifier") and config.dataset == "mnist" and not config.pretrained:
         if config.stage == "classifier" or not (classifier_dir(config, config.classifier) / "params").exists():
             results["classifier"] = train_classifier(config)
             print(f"classifier {config.classifier}: test accuracy {results['classifier']['test_accuracy']:.4f}")

@@ -25,6 +25,12 @@ def get_config():
     c.classifier = "lenet"                      # target f: lenet | mcnn | alexnet
     c.classifiers = ("alexnet", "mcnn", "lenet")  # columns of the evaluation table
     c.classifier_ckpt = config_dict.placeholder(str)
+    # Shipped models (pretrained/<dataset>/, ipgan_jax/pretrained): True loads every classifier and defense
+    # from there, never from workdir; continue_pretrained=True starts a training run that has no checkpoint
+    # from the shipped train state (e.g. continue an adaptive generator for more steps on another machine).
+    c.pretrained = False
+    c.pretrained_dir = config_dict.placeholder(str)   # default: <repo>/pretrained/<dataset>
+    c.continue_pretrained = False
 
     # Target classifier training (MNIST only; ImageNet classifiers are ported).
     c.classifier_train = ml_collections.ConfigDict(dict(

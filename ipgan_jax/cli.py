@@ -14,6 +14,7 @@ from ml_collections import config_flags
 from ipgan_jax.data.pipeline import DATASETS
 from ipgan_jax.data.wheels import DatasetNotFoundError
 from ipgan_jax.files import NotWritableError
+from ipgan_jax.pretrained import PretrainedError
 from ipgan_jax.training.checkpoint import CheckpointError, NonFiniteError
 
 STAGES = ("all", "classifier", "defense")
@@ -98,7 +99,8 @@ def run_with_clear_errors(fn) -> None:
 
     Known errors: an unknown ``--config.key`` override, a missing config file, a missing dataset,
     a corrupt checkpoint, a missing trained model, a bad config value, NaN/Inf in training or in
-    a model's outputs, an unwritable folder, a workdir in use by another training.
+    a model's outputs, an unwritable folder, a workdir in use by another training, a shipped model
+    that is not shipped or does not match its manifest.
     """
     from ipgan_jax.training.loop import WorkdirLockedError
     try:
@@ -112,6 +114,6 @@ def run_with_clear_errors(fn) -> None:
               f"Every --config.<key> must exist in the config file (see configs/).", file=sys.stderr)
         sys.exit(2)
     except (DatasetNotFoundError, CheckpointError, FileNotFoundError, ValueError, NonFiniteError,
-            NotWritableError, WorkdirLockedError) as e:
+            NotWritableError, WorkdirLockedError, PretrainedError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -81,7 +81,13 @@ def append_segment(run_dir: str | os.PathLike, from_step: int, to_step: int, wal
     sha, dirty = commit
     seg = {"from_step": int(from_step), "to_step": int(to_step), "wall_s": round(float(wall_s), 1),
            "command": command_line(), "commit": sha, "dirty": dirty, "hardware": hardware(), "started": started}
+    return write_segment(run_dir, seg)
+
+
+def write_segment(run_dir: str | os.PathLike, seg: dict) -> dict:
+    """Append the segment ``seg`` to ``<run_dir>/provenance.jsonl`` (atomic rewrite); returns it."""
     path = Path(run_dir) / FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     lines = path.read_text() if path.exists() else ""
     files.write_text(path, lines + json.dumps(seg) + "\n")
     return seg

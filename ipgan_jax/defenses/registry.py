@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jax
 
-from ipgan_jax import contracts
+from ipgan_jax import contracts, pretrained
 from ipgan_jax.defenses.ape_gan import APEGANTrainer
 from ipgan_jax.defenses.dae import DAETrainer
 from ipgan_jax.defenses.defense_gan import DefenseGANTrainer
@@ -95,11 +95,24 @@ def make_trainer(config, target_module, target_variables):
     return DEFENSES[trained_method(config.defense)](config, target_module, target_variables)
 
 
+# the config sections that define a trained defense's test-time function (its recipe)
+RECIPE_SECTIONS = {"ipgan": ("ipgan",), "ipgan_adaptive": ("ipgan", "ipgan_adaptive"), "ape_gan": ("ape_gan",),
+                   "defense_gan": ("defense_gan",), "dae": ("dae",), "uipd": ("uipd",), "grip_gan": ("ipgan", "grip_gan")}
+# keys of those sections that are test-time settings, which an evaluation may choose (Defense-GAN's z-search
+# budget and its seed, which EOT redraws)
+TEST_TIME_KEYS = {"defense_gan": ("eval_steps", "eval_restarts", "z_seed")}
+
+
 def load_defense(config, defense: str, classifier: str | None = None, target=None):
     """``(defend_fn, trainer)`` with ``defend_fn(x) -> x_clean`` for a trained defense.
 
     ``PARAMETER_FREE`` ones ('none', the identity; 'binarize') need nothing trained and have no
-    trainer. ``target`` = (module, variables) of f (loaded when omitted).
+    trainer. ``target`` = (module, variables) of f (loaded when omitted). With ``config.pretrained``
+    the params come from the shipped file (``pretrained/<dataset>/defenses/<defense>/<classifier>.msgpack``),
+    and the trainer is built from the config sections the model was trained with (its recipe, recorded
+    in the manifest), so an evaluation config cannot change e.g. its ``eps_inv``.
+    ``defend_fn.source`` records where the params came from (``pretrained.source_record``) and their
+    ``fingerprint``, for ``results.json``.
     """
     classifier = classifier or config.classifier
     base = base_defense(defense)
@@ -111,20 +124,62 @@ def load_defense(config, defense: str, classifier: str | None = None, target=Non
     cfg.defense, cfg.classifier = defense, classifier
     cfg.train.compute_dtype = "float32"   # attacks through the defense always run in float32
     module, variables = target if target is not None else load_classifier(cfg, classifier)
-    trainer = make_trainer(cfg, module, variables)
     path = defense_dir(cfg) / "params"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no trained {defense} defense for {classifier} at {path}; train it with "
-            f"`python run_train.py --config <config> --config.defense={defense} --config.classifier={classifier}`")
-    abstract = jax.eval_shape(lambda: trainer.defense_params(trainer.init_state(jax.random.PRNGKey(0))))
-    params = restore_params(path, abstract, "defense params")
-    check_target(cfg, params_meta(path), variables, path)
+    if cfg.pretrained:
+        shipped = pretrained.entry(pretrained.root(cfg), pretrained.key_of("defense", defense, classifier))
+        apply_recipe(cfg, base, shipped["config"])
+        trainer = make_trainer(cfg, module, variables)
+        abstract = jax.eval_shape(lambda: trainer.defense_params(trainer.init_state(jax.random.PRNGKey(0))))
+        params, shipped = pretrained.load(cfg, "defense", defense, classifier, abstract)
+        check_target(cfg, shipped, variables, f"shipped defenses/{defense}/{classifier}")
+    else:
+        trainer = make_trainer(cfg, module, variables)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no trained {defense} defense for {classifier} at {path}; train it with "
+                f"`python run_train.py --config <config> --config.defense={defense} --config.classifier={classifier}`"
+                f" (or use the shipped models: --config.pretrained=True)")
+        abstract = jax.eval_shape(lambda: trainer.defense_params(trainer.init_state(jax.random.PRNGKey(0))))
+        params = restore_params(path, abstract, "defense params")
+        check_target(cfg, params_meta(path), variables, path)
 
     def defend_fn(x):
         contracts.check_images(x, f"{defense} input")   # shape/dtype static under jit; values when concrete
         return trainer.defend(params, x)
+    defend_fn.source = {**pretrained.source_record(cfg, "defense", defense, classifier, path),
+                        "fingerprint": tree_fingerprint(params)}
     return defend_fn, trainer
+
+
+def apply_recipe(cfg, method: str, recorded: dict) -> None:
+    """Replace ``cfg``'s sections that define ``method`` (:data:`RECIPE_SECTIONS`) by those of the
+    ``recorded`` training config of a shipped model (in place; JSON lists become tuples again). When the
+    evaluation config held other values, one line names the keys it ignores."""
+    import ml_collections
+
+    def typed(v):
+        if isinstance(v, dict):
+            return {k: typed(x) for k, x in v.items()}
+        return tuple(typed(x) for x in v) if isinstance(v, list) else v
+
+    changed = []
+    for sect in RECIPE_SECTIONS.get(method, ()):
+        if sect not in recorded or sect not in cfg:
+            continue
+        old = cfg[sect].to_dict()
+        new = {**typed(recorded[sect]), **{k: old[k] for k in TEST_TIME_KEYS.get(sect, ()) if k in old}}
+        changed += [f"{sect}.{k}" for k in sorted(set(old) | set(new)) if _plain(old.get(k)) != _plain(new.get(k))]
+        with cfg.unlocked():
+            cfg[sect] = ml_collections.ConfigDict(new)
+    if changed:
+        print(f"note: the shipped {method} uses the recipe it was trained with for {', '.join(changed)} "
+              "(the evaluation config's values there are ignored)")
+
+
+def _plain(v):
+    """JSON form of a config value (tuples and lists compare equal)."""
+    import json
+    return json.dumps(v, default=str, sort_keys=True)
 
 
 def check_target(config, meta: dict, variables, path) -> None:

@@ -18,12 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ipgan_jax import metrics as M
-from ipgan_jax import provenance
+from ipgan_jax import pretrained, provenance
 from ipgan_jax.attacks import make_attack
 from ipgan_jax.data.pipeline import config_loader, dataset_family
 from ipgan_jax.defenses.registry import defense_dir, make_trainer, resolve_defense
 from ipgan_jax.images import image_grid
-from ipgan_jax.training.checkpoint import export_params, tree_fingerprint
+from ipgan_jax.training.checkpoint import CheckpointError, export_params, tree_fingerprint
 from ipgan_jax.training.classifier import load_classifier
 from ipgan_jax.training.loop import Periodic, TrainLoop
 
@@ -94,6 +94,22 @@ def make_monitor(config, trainer):
     return jax.jit(monitor), samples
 
 
+def shipped_train_state(config, abstract, fingerprint: str, out) -> tuple:
+    """``(state, step)`` of the shipped train state ``train_states/<defense>/<classifier>`` (for
+    ``config.continue_pretrained``), checked against the target's ``fingerprint``; its training history
+    is copied into ``<out>/provenance.jsonl`` so the exported model records every sitting."""
+    state, e = pretrained.load(config, "train_state", config.defense, config.classifier, abstract)
+    if e.get("classifier_fingerprint") not in (None, fingerprint) and not config.allow_other_classifier:
+        raise CheckpointError(f"the shipped train state {config.defense}/{config.classifier} was trained against "
+                              f"other {config.classifier} params than the ones loaded now; train against the shipped "
+                              f"classifier (--config.pretrained=True) or set --config.allow_other_classifier=True")
+    if jax.process_index() == 0 and not provenance.read_segments(out):
+        for seg in e.get("training", {}).get("segments", []):
+            provenance.write_segment(out, seg)
+    print(f"note: continuing the shipped {config.defense}/{config.classifier} from step {int(state['step'])}")
+    return state, int(state["step"])
+
+
 def train_defense(config, *, max_steps: int | None = None) -> dict:
     """Train (or resume) ``config.defense`` against ``config.classifier``; returns final monitor metrics.
 
@@ -128,10 +144,13 @@ def train_defense(config, *, max_steps: int | None = None) -> dict:
             image_grid([np.asarray(r) for _, r in rows], [lbl for lbl, _ in rows],
                        out / "samples" / (name or f"step_{step:06d}.png"))
 
+    initial = (lambda abstract: shipped_train_state(config, abstract, fingerprint, out)) \
+        if config.continue_pretrained else None
     with TrainLoop(out, trainer, loader=loader, total_steps=total, cfg=config.train, init_rng=init_rng,
                    step_rng=step_rng, desc=f"train {config.defense}/{config.classifier}",
                    ckpt_meta={"classifier_fingerprint": fingerprint},
-                   allow_meta_mismatch=bool(config.get("allow_other_classifier", False))) as loop:
+                   allow_meta_mismatch=bool(config.get("allow_other_classifier", False)),
+                   initial_state=initial) as loop:
         def evaluate(step, state):
             m = run_monitor(step, state)
             loop.report(f"step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in m.items() if "dsr" in k or "acc" in k))

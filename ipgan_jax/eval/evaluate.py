@@ -39,9 +39,10 @@ from ipgan_jax.data.pipeline import dataset_family, make_loader
 from ipgan_jax.defenses import load_defense
 from ipgan_jax.defenses.registry import base_defense
 from ipgan_jax import metrics as M
+from ipgan_jax import pretrained
 from ipgan_jax.eval.records import AttackRecord, block_metrics
-from ipgan_jax.training.checkpoint import NonFiniteError
-from ipgan_jax.training.classifier import load_classifier
+from ipgan_jax.training.checkpoint import NonFiniteError, tree_fingerprint
+from ipgan_jax.training.classifier import classifier_dir, load_classifier
 
 TRANSFER_ATTACKS = ("fgsm", "pgd", "mifgsm")
 # minimum-norm attacks: reported in their own rows, never pooled with the Linf-bounded ones
@@ -233,6 +234,22 @@ class Evaluator:
         self.defend_fns[(clf, name)], self.trainers[(clf, name)] = defend_fn, trainer
 
     # ---- models and images ----------------------------------------------------------
+    def model_sources(self) -> dict:
+        """Which files were evaluated, for ``results.json``: ``{'classifiers/<c>' | 'defenses/<d>/<c>':
+        {'source': 'pretrained' | 'workdir' | 'ported', 'path', 'sha256', 'fingerprint'}}`` (the
+        fingerprint is :func:`tree_fingerprint` of the loaded values)."""
+        out = {}
+        for c, (_, variables) in sorted(self.targets.items()):
+            rec = {"source": "ported", "path": self.config.get("classifier_ckpt"), "sha256": None}
+            if self.config.dataset == "mnist":
+                rec = pretrained.source_record(self.config, "classifier", c, None,
+                                               classifier_dir(self.config, c) / "params")
+            out[f"classifiers/{c}"] = {**rec, "fingerprint": tree_fingerprint(variables)}
+        for (c, d), fn in self.defend_fns.items():
+            if getattr(fn, "source", None) is not None:
+                out[f"defenses/{d}/{c}"] = dict(fn.source)
+        return out
+
     def pairs(self):
         """(classifier, defense) pairs with a loaded defense, in table order."""
         return [(c, d) for c in self.classifiers for d in self.defenses if (c, d) in self.defend_fns]

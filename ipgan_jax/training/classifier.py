@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ipgan_jax import provenance
+from ipgan_jax import pretrained, provenance
 from ipgan_jax.data.pipeline import config_loader
 from ipgan_jax.models.classifiers import get_classifier
 from ipgan_jax.models.imagenet.weights.port import convert, load_pretrained
@@ -130,16 +130,26 @@ def load_classifier(config, name: str | None = None, *, train_if_missing: bool =
     MNIST classifiers come from ``<workdir>/classifiers/<name>/params`` (trained by
     ``run_train.py``); ImageNet classifiers from ``config.classifier_ckpt`` (converted with
     ``python -m ipgan_jax.models.imagenet.weights.port``) or, for efficientnet_lite0, from the
-    weights shipped in a package.
+    weights shipped in a package. ``config.pretrained``: the classifier shipped in
+    ``pretrained/<dataset>/classifiers/<name>.msgpack`` (verified against its manifest), never
+    the workdir's; ``train_if_missing`` is then ignored (a shipped model is never retrained).
     """
     name = name or config.classifier
     module = get_classifier(name, config.num_classes)
     if config.dataset != "mnist":
+        if config.pretrained:
+            raise pretrained.PretrainedError(f"no {config.dataset} classifier ships with the repository; drop "
+                                             f"--config.pretrained=True (ImageNet weights: see README, ImageNet)")
         default_dir = Path(config.workdir) / "classifiers" / name / "pretrained"
         ckpt_dir = (config.get("classifier_ckpt") if name == config.classifier else None) or str(default_dir)
         if name == "efficientnet_lite0" and not Path(ckpt_dir).exists():
             convert(name, None, ckpt_dir)  # its weights ship in a package: convert on first use
         return load_pretrained(name, ckpt_dir)
+    abstract = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros(
+        (1, config.image_size, config.image_size, config.channels)), train=False)["params"])
+    if config.pretrained:
+        params, _ = pretrained.load(config, "classifier", name, None, abstract)
+        return module, {"params": params}
     path = classifier_dir(config, name) / "params"
     if not path.exists():
         if not train_if_missing:
@@ -148,6 +158,4 @@ def load_classifier(config, name: str | None = None, *, train_if_missing: bool =
                 f"`python run_train.py --config configs/mnist.py --config.classifier={name} --config.stage=classifier` "
                 f"(or let run_train.py train it before IP-GAN).")
         train_classifier(config, name)
-    abstract = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros(
-        (1, config.image_size, config.image_size, config.channels)), train=False)["params"])
     return module, {"params": restore_params(path, abstract, "classifier params")}

@@ -119,13 +119,15 @@ class TrainLoop:
     """Train ``trainer`` for ``total_steps`` steps in ``workdir`` (resumes what is there).
 
     ``cfg`` gives ``batch_size`` (global), ``log_every``, ``checkpoint_every`` and ``keep``.
-    ``init_rng`` seeds ``init_state``; ``step_rng`` is passed to every step. After ``__init__``,
+    ``init_rng`` seeds ``init_state``; ``step_rng`` is passed to every step. ``initial_state``:
+    ``fn(abstract_state) -> (state, step)``, the state to start from when the workdir holds no
+    checkpoint (default: ``init_state``). After ``__init__``,
     ``state`` is the restored (or fresh) state, ``start`` its step, ``writer`` the metrics writer.
     """
 
     def __init__(self, workdir: str | os.PathLike, trainer, *, loader, total_steps: int, cfg, init_rng,
                  step_rng, desc: str = "train", mesh=None, ckpt_meta: Optional[dict] = None,
-                 allow_meta_mismatch: bool = False):
+                 allow_meta_mismatch: bool = False, initial_state: Optional[Callable] = None):
         self.workdir = Path(workdir)
         self.trainer, self.loader, self.total = trainer, loader, int(total_steps)
         self.cfg, self.step_rng, self.desc = cfg, step_rng, desc
@@ -140,6 +142,9 @@ class TrainLoop:
                                      meta=ckpt_meta, allow_meta_mismatch=allow_meta_mismatch)
             abstract = jax.eval_shape(trainer.init_state, init_rng)
             self.state, self.start = self.ckpt.restore(abstract_like(abstract, parallel.replicated(self.mesh)))
+            if self.state is None and initial_state is not None:   # e.g. a shipped train state
+                state, self.start = initial_state(abstract)
+                self.state = parallel.replicate(state, self.mesh)
             if self.start > self.total:
                 raise CheckpointError(
                     f"{self.ckpt.directory} holds a checkpoint at step {self.start}, beyond num_steps={self.total}: "
