@@ -158,3 +158,29 @@ def test_run_eval_merge_cli_writes_the_merged_table_and_never_overwrites_a_sourc
     r = _cli("--merge", f"{a},{b}", f"--config.eval.out_dir={tmp_path / 'refused'}")
     assert r.returncode == 2 and "not valid JSON" in r.stderr
     assert not (tmp_path / "refused").exists()                           # a refused merge creates nothing
+
+
+def _with_models(run, **fingerprints):
+    """``run`` with meta.models recording these fingerprints (key with '__' for '/')."""
+    run["meta"]["models"] = {k.replace("__", "/"): {"source": "workdir", "path": "p", "sha256": None, "fingerprint": v}
+                             for k, v in fingerprints.items()}
+    return run
+
+
+def test_merge_refuses_two_generators_under_one_name_by_their_fingerprints():
+    """Same clean predictions, another generator: only the recorded fingerprints tell them apart."""
+    a = _with_models(_run([_rec("pgd_ce", [1])]), classifiers__lenet="f1", defenses__ipgan__lenet="g1")
+    b = _with_models(_run([_rec("square", [2])]), classifiers__lenet="f1", defenses__ipgan__lenet="g2")
+    with pytest.raises(MergeError, match="defenses/ipgan/lenet differs between a .g1. and b .g2."):
+        merge_results([a, b], ["a", "b"])
+    same = _with_models(_run([_rec("square", [2])]), classifiers__lenet="f1", defenses__ipgan__lenet="g1")
+    mr = merge_results([a, same], ["a", "b"])
+    assert not any("fingerprints" in x for x in mr.notes)
+    other_f = _with_models(_run([_rec("square", [2])]), classifiers__lenet="f2")
+    with pytest.raises(MergeError, match="classifiers/lenet differs"):
+        merge_results([a, other_f], ["a", "b"])
+    assert merge_results([b, _run([_rec("square", [3])])], ["b", "old"], defenses=["ipgan"]).notes[0].startswith(
+        "old records no model fingerprints")
+    # a defense left out of the merge is not checked
+    c = _with_models(_run([_rec("square", [2], defense="dae")]), classifiers__lenet="f1", defenses__ipgan__lenet="g9")
+    merge_results([a, c], ["a", "c"], defenses=["dae"])

@@ -77,3 +77,14 @@ def test_run_eval_compare_cli_prints_the_paired_table_and_names_bad_input(tmp_pa
                       ((f"{a}@ga,{b}@gb", "--blocks", "whitebox,oblivious"), "one block")):
         r = _cli("--compare", *args)
         assert r.returncode == 2 and msg in r.stderr, (args, r.stderr[-2000:])
+
+
+def test_compare_refuses_other_classifier_weights_by_fingerprint_but_not_two_generators_of_one_name():
+    from test_merge import _with_models
+    a = _with_models(_two_defenses([1], [2]), classifiers__lenet="f1", defenses__ga__lenet="g1")
+    b = _with_models(_two_defenses([1], [3]), classifiers__lenet="f2", defenses__ga__lenet="g1")
+    with pytest.raises(PairedError, match="classifiers/lenet differs between a .f1. and b .f2."):
+        compare(a, "a", "ga", b, "b", "gb")
+    b["meta"]["models"]["classifiers/lenet"]["fingerprint"] = "f1"
+    b["meta"]["models"]["defenses/ga/lenet"]["fingerprint"] = "g2"     # another G named ga: may be compared
+    assert compare(a, "a", "ga", b, "b", "ga").n == N

@@ -16,6 +16,8 @@ over one set of images:
   with the same classifier; otherwise the runs used different weights or images and merging them
   is refused (``MergeError``). Clean-through-the-pipeline bits that disagree (a stochastic
   defense) are combined conservatively: an image is clean-correct only if it is in every run;
+* the models of each run (``meta.models``: path, sha256 and fingerprint of every classifier and defense it
+  evaluated) must agree wherever two runs name the same model: different weights under one name are refused;
 * the runs' dataset and eps must agree; sanity checks are kept (each tagged with its run);
   AutoAttack logs are kept per run; robust-accuracy curves are not merged (they are not per image);
 * ``num_examples`` (``--merge ... --num_examples N``) cuts every group further to the first N images,
@@ -92,6 +94,32 @@ def _check_same(runs: list, labels: list, key: str) -> None:
         raise MergeError(f"the runs differ in {key}: {vals}; only runs of one dataset and eps can be merged")
 
 
+def check_same_models(runs: list, labels: list, keep, error=None) -> list:
+    """Refuse runs that evaluated different weights under one name: every model key
+    (``classifiers/<c>``, ``defenses/<d>/<c>``, kept by ``keep(c, d)``) recorded in ``meta.models`` by
+    two runs must have one fingerprint (``error``, default :class:`MergeError`, names the key and the runs).
+    Returns notes for runs that record no fingerprints (written before run_eval.py recorded them)."""
+    error = error or MergeError
+    seen: dict = {}
+    notes = []
+    for run, lab in zip(runs, labels):
+        models = run["meta"].get("models")
+        if models is None:
+            notes.append(f"{lab} records no model fingerprints (an older run_eval.py): its weights were not checked")
+            continue
+        for key, rec in models.items():
+            parts = key.split("/")
+            c, d = (parts[1], None) if parts[0] == "classifiers" else (parts[-1], parts[1])
+            if not keep(c, d):
+                continue
+            fp = rec.get("fingerprint")
+            if key in seen and fp != seen[key][1]:
+                raise error(f"{key} differs between {seen[key][0]} ({str(seen[key][1])[:12]}) and {lab} "
+                            f"({str(fp)[:12]}): the runs evaluated different weights under one name; not combining them")
+            seen.setdefault(key, (lab, fp))
+    return notes
+
+
 def _and_prefix(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, bool]:
     """Elementwise AND on the common prefix, the longer tail kept; and whether the prefix agreed."""
     m = min(len(a), len(b))
@@ -117,7 +145,8 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
     def keep(c, d):
         return (classifiers is None or c in classifiers) and (defenses is None or d in defenses)
 
-    notes: list = []
+    notes: list = check_same_models(runs, labels, lambda c, d: keep(c, d) if d is not None else
+                                    (classifiers is None or c in classifiers))
     recs: list = []          # (label, AttackRecord), in run order
     for run, lab in zip(runs, labels):
         for d in run["records"]:
@@ -211,4 +240,5 @@ def merged_meta(runs: list, labels: list, mr: MergedRun) -> dict:
             "num_examples": n, "dataset": runs[0]["meta"].get("dataset"), "eps": runs[0]["meta"].get("eps"),
             "classifiers": mr.classifiers, "defenses": mr.defenses,
             "blocks": list(dict.fromkeys(b for (b, _, _, _) in mr.records)),
-            "seconds": round(sum(float(run["meta"].get("seconds", 0.0)) for run in runs), 1), "notes": mr.notes}
+            "seconds": round(sum(float(run["meta"].get("seconds", 0.0)) for run in runs), 1), "notes": mr.notes,
+            "models": {k: v for run in runs for k, v in run["meta"].get("models", {}).items()}}

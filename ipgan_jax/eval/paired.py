@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ipgan_jax.eval.merge import MergeError, merge_results
+from ipgan_jax.eval.merge import MergeError, check_same_models, merge_results
 from ipgan_jax.eval.records import worst_case
 from ipgan_jax.eval.report import _ci, _pct
 from ipgan_jax.metrics import wilson_interval
@@ -101,6 +101,8 @@ def compare(run_a: dict, label_a: str, defense_a: str, run_b: dict, label_b: str
             raise PairedError(f"the runs differ in {key}: {label_a} {va!r}, {label_b} {vb!r}; not comparable")
     a = side(run_a, label_a, defense_a, classifier, block)
     classifier = a.classifier   # B must be on A's classifier: one f, two defenses
+    # one f: the classifier's weights must agree (the two defenses may share a name and differ: that is the point)
+    check_same_models([run_a, run_b], [label_a, label_b], lambda c, d: c == classifier and d is None, PairedError)
     b = side(run_b, label_b, defense_b, classifier, block)
     n = min(len(a.robust), len(b.robust), num_examples or len(a.robust))
     bad = int(np.sum(a.f_clean[:n] != b.f_clean[:n]))
