@@ -95,22 +95,27 @@ def make_trainer(config, target_module, target_variables):
     return DEFENSES[trained_method(config.defense)](config, target_module, target_variables)
 
 
-# the config sections that define a trained defense's test-time function (its recipe)
+# the config sections a defense's trainer reads, and in them the keys that define the trained model: its
+# architecture and its test-time function defend(x) (see apply_recipe); everything else there is either a
+# training setting or a test-time choice of the evaluation (e.g. Defense-GAN's z-search budget)
 RECIPE_SECTIONS = {"ipgan": ("ipgan",), "ipgan_adaptive": ("ipgan", "ipgan_adaptive"), "ape_gan": ("ape_gan",),
                    "defense_gan": ("defense_gan",), "dae": ("dae",), "uipd": ("uipd",), "grip_gan": ("ipgan", "grip_gan")}
-# keys of those sections that are test-time settings, which an evaluation may choose (Defense-GAN's z-search
-# budget and its seed, which EOT redraws)
-TEST_TIME_KEYS = {"defense_gan": ("eval_steps", "eval_restarts", "z_seed")}
+MODEL_KEYS = {"ipgan": ("generator", "gen_width", "eps_inv"), "ipgan_adaptive": ("generator", "gen_width", "eps_inv"),
+              "grip_gan": ("generator", "gen_width", "eps_inv"), "ape_gan": ("gen_width",),
+              "defense_gan": ("latent_dim", "gen_width"), "dae": ("width", "activation"),
+              "uipd": ("eps", "parametrization")}
+OVERRIDE_SECTIONS = ("ipgan_adaptive", "grip_gan")   # sections whose ipgan fields override config.ipgan
 
 
 def load_defense(config, defense: str, classifier: str | None = None, target=None):
     """``(defend_fn, trainer)`` with ``defend_fn(x) -> x_clean`` for a trained defense.
 
     ``PARAMETER_FREE`` ones ('none', the identity; 'binarize') need nothing trained and have no
-    trainer. ``target`` = (module, variables) of f (loaded when omitted). With ``config.pretrained``
-    the params come from the shipped file (``pretrained/<dataset>/defenses/<defense>/<classifier>.msgpack``),
-    and the trainer is built from the config sections the model was trained with (its recipe, recorded
-    in the manifest), so an evaluation config cannot change e.g. its ``eps_inv``.
+    trainer. ``target`` = (module, variables) of f (loaded when omitted). The params come from
+    ``<workdir>/defenses/<defense>/<classifier>/params``, or with ``config.pretrained`` from the shipped
+    file (``pretrained/<dataset>/defenses/<defense>/<classifier>.msgpack``); either way the trainer is built
+    from the config sections the model was trained with (its recipe, recorded with it: :func:`apply_recipe`),
+    so an evaluation config cannot change e.g. its ``eps_inv``.
     ``defend_fn.source`` records where the params came from (``pretrained.source_record``) and their
     ``fingerprint``, for ``results.json``.
     """
@@ -127,18 +132,19 @@ def load_defense(config, defense: str, classifier: str | None = None, target=Non
     path = defense_dir(cfg) / "params"
     if cfg.pretrained:
         shipped = pretrained.entry(pretrained.root(cfg), pretrained.key_of("defense", defense, classifier))
-        apply_recipe(cfg, base, shipped["config"])
+        apply_recipe(cfg, base, shipped.get("config") or {}, f"the shipped {defense} of {classifier}")
         trainer = make_trainer(cfg, module, variables)
         abstract = jax.eval_shape(lambda: trainer.defense_params(trainer.init_state(jax.random.PRNGKey(0))))
         params, shipped = pretrained.load(cfg, "defense", defense, classifier, abstract)
         check_target(cfg, shipped, variables, f"shipped defenses/{defense}/{classifier}")
     else:
-        trainer = make_trainer(cfg, module, variables)
         if not path.exists():
             raise FileNotFoundError(
                 f"no trained {defense} defense for {classifier} at {path}; train it with "
                 f"`python run_train.py --config <config> --config.defense={defense} --config.classifier={classifier}`"
                 f" (or use the shipped models: --config.pretrained=True)")
+        apply_recipe(cfg, base, params_meta(path).get("config") or {}, f"the {defense} of {classifier} at {path}")
+        trainer = make_trainer(cfg, module, variables)
         abstract = jax.eval_shape(lambda: trainer.defense_params(trainer.init_state(jax.random.PRNGKey(0))))
         params = restore_params(path, abstract, "defense params")
         check_target(cfg, params_meta(path), variables, path)
@@ -151,29 +157,38 @@ def load_defense(config, defense: str, classifier: str | None = None, target=Non
     return defend_fn, trainer
 
 
-def apply_recipe(cfg, method: str, recorded: dict) -> None:
-    """Replace ``cfg``'s sections that define ``method`` (:data:`RECIPE_SECTIONS`) by those of the
-    ``recorded`` training config of a shipped model (in place; JSON lists become tuples again). When the
-    evaluation config held other values, one line names the keys it ignores."""
-    import ml_collections
-
-    def typed(v):
-        if isinstance(v, dict):
-            return {k: typed(x) for k, x in v.items()}
-        return tuple(typed(x) for x in v) if isinstance(v, list) else v
-
-    changed = []
+def apply_recipe(cfg, method: str, recorded: dict, where: str) -> None:
+    """A trained model's recipe travels with it: in ``cfg``'s sections that ``method`` reads
+    (:data:`RECIPE_SECTIONS`), set the keys that define the model (:data:`MODEL_KEYS`: architecture,
+    ``eps_inv``) to their values in ``recorded``, the config the model was trained with (its ``result.json``
+    or manifest entry); in place. Where the evaluation config held another value, one line says it is
+    ignored (``where`` names the model). Training settings (e.g. ``attack_sources``) stay as they are, so
+    loading a model never loads or trains its training-time surrogates."""
+    ignored = []
     for sect in RECIPE_SECTIONS.get(method, ()):
-        if sect not in recorded or sect not in cfg:
+        rec = recorded.get(sect)
+        if not isinstance(rec, dict) or sect not in cfg:
             continue
-        old = cfg[sect].to_dict()
-        new = {**typed(recorded[sect]), **{k: old[k] for k in TEST_TIME_KEYS.get(sect, ()) if k in old}}
-        changed += [f"{sect}.{k}" for k in sorted(set(old) | set(new)) if _plain(old.get(k)) != _plain(new.get(k))]
-        with cfg.unlocked():
-            cfg[sect] = ml_collections.ConfigDict(new)
-    if changed:
-        print(f"note: the shipped {method} uses the recipe it was trained with for {', '.join(changed)} "
-              "(the evaluation config's values there are ignored)")
+        for k in MODEL_KEYS.get(sect, ()):
+            if k not in rec:
+                if sect in OVERRIDE_SECTIONS and k in cfg[sect]:   # not overridden in training: not now either
+                    ignored.append(f"{sect}.{k}={cfg[sect][k]!r} (trained without it)")
+                    with cfg.unlocked():
+                        del cfg[sect][k]
+                continue
+            want = rec[k]
+            if k not in cfg[sect]:   # e.g. an ipgan field overridden in the ipgan_adaptive section
+                with cfg.unlocked():
+                    cfg[sect][k] = want
+                continue
+            now = cfg[sect][k]
+            if _plain(now) != _plain(want):
+                ignored.append(f"{sect}.{k}={now!r} (trained with {want!r})")
+                with cfg.unlocked():
+                    cfg[sect][k] = type(now)(want) if isinstance(now, (int, float, str)) and want is not None \
+                        else want
+    if ignored:
+        print(f"note: {where} is evaluated with the recipe it was trained with; ignoring {', '.join(ignored)}")
 
 
 def _plain(v):
