@@ -15,6 +15,7 @@ from ipgan_jax.eval.evaluate import Evaluator
 from ipgan_jax.pretrained.export import CLASSIFIER_CHECK_N, add, clean_accuracy
 from ipgan_jax.provenance import read_segments
 from ipgan_jax.training.classifier import load_classifier
+from ipgan_jax.training.loop import RecipeChangedError
 
 SHIPPED = pretrained.REPO_ROOT / "pretrained" / "mnist"
 MODELS = pretrained.read_manifest(SHIPPED)["models"]
@@ -118,6 +119,10 @@ def test_shipped_train_state_continues_as_if_the_run_never_moved(trained_tiny, t
     assert [(s["from_step"], s["to_step"]) for s in e["training"]["segments"]] == [(0, 6)]
     moved = config("moved", 12)                        # another machine: only the shipped files
     moved.pretrained, moved.continue_pretrained = True, True
+    other = moved.copy_and_resolve_references()
+    other.ipgan.lr_g = 1e-3                            # not the shipped run's recipe: refused before training
+    with pytest.raises(RecipeChangedError, match="ipgan.lr_g: 0.0002 -> 0.001"):
+        train_defense(other)
     train_defense(moved)
     first.train.num_steps = 12                         # the run that never moved: resumed in place
     train_defense(first)

@@ -29,3 +29,35 @@ def test_evaluation_uses_the_trained_eps_inv_not_the_evaluation_configs(trained_
     assert default.ipgan.eps_inv == 0.5               # the caller's config is not changed
     load_defense(c, "ipgan", "lenet")
     assert "ignoring" not in capsys.readouterr().out  # nothing to say when they agree
+
+
+def test_a_finished_run_refuses_other_hyperparameters_and_keeps_its_model(trained_tiny, tmp_path):
+    """Rerunning a finished run with another lr_g / eps_inv / l_cls used to re-export the same params
+    under the new values; now it is refused in one line naming the keys, and nothing changes."""
+    from ipgan_jax.defenses import defense_dir
+    from ipgan_jax.training.loop import RecipeChangedError
+    c = sharing_classifier(trained_tiny, tmp_path / "wd")
+    train_defense(c)
+    out = defense_dir(c, "ipgan", "lenet")
+    before = {p: (out / p).read_bytes() for p in ("result.json", "params/ipgan_manifest.json")}
+    changed = c.copy_and_resolve_references()
+    changed.ipgan.lr_g, changed.ipgan.eps_inv, changed.ipgan.l_cls = 0.05, 0.1, 0.0
+    with pytest.raises(RecipeChangedError, match=r"ipgan.eps_inv: 0.5 -> 0.1; ipgan.l_cls: 1.0 -> 0.0; "
+                                                 r"ipgan.lr_g: 0.0002 -> 0.05\).*train.num_steps"):
+        train_defense(changed)
+    assert {p: (out / p).read_bytes() for p in before} == before
+    longer = c.copy_and_resolve_references()           # a longer run and a learning-rate drop may resume
+    longer.train.num_steps, longer.ipgan.lr_decay_steps = 9, (6,)
+    assert train_defense(longer)["steps"] == 9
+
+
+def test_a_finished_classifier_refuses_another_learning_rate(tiny_config):
+    from ipgan_jax.training.classifier import train_classifier
+    from ipgan_jax.training.loop import RecipeChangedError
+    train_classifier(tiny_config)
+    tiny_config.classifier_train.learning_rate = 1e6
+    with pytest.raises(RecipeChangedError, match="classifier_train.learning_rate: 0.002 -> 1000000.0"):
+        train_classifier(tiny_config)
+    tiny_config.classifier_train.learning_rate = 2e-3
+    tiny_config.classifier_train.log_every = 7        # logging cadence may change
+    assert train_classifier(tiny_config)["test_accuracy"] is not None

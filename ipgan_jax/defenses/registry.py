@@ -107,6 +107,29 @@ MODEL_KEYS = {"ipgan": ("generator", "gen_width", "eps_inv"), "ipgan_adaptive": 
 OVERRIDE_SECTIONS = ("ipgan_adaptive", "grip_gan")   # sections whose ipgan fields override config.ipgan
 
 
+# settings that may change when a run resumes: the length, the learning-rate drops, the curriculum (each is
+# the run that was scheduled that way from the start), the monitor, and Defense-GAN's test-time z-search
+RESUMABLE_KEYS = ("num_steps", "lr_decay_steps", "lr_decay_factor", "attack_phases", "monitor_steps",
+                  "monitor_attack", "eval_steps", "eval_restarts", "rec_steps", "rec_restarts", "rec_lr",
+                  "rec_momentum", "z_seed")
+USES_TRAIN_ATTACKS = ("ipgan", "ipgan_adaptive", "ape_gan", "dae")
+
+
+def defense_recipe(config) -> dict:
+    """The settings that define the defense ``config`` trains (saved with its checkpoints; a run refuses to
+    resume under another recipe): seed, data, target, batch, the method's config sections except
+    :data:`RESUMABLE_KEYS`, and the training attacks where the method uses them."""
+    base = trained_method(config.defense)
+    r = {"seed": config.seed, "dataset": config.dataset, "validation_size": config.validation_size,
+         "classifier": config.classifier, "defense": config.defense,
+         "train": {k: config.train[k] for k in ("batch_size", "num_train_examples", "compute_dtype")}}
+    for sect in RECIPE_SECTIONS[base]:
+        r[sect] = {k: v for k, v in config[sect].to_dict().items() if k not in RESUMABLE_KEYS}
+    if base in USES_TRAIN_ATTACKS:
+        r["train_attacks"] = [dict(a) for a in config.train_attacks]
+    return r
+
+
 def load_defense(config, defense: str, classifier: str | None = None, target=None):
     """``(defend_fn, trainer)`` with ``defend_fn(x) -> x_clean`` for a trained defense.
 

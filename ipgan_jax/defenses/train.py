@@ -21,11 +21,12 @@ from ipgan_jax import metrics as M
 from ipgan_jax import pretrained, provenance
 from ipgan_jax.attacks import make_attack
 from ipgan_jax.data.pipeline import config_loader, dataset_family
-from ipgan_jax.defenses.registry import defense_dir, make_trainer, resolve_defense
+from ipgan_jax.defenses.registry import (RECIPE_SECTIONS, RESUMABLE_KEYS, defense_dir, defense_recipe,
+                                         make_trainer, resolve_defense, trained_method)
 from ipgan_jax.images import image_grid
 from ipgan_jax.training.checkpoint import CheckpointError, export_params, tree_fingerprint
 from ipgan_jax.training.classifier import load_classifier
-from ipgan_jax.training.loop import Periodic, TrainLoop
+from ipgan_jax.training.loop import Periodic, RecipeChangedError, TrainLoop, recipe_diff
 
 
 def heldout_batch(config, n: int) -> dict:
@@ -98,6 +99,13 @@ def shipped_train_state(config, abstract, fingerprint: str, out) -> tuple:
     """``(state, step)`` of the shipped train state ``train_states/<defense>/<classifier>`` (for
     ``config.continue_pretrained``), checked against the target's ``fingerprint``; its training history
     is copied into ``<out>/provenance.jsonl`` so the exported model records every sitting."""
+    import ml_collections
+    e = pretrained.entry(pretrained.root(config), pretrained.key_of("train_state", config.defense, config.classifier))
+    diff = recipe_diff(defense_recipe(ml_collections.ConfigDict(e["config"])), defense_recipe(config))
+    if diff:
+        raise RecipeChangedError(f"the shipped train state {config.defense}/{config.classifier} was trained with "
+                                 f"another recipe ({'; '.join(diff)}); continue it with its own settings (its "
+                                 f"command is in {pretrained.MANIFEST}), or train a new model from scratch")
     state, e = pretrained.load(config, "train_state", config.defense, config.classifier, abstract)
     if e.get("classifier_fingerprint") not in (None, fingerprint) and not config.allow_other_classifier:
         raise CheckpointError(f"the shipped train state {config.defense}/{config.classifier} was trained against "
@@ -150,7 +158,10 @@ def train_defense(config, *, max_steps: int | None = None) -> dict:
                    step_rng=step_rng, desc=f"train {config.defense}/{config.classifier}",
                    ckpt_meta={"classifier_fingerprint": fingerprint},
                    allow_meta_mismatch=bool(config.get("allow_other_classifier", False)),
-                   initial_state=initial) as loop:
+                   initial_state=initial, recipe=defense_recipe(config),
+                   resumable=", ".join(["train.num_steps", "the logging / checkpoint / monitor cadence"] + [
+                       f"{s}.{k}" for s in RECIPE_SECTIONS[trained_method(config.defense)]
+                       for k in RESUMABLE_KEYS if k in config[s]])) as loop:
         def evaluate(step, state):
             m = run_monitor(step, state)
             loop.report(f"step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in m.items() if "dsr" in k or "acc" in k))

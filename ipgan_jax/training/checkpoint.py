@@ -207,6 +207,8 @@ class Checkpointer:
     def _check_meta(self, man: Optional[dict], where: Path) -> None:
         found = (man or {}).get("meta", {})
         for k, want in self.meta.items():
+            if k == "recipe":        # recorded here, compared key by key by the training loop
+                continue
             if k in found and found[k] != want:
                 msg = (f"the checkpoint at {where} was written with {k}={str(found[k])[:16]}..., "
                        f"but this run has {k}={str(want)[:16]}...")
@@ -214,6 +216,11 @@ class Checkpointer:
                     raise CheckpointError(msg + " (the target classifier changed?). Use a fresh --config.workdir, "
                                           "or set --config.allow_other_classifier=True to resume anyway.")
                 self._say(msg + "; resuming anyway (allowed by the config)")
+
+    def meta_of(self, step: int) -> dict:
+        """The ``meta`` recorded with saved ``step`` ({} for a legacy step)."""
+        man = read_manifest(self.directory / str(step))
+        return dict(man.get("meta", {})) if man else {}
 
     def restore(self, abstract_state: Any, step: Optional[int] = None):
         """Restore the newest good step (or exactly ``step``) into the structure/shardings of

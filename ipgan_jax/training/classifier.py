@@ -87,6 +87,19 @@ def evaluate(model, variables, loader, mesh) -> float:
     return correct / max(total, 1)
 
 
+# classifier_train settings that may change on resume (the learning-rate schedule follows num_epochs /
+# num_steps, so those define the model)
+CLASSIFIER_RESUMABLE = ("log_every", "checkpoint_every", "keep", "eval_batch_size")
+
+
+def classifier_recipe(config, name: str) -> dict:
+    """The settings that define classifier ``name`` (saved with its checkpoints; a run refuses to resume
+    under another recipe)."""
+    return {"seed": config.seed, "dataset": config.dataset, "validation_size": config.validation_size,
+            "classifier": name, "classifier_train": {k: v for k, v in config.classifier_train.to_dict().items()
+                                                     if k not in CLASSIFIER_RESUMABLE}}
+
+
 def train_classifier(config, name: str | None = None, *, max_steps: int | None = None) -> dict:
     """Train (or resume) classifier ``name``; returns ``{'test_accuracy', 'validation_accuracy', 'steps'}``.
 
@@ -103,7 +116,8 @@ def train_classifier(config, name: str | None = None, *, max_steps: int | None =
     init_rng, step_rng = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(config.seed),
                                                              zlib.crc32(name.encode())))
     with TrainLoop(out, trainer, loader=train_loader, total_steps=total, cfg=cfg, init_rng=init_rng,
-                   step_rng=step_rng, desc=f"train {name}") as loop:
+                   step_rng=step_rng, desc=f"train {name}", recipe=classifier_recipe(config, name),
+                   resumable="classifier_train." + ", classifier_train.".join(CLASSIFIER_RESUMABLE)) as loop:
         if not loop.run(max_steps=max_steps):
             return {"steps": min(total, max_steps), "test_accuracy": None}
         mesh = loop.mesh

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import json
 import math
 import os
 import socket
@@ -69,6 +70,29 @@ def jit_train_step(train_step, mesh):
     """``train_step`` jit-compiled data-parallel: state replicated and donated, batch sharded."""
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
     return jax.jit(train_step, in_shardings=(rep, dat, rep), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+class RecipeChangedError(CheckpointError):
+    """A run would resume (or re-export) under other settings than the ones it was trained with."""
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def recipe_diff(old: dict, new: dict) -> list[str]:
+    """``['key: old -> new', ...]`` over the dotted keys of two recipes (JSON forms compared, so a
+    tuple equals the list it was saved as); [] when they agree."""
+    a, b = _flat(files.json_safe(old)), _flat(files.json_safe(new))
+    norm = lambda v: json.dumps(v, sort_keys=True)   # noqa: E731
+    return [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}" for k in sorted(set(a) | set(b))
+            if norm(a.get(k)) != norm(b.get(k))]
 
 
 class WorkdirLockedError(RuntimeError):
@@ -121,13 +145,16 @@ class TrainLoop:
     ``cfg`` gives ``batch_size`` (global), ``log_every``, ``checkpoint_every`` and ``keep``.
     ``init_rng`` seeds ``init_state``; ``step_rng`` is passed to every step. ``initial_state``:
     ``fn(abstract_state) -> (state, step)``, the state to start from when the workdir holds no
-    checkpoint (default: ``init_state``). After ``__init__``,
+    checkpoint (default: ``init_state``). ``recipe``: the settings that define the model (saved with every
+    checkpoint; resuming under another recipe raises :class:`RecipeChangedError`; ``resumable`` lists, for
+    that message, what may change). After ``__init__``,
     ``state`` is the restored (or fresh) state, ``start`` its step, ``writer`` the metrics writer.
     """
 
     def __init__(self, workdir: str | os.PathLike, trainer, *, loader, total_steps: int, cfg, init_rng,
                  step_rng, desc: str = "train", mesh=None, ckpt_meta: Optional[dict] = None,
-                 allow_meta_mismatch: bool = False, initial_state: Optional[Callable] = None):
+                 allow_meta_mismatch: bool = False, initial_state: Optional[Callable] = None,
+                 recipe: Optional[dict] = None, resumable: str = ""):
         self.workdir = Path(workdir)
         self.trainer, self.loader, self.total = trainer, loader, int(total_steps)
         self.cfg, self.step_rng, self.desc = cfg, step_rng, desc
@@ -138,10 +165,13 @@ class TrainLoop:
             files.check_writable(self.workdir, "workdir", "--config.workdir")
             self.lock = WorkdirLock(self.workdir)
         try:
+            meta = dict(ckpt_meta or {}, **({"recipe": files.json_safe(recipe)} if recipe is not None else {}))
             self.ckpt = Checkpointer(self.workdir / "checkpoints", save_every=cfg.checkpoint_every, keep=cfg.keep,
-                                     meta=ckpt_meta, allow_meta_mismatch=allow_meta_mismatch)
+                                     meta=meta, allow_meta_mismatch=allow_meta_mismatch)
             abstract = jax.eval_shape(trainer.init_state, init_rng)
             self.state, self.start = self.ckpt.restore(abstract_like(abstract, parallel.replicated(self.mesh)))
+            if self.state is not None and recipe is not None:
+                self.check_recipe(self.ckpt.meta_of(self.start).get("recipe"), recipe, resumable)
             if self.state is None and initial_state is not None:   # e.g. a shipped train state
                 state, self.start = initial_state(abstract)
                 self.state = parallel.replicate(state, self.mesh)
@@ -157,6 +187,18 @@ class TrainLoop:
             raise
         self.writer = MetricsWriter(self.workdir, resume_step=self.start, enabled=jax.process_index() == 0)
         self.bar = None
+
+    def check_recipe(self, old: Optional[dict], new: dict, resumable: str) -> None:
+        """Refuse (:class:`RecipeChangedError`, one line naming the keys) a checkpoint written under
+        another recipe; ``resumable`` names the settings that may change on resume. A checkpoint that
+        records no recipe (older versions) passes."""
+        diff = recipe_diff(old, new) if old is not None else []
+        if diff:
+            raise RecipeChangedError(
+                f"{self.ckpt.directory} holds step {self.start} of a run trained with another recipe "
+                f"({'; '.join(diff)}): resuming or re-exporting it would mislabel the model. To train a new "
+                f"model, give it another name (e.g. --config.defense=<defense>:<tag>) or another --config.workdir. "
+                f"Settings that may change on resume: {resumable}")
 
     def _release(self) -> None:
         if self.lock is not None:
