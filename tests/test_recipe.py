@@ -61,3 +61,17 @@ def test_a_finished_classifier_refuses_another_learning_rate(tiny_config):
     tiny_config.classifier_train.learning_rate = 2e-3
     tiny_config.classifier_train.log_every = 7        # logging cadence may change
     assert train_classifier(tiny_config)["test_accuracy"] is not None
+
+
+@pytest.mark.parametrize("defense,section", [("ipgan", "ipgan"), ("ipgan_adaptive", "ipgan"),
+                                             ("grip_gan", "ipgan")])
+def test_eps_inv_zero_is_refused_before_training(trained_tiny, tmp_path, defense, section):
+    """eps_inv = 0 makes G's output irrelevant: the identity would be trained, exported and evaluated
+    as IP-GAN (issue 45, WRONG 4)."""
+    from ipgan_jax.defenses import defense_dir
+    c = sharing_classifier(trained_tiny, tmp_path / "wd")
+    c.defense = defense
+    c[section].eps_inv = 0.0
+    with pytest.raises(ValueError, match=r"eps_inv=0.0 must be in \(0, 1\]"):
+        train_defense(c)
+    assert not defense_dir(c, defense, "lenet").exists()

@@ -75,6 +75,9 @@ class IPGANTrainer(DefenseTrainer):
     def __init__(self, config, target_module, target_variables):
         super().__init__(config, target_module, target_variables)
         cfg = self.cfg = config.ipgan
+        if not (isinstance(cfg.eps_inv, (int, float)) and 0 < cfg.eps_inv <= 1):
+            raise ValueError(f"config.ipgan.eps_inv={cfg.eps_inv!r} must be in (0, 1] (pixel units): 0 would train "
+                             "and export the identity as a defense")
         self.generator = get_generator(cfg.generator, config.channels, cfg.gen_width, config.image_size,
                                        dtype=self.dtype)
         self.discriminator = get_discriminator(cfg.discriminator, cfg.disc_width, dtype=self.dtype)
