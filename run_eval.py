@@ -76,6 +76,10 @@ def main(argv):
     defenses = _split(FLAGS.defenses or config.eval.defenses)
     attacks = _split(FLAGS.attacks or config.eval.attacks)
     names = _split(FLAGS.blocks or config.eval.blocks)
+    for flag, given in (("classifiers", classifiers), ("defenses", defenses), ("attacks", attacks), ("blocks", names)):
+        twice = sorted({x for x in given if given.count(x) > 1})
+        if twice:
+            raise ValueError(f"--{flag} lists {', '.join(twice)} more than once: give each once")
     unknown = set(names) - set(_split(ALL_BLOCKS))
     if unknown:
         raise ValueError(f"unknown --blocks {sorted(unknown)}; choose from {ALL_BLOCKS}")

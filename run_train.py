@@ -8,6 +8,7 @@ the defense (the classifier must exist), ``all`` (default) does what is missing,
 from __future__ import annotations
 
 import json
+import sys
 
 from absl import app, logging
 
@@ -22,6 +23,11 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
     check_config(config)
+    from ipgan_jax.defenses.registry import resolve_defense
+    adaptive_set = [a.split("=")[0] for a in sys.argv[1:] if a.startswith("--config.ipgan_adaptive.")]
+    if adaptive_set and resolve_defense(config).defense.partition(":")[0] != "ipgan_adaptive":
+        raise ValueError(f"{', '.join(adaptive_set)} set(s) the adaptive IP-GAN, but this run trains "
+                         f"{config.defense}: add --config.ipgan.adaptive=True (or drop the setting)")
     from ipgan_jax import compilation_cache
     compilation_cache.enable()   # compile each program once across runs (IPGAN_COMPILATION_CACHE=0: off)
     from ipgan_jax.training.parallel import maybe_initialize_distributed

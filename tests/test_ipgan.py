@@ -169,6 +169,11 @@ def test_lr_decay_scales_the_updates_from_its_boundary_on(trained_tiny):
         c2.ipgan.update(bad)
         with pytest.raises(ValueError, match="lr_decay"):
             IPGANTrainer(c2, module, variables)
+    for bad in (("a", "b", "c"), (2.5,)):     # --config.ipgan.lr_decay_steps=abc parses as ('a', 'b', 'c')
+        c2 = trained_tiny.copy_and_resolve_references()
+        c2.ipgan.lr_decay_steps = bad
+        with pytest.raises(ValueError, match=r"config.ipgan.lr_decay_steps=.* must be a tuple of step numbers"):
+            IPGANTrainer(c2, module, variables)
 
 
 def test_resumed_with_a_decay_equals_trained_with_it(trained_tiny, tmp_path):

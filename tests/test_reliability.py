@@ -151,6 +151,18 @@ def test_cli_rejects_nan_config_values_in_one_line():
     _one_line_error(r, "config.classifier_train.learning_rate=nan", "config.ipgan.lr_g=nan", "finite")
 
 
+def test_cli_refuses_settings_that_would_be_ignored_or_repeated(tmp_path):
+    """Issue 45, CONFUSING: ipgan_adaptive.* on a run that trains the paper's IP-GAN was silently ignored, and a
+    name given twice in --defenses ended in 'record arrays differ in length'."""
+    r = _run("run_train.py", "--config", "configs/mnist_tiny.py", f"--config.workdir={tmp_path}",
+             "--config.ipgan_adaptive.fraction=3")
+    _one_line_error(r, "--config.ipgan_adaptive.fraction", "--config.ipgan.adaptive=True")
+    assert not any(tmp_path.iterdir())                # refused before anything was trained
+    r = _run("run_eval.py", "--config", "configs/mnist_tiny.py", f"--config.workdir={tmp_path}",
+             "--defenses", "none,ipgan,none", "--classifiers", "lenet")
+    _one_line_error(r, "--defenses lists none more than once")
+
+
 # ---- 3. batch larger than the dataset -----------------------------------------------------------
 def test_training_batch_larger_than_the_dataset_is_an_error():
     from ipgan_jax.data.pipeline import make_loader

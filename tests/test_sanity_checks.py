@@ -150,7 +150,10 @@ def test_checks_names_selects_checks_and_progress_units(trained_tiny):
     assert bar.n == block.units() == len(ev.batches("lenet", True))
     c.eval.checks.names = "steps,fgsm_vs_pgd"                         # PGD-many is shared by both
     assert ChecksBlock(ev).units() == 3 * len(ev.batches("lenet", True))
-    assert check_names("all") == check_names("") == CHECKS
+    assert check_names("all") == CHECKS
+    for empty in ("", " , "):      # names no check: an error, not every check (issue 45)
+        with pytest.raises(ValueError, match="names no check"):
+            check_names(empty)
     c.eval.checks.names = "gradient,stpes"
     with pytest.raises(ValueError, match="stpes"):
         ChecksBlock(ev).units()

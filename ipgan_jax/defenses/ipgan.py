@@ -43,7 +43,15 @@ def lr_scale(cfg, step):
     Applied to Adam's updates, not through an optax schedule: Adam's update is linear in its
     learning rate, so scaling the update is exactly a scaled lr, and the optimizer state keeps
     its structure, so a run started without a decay resumes with one."""
-    bounds = sorted(int(b) for b in (cfg.get("lr_decay_steps") or ()))
+    raw = cfg.get("lr_decay_steps") or ()
+    raw = (raw,) if isinstance(raw, (str, int, float)) else raw
+    try:
+        bounds = sorted(int(b) for b in raw if float(b) == int(b))
+        if len(bounds) != len(raw):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"config.ipgan.lr_decay_steps={cfg.get('lr_decay_steps')!r} must be a tuple of step numbers, "
+                         "e.g. \"--config.ipgan.lr_decay_steps=(3000,)\"") from None
     if any(b < 1 for b in bounds):
         raise ValueError(f"config.ipgan.lr_decay_steps={tuple(bounds)} must be positive step numbers")
     factor = float(cfg.get("lr_decay_factor", 0.1))

@@ -48,11 +48,14 @@ class Check(NamedTuple):
 
 
 def check_names(spec) -> tuple:
-    """``eval.checks.names`` ('steps,gradient', '' or 'all': every check) -> names in ``CHECKS`` order;
+    """``eval.checks.names`` ('steps,gradient', or 'all': every check; '' is an error) -> names in ``CHECKS`` order;
     an unknown name raises ValueError (the costly ones, steps / fgsm_vs_pgd / large_eps / bpda, rerun
     attacks through the defense and can be left out where one defense step is expensive)."""
     names = [n.strip() for n in str(spec or "").split(",") if n.strip()]
-    if not names or names == ["all"]:
+    if not names:
+        raise ValueError(f"eval.checks.names={spec!r} names no check: give 'all' or a comma list of "
+                         f"{', '.join(CHECKS)} (drop 'checks' from --blocks to run none)")
+    if names == ["all"]:
         return CHECKS
     unknown = sorted(set(names) - set(CHECKS))
     if unknown:
@@ -130,7 +133,7 @@ class ChecksBlock(Block):
         c = self.ev.config.eval.checks
         return dict(steps=tuple(int(s) for s in c.steps), large_eps=tuple(float(e) for e in c.large_eps),
                     max_large_eps_acc=float(c.max_large_eps_acc), min_grad_ratio=float(c.min_grad_ratio),
-                    bpda_margin=float(c.bpda_margin), tol=float(c.tol), names=check_names(c.get("names", "")))
+                    bpda_margin=float(c.bpda_margin), tol=float(c.tol), names=check_names(c.get("names", "all")))
 
     def units(self):
         """Per pair and batch, for the selected checks: PGD many (steps, fgsm_vs_pgd, bpda) / few (steps),
