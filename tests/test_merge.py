@@ -120,6 +120,21 @@ def test_load_results_names_what_is_wrong(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"schema": "ipgan-eval/1", "meta": {}}))
     with pytest.raises(MergeError, match="schema 'ipgan-eval/1'"):
         load_results(tmp_path)
+    # issue 45, CONFUSING: a record without 'attack' was a KeyError traceback, hand-edited bits a line naming
+    # neither file nor record, and 'records: {}' was accepted as a run
+    good = _run([_rec("pgd_ce", [1]), _rec("square", [2])])
+    for edit, needle in ((lambda r: r["records"][1].pop("attack"), r"record 1 \(whitebox/\?/lenet/ipgan\) is damaged "
+                                                                   r"\(no 'attack' field\)"),
+                         (lambda r: r["records"][0].update(pipe_adv="zz"), r"record 0 \(whitebox/pgd_ce/lenet/ipgan\)"),
+                         (lambda r: r["records"][0].update(pipe_adv=""), "hold 0 bits, not the 8 the record says"),
+                         (lambda r: r.update(records={}), "'records' must be a non-empty list"),
+                         (lambda r: r["clean"][0].update(correct="0"), "clean entry 0 is damaged")):
+        run = json.loads(json.dumps(good))
+        edit(run)
+        (tmp_path / "results.json").write_text(json.dumps(run))
+        with pytest.raises(MergeError, match=needle) as e:
+            load_results(tmp_path)
+        assert str(tmp_path / "results.json") in str(e.value)
 
 
 def _cli(*args):

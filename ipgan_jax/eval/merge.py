@@ -63,6 +63,24 @@ def load_results(src: str | Path) -> dict:
     for k in ("meta", "records", "clean"):
         if k not in data:
             raise MergeError(f"{path} has no {k!r} field: not a complete run_eval.py output")
+    if not isinstance(data["records"], list) or not data["records"] or not isinstance(data["clean"], list):
+        raise MergeError(f"{path}: 'records' must be a non-empty list of per-image records and 'clean' a list "
+                         f"(got {type(data['records']).__name__} of {len(data['records'])}): nothing to combine")
+    for i, d in enumerate(data["records"]):
+        try:
+            record_from_json(d)
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            what = "/".join(str(d.get(k, "?")) for k in ("block", "attack", "classifier", "defense")) \
+                if isinstance(d, dict) else type(d).__name__
+            detail = f"no {e} field" if isinstance(e, KeyError) else str(e)
+            raise MergeError(f"{path}: record {i} ({what}) is damaged ({detail}); rerun that evaluation") from None
+    for i, c in enumerate(data["clean"]):
+        try:
+            unpack_bits(c["correct"], int(c["n"]))
+            c["classifier"], c["defense"]
+        except (KeyError, ValueError, TypeError) as e:
+            raise MergeError(f"{path}: clean entry {i} is damaged ({type(e).__name__}: {e}); rerun that evaluation") \
+                from None
     return data
 
 

@@ -188,7 +188,11 @@ def pack_bits(a) -> str:
 
 
 def unpack_bits(s: str, n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(bytes.fromhex(s), np.uint8), bitorder="little")[:n].astype(bool)
+    """The first ``n`` booleans of a :func:`pack_bits` hex string; ValueError when it holds fewer."""
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(s), np.uint8), bitorder="little")[:n].astype(bool)
+    if len(bits) < n:
+        raise ValueError(f"{len(s)} hex digits hold {len(bits)} bits, not the {n} the record says")
+    return bits
 
 
 def record_to_json(rec: AttackRecord) -> dict:
