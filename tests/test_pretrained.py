@@ -133,3 +133,11 @@ def test_shipped_train_state_continues_as_if_the_run_never_moved(trained_tiny, t
     np.testing.assert_array_equal(a, b)
     segs = read_segments(tmp_path / "moved" / "defenses" / "ipgan_adaptive" / "lenet")
     assert [(s["from_step"], s["to_step"]) for s in segs] == [(0, 6), (6, 12)]   # both sittings recorded
+
+
+def test_readme_table_is_the_manifest_rendered():
+    """README's shipped-model table is `python -m ipgan_jax.pretrained list --markdown`, not hand-typed."""
+    text = (pretrained.REPO_ROOT / "README.md").read_text()
+    start, end = "<!-- pretrained-table:start -->\n", "<!-- pretrained-table:end -->"
+    block = text[text.index(start) + len(start):text.index(end)]
+    assert block.strip() == pretrained.markdown_table(MODELS).strip()

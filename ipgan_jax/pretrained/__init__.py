@@ -178,6 +178,29 @@ def load(config, kind: str, name: str, classifier: Optional[str], target) -> tup
     return tree, e
 
 
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def markdown_table(models: dict) -> str:
+    """One row per shipped model: size, steps, training wall time and hardware, validation and test numbers."""
+    rows = ["| model | size (KB) | params | steps | training wall time (s) | validation | clean test accuracy |",
+            "|---|---|---|---|---|---|---|"]
+    for k, e in models.items():
+        m = e["metrics"]
+        if e["kind"] == "classifier":
+            val, test = _pct(m.get("validation_accuracy")), f"{_pct(m.get('test_accuracy'))} (all 10,000)"
+        else:
+            v = m.get("validation", {})
+            shown = {a: b for a, b in v.items() if a.endswith("/dsr") or a.endswith("min/acc")}
+            val = ", ".join(f"{a} {_pct(b)}" for a, b in sorted(shown.items())) or "-"
+            test = f"{_pct(m.get('defended_clean_accuracy_first1000'))} f(d(x)), first 1,000"
+        rows.append(f"| `{k}` | {e['size'] / 1024:.0f} | {e['num_params']:,} | {e['steps']} | "
+                    f"{e['training']['wall_s']:.0f} | {val} | {test} |")
+    hw = sorted({h for e in models.values() for h in e["training"]["hardware"]})
+    return "\n".join(rows) + f"\n\nTrained on: {'; '.join(hw)}."
+
+
 def source_record(config, kind: str, name: str, classifier: Optional[str], workdir_path) -> dict:
     """What ``results.json`` records of an evaluated model: ``{'source': 'pretrained', 'path', 'sha256'}``
     for a shipped file, ``{'source': 'workdir', 'path', 'sha256'}`` (sha256 of the export's integrity
