@@ -10,7 +10,9 @@ Integrity: every saved step (and every export) gets ``ipgan_manifest.json`` (sha
 the step and ``meta``), written atomically after the data and checked against the files on disk
 before it counts. A state with a NaN/Inf leaf is never saved (:class:`NonFiniteError`). On restore a
 step whose files do not match its manifest, or whose values are not finite, is reported in one
-line, moved to ``<directory>.corrupt/`` (never deleted) and the next older step is tried. Old steps
+line, moved to ``<directory>.corrupt/`` (never deleted) and the next older step is tried; so is a
+step without a manifest that does not restore (its bytes cannot be checked, so a failure means damage;
+a verified step that does not restore was written by another model, and that is an error). Old steps
 beyond ``keep`` are deleted only after their successor is written *and* verified. A step without a
 manifest (written before manifests existed) is *legacy*: it is restored (values checked) with a
 one-line note, never treated as corrupt.
@@ -241,6 +243,9 @@ class Checkpointer:
             try:
                 state = self.manager.restore(s, args=ocp.args.StandardRestore(abstract_state))
             except Exception as e:  # orbax raises many types: missing files, bad metadata, shape mismatch
+                if man is None:       # unverifiable bytes that do not restore: damaged, try an older step
+                    self._set_aside(s, f"no {MANIFEST} and it does not restore: {_first_line(e)[:120]}")
+                    continue
                 raise CheckpointError(
                     f"the checkpoint at {folder} could not be restored "
                     f"({_first_line(e)}). It is corrupt or was "
