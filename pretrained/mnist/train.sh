@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The recipes of the shipped MNIST models, in the order they depend on each other. Each entry trains one model
+# into workdir/mnist (resuming whatever is there) and ships it with `python -m ipgan_jax.pretrained add`
+# (file + MANIFEST.json entry: commands, commit, hardware and wall time come from the run's provenance.jsonl).
+# A model that MANIFEST.json already lists is skipped, so the script can be run in pieces, on several machines:
+#
+#   bash pretrained/mnist/train.sh                       # everything that is not shipped yet
+#   bash pretrained/mnist/train.sh defenses/ipgan/lenet  # only these keys (their dependencies must be shipped
+#                                                        # or trained in workdir/mnist)
+#
+# Wall time on a 2-core CPU: about 30 min for the six classifiers, 20-65 min per IP-GAN, 3-8 min per baseline.
+# Commit pretrained/mnist after each model: a session may end at any time.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+T="python run_train.py --config configs/mnist.py"
+S3=target,target,target,lenet_s1,alexnet_s1,mcnn_s1     # M_CNN and AlexNet IP-GAN: all three surrogates
+
+shipped() { python -m ipgan_jax.pretrained list 2>/dev/null | awk '{print $1}' | grep -qx "$1"; }
+ONLY="$*"
+
+ship() {   # ship KEY COMMAND...: train (resumes), then add the model unless it is shipped
+  local key=$1; shift
+  if shipped "$key" || { [ -n "$ONLY" ] && [[ " $ONLY " != *" $key "* ]]; }; then return 0; fi
+  echo "== $key: $*"
+  "$@"
+  python -m ipgan_jax.pretrained add "$key"
+}
+
+ship classifiers/lenet      $T --config.stage=classifier --config.classifier=lenet
+ship classifiers/mcnn       $T --config.stage=classifier --config.classifier=mcnn
+ship classifiers/alexnet    $T --config.stage=classifier --config.classifier=alexnet
+ship classifiers/lenet_s1   $T --config.stage=classifier --config.classifier=lenet_s1 --config.classifier_train.num_epochs=2
+ship classifiers/alexnet_s1 $T --config.stage=classifier --config.classifier=alexnet_s1 --config.classifier_train.num_epochs=1
+ship classifiers/mcnn_s1    $T --config.stage=classifier --config.classifier=mcnn_s1 --config.classifier_train.num_epochs=1
+
+# IP-GAN (Table 1): step counts chosen on the validation monitor (README, Training IP-GAN)
+ship defenses/ipgan/lenet   $T --config.classifier=lenet --config.ipgan.attack_sources=target,target,lenet_s1,alexnet_s1
+ship defenses/ipgan/alexnet $T --config.classifier=alexnet --config.train.num_steps=4000 \
+  --config.ipgan.attack_sources=$S3 --config.train.monitor_sources=mcnn
+ship defenses/ipgan/mcnn    $T --config.classifier=mcnn --config.train.num_steps=5000 \
+  --config.ipgan.attack_sources=$S3 --config.train.monitor_sources=lenet
+
+# The five baselines of Table 1, defaults of configs/mnist.py
+for c in lenet alexnet mcnn; do
+  for d in ape_gan dae uipd grip_gan defense_gan; do
+    ship defenses/$d/$c $T --config.stage=defense --config.defense=$d --config.classifier=$c
+  done
+done
+
+# Adaptive IP-GAN (beyond the paper; README, Beyond the paper): PGD-7 through the pipeline for 4000 steps, then
+# PGD-20 (step 0.0375) to 6000, the recipe of the best white-box numbers on all three classifiers. Its train state
+# ships too: a run may stop at a smaller --config.ipgan_adaptive.num_steps, ship, and continue on another machine
+# with --config.pretrained=True --config.continue_pretrained=True (the same generator as an unbroken run).
+A="$T --config.ipgan.adaptive=True --config.ipgan_adaptive.monitor_attack=apgd --config.ipgan_adaptive.num_steps=6000"
+P="--config.ipgan_adaptive.attack_phases=((4000,20,0.0375),)"
+ship defenses/ipgan_adaptive/lenet   $A "$P" --config.classifier=lenet --config.ipgan.attack_sources=target,target,lenet_s1,alexnet_s1
+ship defenses/ipgan_adaptive/mcnn    $A "$P" --config.classifier=mcnn --config.ipgan.attack_sources=target,target,mcnn_s1,alexnet_s1
+ship defenses/ipgan_adaptive/alexnet $A "$P" --config.classifier=alexnet --config.ipgan.attack_sources=target,target,alexnet_s1,mcnn_s1
+for c in lenet mcnn alexnet; do
+  ship train_states/ipgan_adaptive/$c true     # the train state of the run above (its newest checkpoint)
+done
