@@ -35,6 +35,15 @@ Transforms of a model (``transforms``): ``bpda(fn, backward=None)`` (exact forwa
 ``randomized(fn)``; ``eot(fn, n)`` averages n draws (its gradient is the mean gradient); every
 attack passes a fresh key per model call to a randomised model (``call_model``), and APGD's
 ``eot_samples`` averages the loss gradient over draws; ``fix_key`` fixes one draw.
+
+Input contract (``ipgan_jax.contracts.attack_contract``, one decorator on every public attack
+above, ``square_compacting`` and ``autoattack`` included): x float NHWC [B, H, W, C] with C 1 or 3
+in [0, 1], y int [B] in [0, K) (K from the model's abstract output, which must be [B, K]), eps
+finite >= 0, step sizes finite > 0, counts static ints >= 1; ValueError naming the attack and the
+argument. Shapes and dtypes are checked at trace time (also under jit); label / pixel ranges,
+NaN pixels and scalar values only when concrete (skipped for tracers). An empty batch returns
+an empty result without calling the model. ``bpda`` checks that ``backward`` has fn's output
+shape; ``eot`` refuses a model that takes no key (deterministic).
 """
 from ipgan_jax.attacks import losses, transforms
 from ipgan_jax.attacks.apgd import apgd, apgd_targeted

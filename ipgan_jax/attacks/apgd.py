@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ipgan_jax import contracts
 from ipgan_jax.attacks import core, losses
 from ipgan_jax.attacks.transforms import call_model, is_randomized
 
@@ -169,6 +170,7 @@ def _check(norm, steps, restarts, key):
         raise ValueError("apgd starts from a random point: pass a PRNG key")
 
 
+@contracts.attack_contract(on_empty=core.empty_result)
 def apgd(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
          targeted: bool = False, eps: float = 0.3, norm: str = "linf", steps: int = 100,
          loss: Union[str, Callable] = "ce", restarts: int = 1, rho: float = 0.75, eot_samples: int = 1,
@@ -193,6 +195,7 @@ def apgd(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.A
     return (best.x, core.AttackInfo(best.success, best.objective)) if return_info else best.x
 
 
+@contracts.attack_contract(on_empty=core.empty_result)
 def apgd_targeted(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
                   eps: float = 0.3, norm: str = "linf", steps: int = 100, n_target_classes: int = 9,
                   restarts: int = 1, rho: float = 0.75, eot_samples: int = 1, return_info: bool = False):

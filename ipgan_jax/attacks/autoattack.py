@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ipgan_jax import contracts
 from ipgan_jax.attacks import core
 from ipgan_jax.attacks.apgd import apgd, apgd_targeted
 from ipgan_jax.attacks.square import square_compacting
@@ -41,6 +42,7 @@ ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "square")
 NOT_IMPLEMENTED = {"standard": ("fab-t",)}
 
 
+@contracts.attack_contract
 def autoattack(logits_fn: Callable, x, y, *, key, eps: float, norm: str = "linf",
                version: str = "standard", attacks: Optional[Sequence[str]] = None, steps: int = 100,
                n_queries: int = 5000, n_target_classes: int = 9, eot_samples: Optional[int] = None,
@@ -52,6 +54,8 @@ def autoattack(logits_fn: Callable, x, y, *, key, eps: float, norm: str = "linf"
     (robust / n), ``attacks`` (the list run), ``not_run`` (attacks of the reference version that
     are not implemented) and ``robust_flags`` (bool numpy [B]). ``steps``: APGD iterations;
     ``n_queries``: Square's budget; ``eot_samples``: default 20 for 'rand', 1 otherwise.
+    ``attacks=[]`` (nothing to run) is a ValueError. An empty batch (B == 0) returns x and a log
+    with every count 0 (``robust_accuracy`` 0.0) without calling the model.
     """
     core.check_norm(norm)
     if attacks is None:
@@ -61,6 +65,10 @@ def autoattack(logits_fn: Callable, x, y, *, key, eps: float, norm: str = "linf"
         attacks = VERSIONS[version]
         not_run = NOT_IMPLEMENTED.get(version, ())
     else:
+        attacks = tuple(attacks)
+        if not attacks:
+            raise ValueError(f"autoattack: attacks={list(attacks)} runs nothing; pass attacks=None for the "
+                             f"{version!r} version's list or a non-empty subset of {list(ATTACK_NAMES)}")
         not_run = ()
     unknown = [a for a in attacks if a not in ATTACK_NAMES]
     if unknown:
@@ -71,6 +79,9 @@ def autoattack(logits_fn: Callable, x, y, *, key, eps: float, norm: str = "linf"
         eot_samples = 20 if version == "rand" else 1
     x, y = core.check_input(x, y)
     n = x.shape[0]
+    if n == 0:   # nothing to attack: do not call the model (many cannot reshape an empty batch)
+        return x, dict(n=0, clean=0, broken={name: 0 for name in attacks}, attacks=list(attacks),
+                       not_run=list(not_run), robust=0, robust_accuracy=0.0, robust_flags=np.zeros(0, bool))
 
     runners: Dict[str, Callable] = {
         "apgd-ce": lambda xs, ys, k: apgd(logits_fn, xs, ys, key=k, eps=eps, norm=norm, steps=steps, loss="ce",

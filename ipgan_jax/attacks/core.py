@@ -246,6 +246,22 @@ class AttackInfo(NamedTuple):
     queries: Optional[jax.Array] = None
 
 
+def empty_result(args, queries: bool = False):
+    """An attack's result on an empty batch (B == 0), built without calling the model: x itself,
+    or ``(x, AttackInfo)`` of empty arrays when ``args['return_info']`` (``queries``: the
+    score-based attacks' int32 query counts). ``args``: the attack's bound arguments (the
+    ``on_empty`` hook of ``contracts.attack_contract``)."""
+    x = jnp.asarray(args["x"])
+    if not args.get("return_info", False):
+        return x
+    return x, AttackInfo(jnp.zeros((0,), bool), jnp.zeros((0,), jnp.promote_types(x.dtype, jnp.float32)),
+                         jnp.zeros((0,), jnp.int32) if queries else None)
+
+
+def empty_result_with_queries(args):
+    return empty_result(args, queries=True)
+
+
 MODEL_KEY_TAG = 0x6D6F64  # fold_in tag separating the model's per-call keys from init keys
 
 

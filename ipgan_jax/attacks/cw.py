@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ipgan_jax import contracts
 from ipgan_jax.attacks import core, losses
 
 
@@ -51,6 +52,7 @@ class _Inner(NamedTuple):
     best_norm: jax.Array
 
 
+@contracts.attack_contract(on_empty=core.empty_result)
 def cw_l2(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
           targeted: bool = False, binary_search_steps: int = 9, steps: int = 1000, lr: float = 0.01,
           initial_const: float = 1e-3, confidence: float = 0.0, abort_early: bool = True,

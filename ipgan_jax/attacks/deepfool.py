@@ -18,9 +18,11 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from ipgan_jax import contracts
 from ipgan_jax.attacks import core, losses
 
 
+@contracts.attack_contract(on_empty=core.empty_result)
 def deepfool(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
              targeted: bool = False, steps: int = 50, overshoot: float = 0.02, candidates: int = 10,
              norm: str = "l2", eps: Optional[float] = None) -> jax.Array:

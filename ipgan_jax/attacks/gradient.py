@@ -22,6 +22,7 @@ from typing import Callable, Optional, Union
 
 import jax
 
+from ipgan_jax import contracts
 from ipgan_jax.attacks import core
 
 # default step as a fraction of eps for Linf (the MNIST defaults: eps 0.3 -> 0.04 / 0.01 / 0.03);
@@ -35,6 +36,7 @@ def _step(name, step_size, norm, eps, steps):
     return core.default_step_size(norm, eps, steps, LINF_STEP_RATIO[name])
 
 
+@contracts.attack_contract(on_empty=core.empty_result)
 def fgsm(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
          targeted: bool = False, eps: float = 0.3, norm: str = "linf",
          loss: Union[str, Callable] = "ce", random_start: bool = False, return_info: bool = False):
@@ -50,6 +52,7 @@ def fgsm(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.A
         random_start=random_start, restarts=1, keep_best=False, return_info=return_info)
 
 
+@contracts.attack_contract(on_empty=core.empty_result)
 def bim(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
         targeted: bool = False, eps: float = 0.3, steps: int = 10, step_size: Optional[float] = None,
         norm: str = "linf", loss: Union[str, Callable] = "ce", keep_best: bool = True,
@@ -66,6 +69,7 @@ def bim(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Ar
         random_start=False, restarts=1, keep_best=keep_best, return_info=return_info)
 
 
+@contracts.attack_contract(on_empty=core.empty_result)
 def pgd(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
         targeted: bool = False, eps: float = 0.3, steps: int = 40, step_size: Optional[float] = None,
         norm: str = "linf", loss: Union[str, Callable] = "ce", random_start: bool = True,
@@ -85,6 +89,7 @@ def pgd(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Ar
         random_start=random_start, restarts=restarts, keep_best=keep_best, return_info=return_info)
 
 
+@contracts.attack_contract(on_empty=core.empty_result)
 def mifgsm(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
            targeted: bool = False, eps: float = 0.3, steps: int = 10, step_size: Optional[float] = None,
            decay: float = 1.0, norm: str = "linf", loss: Union[str, Callable] = "ce",

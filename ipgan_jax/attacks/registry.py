@@ -129,7 +129,8 @@ def make_attack(cfg, dataset: Optional[str] = None) -> Callable:
     'random_start': True, 'restarts': 1, 'loss': 'ce', 'norm': 'linf', 'targeted': False}``.
     Missing parameters come from ``DEFAULTS[dataset][name]`` when ``dataset`` is given, else from
     the function signature (the MNIST values). Raises ValueError for an unknown name, parameter
-    or dataset. The returned function closes over the (static) parameters and is jit-able:
+    or dataset, and for a bad value (eps < 0 or NaN, step size <= 0, steps < 1, ...:
+    ``contracts.PARAM_RULES``). The returned function closes over the (static) parameters and is jit-able:
     ``jax.jit(lambda x, y, k: attack(logits_fn, x, y, k))``; ``key`` may be None for
     deterministic attacks.
     """
@@ -157,11 +158,11 @@ def make_attack(cfg, dataset: Optional[str] = None) -> Callable:
         params["step_size"] = _default_step(name, base, params, accepted)
     if isinstance(params.get("loss"), str):
         losses.objective(params["loss"])  # raises ValueError naming the accepted losses
-    contracts.check_eps(params.get("eps"), f"{name} eps")
-    contracts.check_step_size(params.get("step_size"), f"{name} step_size")
+    contracts.check_attack_params(params, f"{name} ")   # eps, step sizes, counts: fail here, not mid-run
 
     def attack(logits_fn: Callable, x, y, key=None):
-        contracts.check_attack_inputs(logits_fn, x, y)   # static under jit; values when concrete
+        # fn checks x, y and the model's output at entry (contracts.attack_contract): shapes and
+        # dtypes statically (also under jit), values when concrete
         return fn(logits_fn, x, y, key=key, **params)
 
     attack.name = name

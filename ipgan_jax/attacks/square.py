@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ipgan_jax import contracts
 from ipgan_jax.attacks import core, losses
 from ipgan_jax.attacks.transforms import call_model
 
@@ -216,6 +217,7 @@ def _checked(x, y, key, norm, n_queries):
     return x, y, n_queries
 
 
+@contracts.attack_contract(on_empty=core.empty_result_with_queries)
 def square(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
            targeted: bool = False, eps: float = 0.3, norm: str = "linf", n_queries: int = 5000,
            p_init: float = 0.8, rescale_schedule: bool = False, return_info: bool = False):
@@ -232,6 +234,7 @@ def square(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax
     return st.x_best
 
 
+@contracts.attack_contract(on_empty=core.empty_result_with_queries)
 def square_compacting(logits_fn: Callable, x, y, *, key, targeted: bool = False, eps: float = 0.3,
                       norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8,
                       rescale_schedule: bool = False, chunk: int = 250, min_bucket: int = 8,

@@ -18,10 +18,12 @@ All functions are pure and jit-able; x float [B, ...] in [0, 1].
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 EOT_AVERAGES = ("logits", "log_probs")
 
@@ -34,14 +36,39 @@ def bpda(fn: Callable, backward: Optional[Callable] = None) -> Callable:
     approximates fn; ``None`` is the identity (fn must then return x's shape, e.g. a purifier
     [B,H,W,C] -> [B,H,W,C]), so the cotangent passes through unchanged. The extra arguments get
     zero cotangents. ``backward`` is only used for its VJP; its forward value is discarded.
+
+    Checked at every call (trace time, shapes only, so also under jit): ``backward(x)`` must have
+    the shape of ``fn(x, *args)`` (it stands in for fn in the backward pass; a backward of another
+    shape would otherwise fail deep inside JAX's VJP), and with the identity backward fn must
+    keep x's shape. ValueError naming ``backward``.
     """
+    if not callable(fn) or (backward is not None and not callable(backward)):
+        raise ValueError(f"bpda needs callables fn and backward; got fn={fn!r}, backward={backward!r}")
+
+    def check(x, out):
+        if not hasattr(out, "shape"):   # not one array (the documented case): nothing to compare
+            return
+        out_shape, x_shape = tuple(out.shape), tuple(jnp.shape(x))
+        if backward is None:
+            if out_shape != x_shape:
+                raise ValueError(f"bpda: the identity backward needs fn to keep x's shape; got {x_shape} -> "
+                                 f"{out_shape}: pass backward= (a differentiable x -> {out_shape} approximation)")
+            return
+        b_shape = tuple(jax.eval_shape(backward, jax.ShapeDtypeStruct(x_shape, jnp.result_type(x))).shape)
+        if b_shape != out_shape:
+            raise ValueError(f"bpda: backward(x) must return fn's output shape {out_shape} (it replaces fn in the "
+                             f"backward pass); got {b_shape} for x of shape {x_shape}")
 
     @jax.custom_vjp
     def g(x, *args):
-        return fn(x, *args)
+        out = fn(x, *args)
+        check(x, out)
+        return out
 
     def fwd(x, *args):
-        return fn(x, *args), (x, args)
+        out = fn(x, *args)
+        check(x, out)
+        return out, (x, args)
 
     def bwd(res, ct):
         x, args = res
@@ -65,6 +92,26 @@ def _zero_cotangent(a):
     if jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.complexfloating):
         return jnp.zeros_like(a)
     return None  # integer / key arrays: no cotangent
+
+
+def _name(fn) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def takes_key(fn: Callable) -> bool:
+    """Whether ``fn`` can be called as ``fn(x, key)``: marked :func:`randomized`, or its signature binds
+    two positional arguments. True when the signature cannot be read (e.g. some builtins)."""
+    if is_randomized(fn):
+        return True
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    try:
+        sig.bind(None, None)
+    except TypeError:
+        return False
+    return True
 
 
 def randomized(fn: Callable) -> Callable:
@@ -110,10 +157,21 @@ def eot(logits_fn: Callable, n: int, *, average: str = "logits") -> Callable:
     average='log_probs': log(mean_i softmax(logits_i)), the log of the randomised classifier's
     expected prediction (a valid logit vector). The draws run under ``lax.map`` (memory of one
     draw at a time).
+
+    A deterministic model is refused (ValueError): one that cannot take a key argument (its
+    signature binds only ``fn(x)``, e.g. ``lambda x: ...``) is not randomised, and EOT of it would
+    be the model itself at n times the cost. Detected from the signature at ``eot()`` time; a
+    ``fn(x, key)`` that ignores its key cannot be told apart without running it and is accepted.
     """
+    if isinstance(n, (bool, np.bool_)) or not float(n).is_integer():
+        raise ValueError(f"eot needs an int n >= 1, got {n!r}")
     n = int(n)
     if n < 1:
         raise ValueError(f"eot needs n >= 1, got {n}")
+    if not takes_key(logits_fn):
+        raise ValueError(f"eot needs a randomised model fn(x, key) -> logits; {_name(logits_fn)} takes no key "
+                         f"argument, so it is deterministic and its EOT is itself: attack it directly (or wrap "
+                         f"a model with its randomness as fn(x, key))")
     if average not in EOT_AVERAGES:
         raise ValueError(f"unknown eot average {average!r}; choose one of {list(EOT_AVERAGES)}")
 

@@ -87,9 +87,9 @@ def evaluate(model, variables, loader, mesh) -> float:
     return correct / max(total, 1)
 
 
-# classifier_train settings that may change on resume (the learning-rate schedule follows num_epochs /
-# num_steps, so those define the model)
-CLASSIFIER_RESUMABLE = ("log_every", "checkpoint_every", "keep", "eval_batch_size")
+# classifier_train settings that may change on resume: the length (a longer run stretches the cosine schedule
+# from the resumed step on) and the cadence
+CLASSIFIER_RESUMABLE = ("num_epochs", "num_steps", "log_every", "checkpoint_every", "keep", "eval_batch_size")
 
 
 def classifier_recipe(config, name: str) -> dict:
