@@ -287,3 +287,21 @@ def test_contract_keeps_signatures_and_valid_inputs_pass():
     out = A.fgsm(conv_logits, np.asarray(X), np.asarray(Y, np.int64), eps=0.1)
     assert out.shape == X.shape and float(jnp.max(jnp.abs(out - X))) <= np.float32(0.1)
     assert contracts.check_int(5.0, "steps") is None        # an integral float is accepted (as int(5.0))
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "apgd", "square"])
+def test_contract_costs_nothing_under_jit_the_compiled_program_is_the_same(name):
+    """The checks run at trace time only: jitting an attack with its contract lowers to exactly the program of
+    the attack without it (so its cost under jit is zero, not merely small)."""
+    import ipgan_jax.attacks as A
+    w = jax.random.normal(jax.random.PRNGKey(0), (28 * 28, 10)) * 0.05
+    f = lambda z: z.reshape(z.shape[0], -1) @ w                       # noqa: E731
+    x = jax.random.uniform(jax.random.PRNGKey(1), (4, 28, 28, 1))
+    y = jnp.arange(4) % 10
+    kw = {"square": dict(n_queries=20), "apgd": dict(steps=5), "pgd": dict(steps=5, step_size=0.05)}.get(name, {})
+    fn = getattr(A, name)
+    assert hasattr(fn, "__wrapped__")
+
+    def lowered(g):
+        return jax.jit(lambda x, y, k: g(f, x, y, key=k, eps=0.3, **kw)).lower(x, y, jax.random.PRNGKey(2)).as_text()
+    assert lowered(fn) == lowered(fn.__wrapped__)
