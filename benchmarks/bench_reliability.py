@@ -9,7 +9,8 @@ variant and the ratio checked / bare are printed with the load average.
 
 Attacks (LeNet-5, random weights, MNIST-shaped random inputs in [0, 1]):
   * ``jit``: ``jax.jit`` of ``make_attack(cfg)`` (contracts: static shape/dtype checks at trace
-    time) vs ``jax.jit`` of the bare attack function with the same parameters;
+    time, in ``make_attack`` and in the attack's ``contracts.attack_contract``) vs ``jax.jit`` of the
+    bare attack function (``attack.__wrapped__``, no contract) with the same parameters;
   * ``eager``: calling the ``make_attack`` wrapper around a jitted attack on concrete arrays, so
     the value checks (pixel range, finite, label bounds) run on the host each call, vs calling the
     jitted attack directly.
@@ -84,7 +85,8 @@ def bench_attacks(args) -> None:
     key = jax.random.PRNGKey(1)
     for cfg in ({"name": "fgsm", "eps": 0.3}, {"name": "pgd", "eps": 0.3, "steps": 40}):
         wrapped = registry.make_attack(cfg, dataset="mnist")
-        bare_fn = functools.partial(registry._lookup(cfg["name"]), **wrapped.params)
+        attack = registry._lookup(cfg["name"])
+        bare_fn = functools.partial(getattr(attack, "__wrapped__", attack), **wrapped.params)   # no contract
         jit_wrapped = jax.jit(lambda x, y, k, a=wrapped: a(logits_fn, x, y, k))
         jit_bare = jax.jit(lambda x, y, k, f=bare_fn: f(logits_fn, x, y, key=k))
         for f in (jit_wrapped, jit_bare):
