@@ -138,6 +138,5 @@ def test_shipped_train_state_continues_as_if_the_run_never_moved(trained_tiny, t
 def test_readme_table_is_the_manifest_rendered():
     """README's shipped-model table is `python -m ipgan_jax.pretrained list --markdown`, not hand-typed."""
     text = (pretrained.REPO_ROOT / "README.md").read_text()
-    start, end = "<!-- pretrained-table:start -->\n", "<!-- pretrained-table:end -->"
-    block = text[text.index(start) + len(start):text.index(end)]
-    assert block.strip() == pretrained.markdown_table(MODELS).strip()
+    assert pretrained.readme_with_table(text, MODELS) == text, \
+        "README's table is stale: python -m ipgan_jax.pretrained list --write_readme"

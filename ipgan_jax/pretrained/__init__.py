@@ -201,6 +201,16 @@ def markdown_table(models: dict) -> str:
     return "\n".join(rows) + f"\n\nTrained on: {'; '.join(hw)}."
 
 
+README_MARKERS = ("<!-- pretrained-table:start -->\n", "<!-- pretrained-table:end -->")
+
+
+def readme_with_table(text: str, models: dict) -> str:
+    """``text`` (README.md) with the block between :data:`README_MARKERS` replaced by :func:`markdown_table`."""
+    start, end = README_MARKERS
+    i, j = text.index(start) + len(start), text.index(end)
+    return text[:i] + markdown_table(models) + "\n" + text[j:]
+
+
 def source_record(config, kind: str, name: str, classifier: Optional[str], workdir_path) -> dict:
     """What ``results.json`` records of an evaluated model: ``{'source': 'pretrained', 'path', 'sha256'}``
     for a shipped file, ``{'source': 'workdir', 'path', 'sha256'}`` (sha256 of the export's integrity

@@ -2,6 +2,7 @@
 
     python -m ipgan_jax.pretrained verify                  # every file against pretrained/mnist/MANIFEST.json
     python -m ipgan_jax.pretrained list [--markdown]       # one line (table row) per shipped model
+    python -m ipgan_jax.pretrained list --write_readme     # that table into README.md
     python -m ipgan_jax.pretrained add classifiers/lenet   # ship a model trained in --config.workdir
     python -m ipgan_jax.pretrained add defenses/ipgan/lenet
     python -m ipgan_jax.pretrained add train_states/ipgan_adaptive/lenet     # its latest checkpoint
@@ -23,7 +24,7 @@ import time
 
 from absl import app, flags, logging
 
-from ipgan_jax import pretrained
+from ipgan_jax import files, pretrained
 from ipgan_jax.cli import define_config_flag, run_with_clear_errors
 from ipgan_jax.pretrained.export import add
 
@@ -31,6 +32,7 @@ _CONFIG = define_config_flag("configs/mnist.py")
 flags.DEFINE_bool("replace", False, "add: replace a shipped model (needs --reason)")
 flags.DEFINE_string("reason", None, "add --replace: why the new model replaces the shipped one")
 flags.DEFINE_bool("markdown", False, "list: a Markdown table (the one in README)")
+flags.DEFINE_bool("write_readme", False, "list: write that table into README.md (between its pretrained-table markers)")
 FLAGS = flags.FLAGS
 
 
@@ -51,8 +53,14 @@ def main(argv):
               f"({total / 2**20:.1f} MB of {pretrained.SIZE_BUDGET / 2**20:.0f} MB) in {folder}")
         return 1 if problems else 0
     if cmd == "list":
+        models = pretrained.read_manifest(folder)["models"]
+        if FLAGS.write_readme:
+            readme = pretrained.REPO_ROOT / "README.md"
+            files.write_text(readme, pretrained.readme_with_table(readme.read_text(), models))
+            print(f"wrote the table of {len(models)} models into {readme}")
+            return 0
         if FLAGS.markdown:
-            print(pretrained.markdown_table(pretrained.read_manifest(folder)["models"]))
+            print(pretrained.markdown_table(models))
             return 0
         for k, e in pretrained.read_manifest(folder)["models"].items():
             m = {a: b for a, b in e["metrics"].items() if not isinstance(b, dict)}
