@@ -24,6 +24,7 @@ ship() {   # ship KEY COMMAND...: train (resumes), then add the model unless it 
   echo "== $key: $*"
   "$@"
   python -m ipgan_jax.pretrained add "$key"
+  python -m ipgan_jax.pretrained list --write_readme     # README's table follows the manifest
 }
 
 ship classifiers/lenet      $T --config.stage=classifier --config.classifier=lenet
