@@ -14,8 +14,9 @@ over one set of images:
   ``member@source`` becomes ``member#2@source``), so both are kept and both count;
 * ``f_clean`` (f(x) = y, which needs no defense) must agree wherever two runs saw the same image
   with the same classifier; otherwise the runs used different weights or images and merging them
-  is refused (``MergeError``). Clean-through-the-pipeline bits that disagree (a stochastic
-  defense) are combined conservatively: an image is clean-correct only if it is in every run;
+  is refused (``MergeError``). Clean-through-the-pipeline bits that disagree are refused too for a
+  deterministic defense; for Defense-GAN (:data:`SEARCH_DEFENSES`, whose z-search depends on the
+  evaluation's settings) they are combined conservatively: an image is clean-correct only if it is in every run;
 * the models of each run (``meta.models``: path, sha256 and fingerprint of every classifier and defense it
   evaluated) must agree wherever two runs name the same model: different weights under one name are refused;
 * the runs' dataset and eps must agree; sanity checks are kept (each tagged with its run);
@@ -36,6 +37,9 @@ from ipgan_jax.eval.evaluate import Evaluator
 from ipgan_jax.eval.records import AttackRecord, record_from_json, unpack_bits
 
 SCHEMAS = ("ipgan-eval/2",)
+# defenses whose test-time output depends on evaluation settings (Defense-GAN's z-search: seed, steps, restarts),
+# so two runs may disagree on clean inputs; every other defense is a deterministic function of its params
+SEARCH_DEFENSES = ("defense_gan",)
 
 
 class MergeError(ValueError):
@@ -198,11 +202,21 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
                 continue
             v = unpack_bits(c["correct"], int(c["n"]))
             if k in pipe:
-                v, agree = _and_prefix(pipe[k], v)
-                if not agree:
-                    notes.append(f"{k[1]} on {k[0]}: clean f(d(x)) differs between runs (stochastic defense?); "
-                                 "an image counts as clean-correct only if it is in every run")
-            pipe[k] = v
+                prev, first = pipe[k]
+                m = min(len(prev), len(v), num_examples or len(v))   # the images the merge keeps
+                bad = int(np.sum(prev[:m] != v[:m]))
+                v, _ = _and_prefix(prev, v)
+                if bad:
+                    if k[1].partition(":")[0] not in SEARCH_DEFENSES:
+                        raise MergeError(f"{k[1]} on {k[0]}: clean f(d(x)) differs between {first} and {lab} on {bad} "
+                                         "image(s), and this defense is deterministic: the runs evaluated different "
+                                         "models (or test images); not merging")
+                    notes.append(f"{k[1]} on {k[0]}: clean f(d(x)) differs between runs (its z-search depends on the "
+                                 "evaluation's seed and budget); an image counts as clean-correct only if it is in every run")
+                pipe[k] = (v, first)
+            else:
+                pipe[k] = (v, lab)
+    pipe = {k: v for k, (v, _) in pipe.items()}
     if num_examples is not None:
         pipe = {k: v[:num_examples] for k, v in pipe.items()}
 
