@@ -103,7 +103,8 @@ def main(argv):
             "whitebox_per_defense": config.eval.whitebox_per_defense.to_dict(), "cw": config.eval.cw.to_dict(),
             "checks": config.eval.checks.to_dict(),
             "whitebox_num_examples": ev.num_images(ev.classifiers[0], costly=True),
-            "pretrained": bool(config.pretrained), "models": ev.model_sources()}
+            "pretrained": bool(config.pretrained), "models": ev.model_sources(), "seed": config.seed,
+            "run_nonce": ev.run_nonce}
     # tables first (a failure while writing files must not lose them), then the files
     files = print_and_write(ev, out_dir, meta)
     print(f"\nwrote: {', '.join(str(p) for p in files.values())}  ({time.time() - t0:.0f} s)")

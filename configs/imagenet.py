@@ -79,7 +79,10 @@ def get_config(arg: str = "resnet50"):
         cw=dict(binary_search_steps=9, steps=1000, lr=0.01, initial_const=0.01, abort_early=True),
         checks=dict(steps=(10, 100), large_eps=(64 / 255, 1.0), max_large_eps_acc=0.05, min_grad_ratio=0.01,
                     bpda_margin=0.05, tol=0.01, names="all"),   # see configs/mnist.py
-        eps_curve=(0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255), out_dir=config_dict.placeholder(str)))
+        eps_curve=(0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255), out_dir=config_dict.placeholder(str),
+        # folded into every attack key: 0 keeps the keys of earlier runs; another value gives the same suite fresh
+        # random starts, so --merge of two runs with different nonces adds restarts instead of repeating them
+        run_nonce=0))
     # the same name the MNIST config uses for the surrogate of M_CNN, so the evaluator code is shared
     if demo:
         c.train.update(batch_size=4, num_steps=200, log_every=10, eval_every=100, eval_batch_size=20,

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -207,3 +208,24 @@ def test_merge_refuses_two_generators_under_one_name_by_their_fingerprints():
     # a defense left out of the merge is not checked
     c = _with_models(_run([_rec("square", [2], defense="dae")]), classifiers__lenet="f1", defenses__ipgan__lenet="g9")
     merge_results([a, c], ["a", "c"], defenses=["dae"])
+
+
+def test_merge_says_when_a_repeated_member_repeats_its_random_starts():
+    """Issue 44: a member rerun in another run with the same seed and no run nonce draws the same starts."""
+    a, b = _run([_rec("pgd_ce", [1])]), _run([_rec("pgd_ce", [2])])
+    assert any("repeats the same random starts" in x for x in merge_results([a, b], ["a", "b"]).notes)
+    b["meta"]["run_nonce"] = 1
+    assert not any("repeats" in x for x in merge_results([a, b], ["a", "b"]).notes)
+
+
+def test_run_nonce_changes_every_attack_key_and_zero_keeps_the_old_ones(trained_tiny):
+    from ipgan_jax.eval.evaluate import Evaluator, block_key
+    keys = {}
+    for nonce in (0, 1, 2):
+        c = trained_tiny.copy_and_resolve_references()
+        c.eval.run_nonce = nonce
+        ev = Evaluator(c, ["lenet"], ["none"], ["pgd"], 8)
+        keys[nonce] = np.asarray(jax.random.key_data(block_key(ev.key, "whitebox", 0, "pgd_ce")))
+    old = np.asarray(jax.random.key_data(block_key(jax.random.PRNGKey(trained_tiny.seed), "whitebox", 0, "pgd_ce")))
+    np.testing.assert_array_equal(keys[0], old)
+    assert not np.array_equal(keys[0], keys[1]) and not np.array_equal(keys[1], keys[2])

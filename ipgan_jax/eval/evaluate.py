@@ -185,6 +185,9 @@ class Evaluator:
         self.classifiers, self.defenses, self.attacks = list(classifiers), list(defenses), list(attacks)
         self.num_examples = num_examples
         self.key = jax.random.PRNGKey(seed)
+        self.run_nonce = int(config.eval.get("run_nonce", 0))
+        if self.run_nonce:   # 0: the keys of runs made before the nonce existed
+            self.key = jax.random.fold_in(self.key, self.run_nonce)
         self.records: dict = {}
         self.curves: dict = {}
         self.checks: list = []

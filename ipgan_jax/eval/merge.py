@@ -170,6 +170,9 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
     notes: list = check_same_models(runs, labels, lambda c, d: keep(c, d) if d is not None else
                                     (classifiers is None or c in classifiers))
     recs: list = []          # (label, AttackRecord), in run order
+    keys_of = {lab: (run["meta"].get("seed", 0), run["meta"].get("run_nonce", 0)) for run, lab in zip(runs, labels)}
+    same_keys = {lab: next((o for o in labels[:i] if keys_of[o] == keys_of[lab]), None)
+                 for i, lab in enumerate(labels)}
     for run, lab in zip(runs, labels):
         for d in run["records"]:
             r = record_from_json(d)
@@ -229,6 +232,9 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
             name = _suffixed(r.attack, k)
         if name != r.attack:
             notes.append(f"{r.block}/{r.classifier}/{r.defense}: {r.attack} of {lab} kept as {name}")
+            if same_keys.get(lab):
+                notes.append(f"{lab} used the seed and eval.run_nonce of {same_keys[lab]}: its {r.attack} repeats the "
+                             "same random starts and adds no restart (rerun it with another --config.eval.run_nonce)")
         r.attack = name
         records[(r.block, name, r.classifier, r.defense)] = r
     groups: dict = {}
