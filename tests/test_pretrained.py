@@ -100,6 +100,14 @@ def test_shipped_and_workdir_models_are_never_mixed(trained_tiny, tmp_path):
     with pytest.raises(ValueError, match="shipped already"):
         shipped.pretrained = False
         add(shipped, "defenses/ipgan/lenet")
+    # a fresh machine: no workdir classifier; a defense trained against the shipped one ships against it too
+    fresh = shipped.copy_and_resolve_references()
+    fresh.workdir, fresh.defense, fresh.pretrained = str(tmp_path / "fresh"), "dae", True
+    train_defense(fresh)
+    assert not (tmp_path / "fresh" / "classifiers").exists()
+    fresh.pretrained = False
+    e = add(fresh, "defenses/dae/lenet")
+    assert e["classifier_fingerprint"] == man["classifiers/lenet"]["fingerprint"]
 
 
 def test_shipped_train_state_continues_as_if_the_run_never_moved(trained_tiny, tmp_path):

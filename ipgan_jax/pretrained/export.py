@@ -65,7 +65,12 @@ def _collect(config, key: str) -> tuple:
     cfg.defense, cfg.classifier = defense, clf
     run = defense_dir(cfg)
     result = json.loads((run / "result.json").read_text())
-    module, variables = load_classifier(cfg, clf)
+    # the target: the shipped classifier when there is one (a defense trained with --config.pretrained=True on a
+    # fresh machine has no workdir classifier), else the workdir's; load_defense checks its fingerprint either way
+    shipped_clf = pretrained.key_of("classifier", clf) in pretrained.read_manifest(pretrained.root(cfg))["models"]
+    target_cfg = cfg.copy_and_resolve_references()
+    target_cfg.pretrained = shipped_clf
+    module, variables = load_classifier(target_cfg, clf)
     defend, trainer = load_defense(cfg, defense, clf, target=(module, variables))
     f = lambda x: module.apply(variables, x, train=False)   # noqa: E731
     acc = clean_accuracy(cfg, lambda x: f(defend(x)), DEFENSE_CHECK_N)

@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 T="python run_train.py --config configs/mnist.py"
+D="$T --config.pretrained=True"     # defenses train against the shipped classifiers (targets and surrogates)
 S3=target,target,target,lenet_s1,alexnet_s1,mcnn_s1     # M_CNN and AlexNet IP-GAN: all three surrogates
 
 shipped() { python -m ipgan_jax.pretrained list 2>/dev/null | awk '{print $1}' | grep -qx "$1"; }
@@ -35,16 +36,16 @@ ship classifiers/alexnet_s1 $T --config.stage=classifier --config.classifier=ale
 ship classifiers/mcnn_s1    $T --config.stage=classifier --config.classifier=mcnn_s1 --config.classifier_train.num_epochs=1
 
 # IP-GAN (Table 1): step counts chosen on the validation monitor (README, Training IP-GAN)
-ship defenses/ipgan/lenet   $T --config.classifier=lenet --config.ipgan.attack_sources=target,target,lenet_s1,alexnet_s1
-ship defenses/ipgan/alexnet $T --config.classifier=alexnet --config.train.num_steps=4000 \
+ship defenses/ipgan/lenet   $D --config.classifier=lenet --config.ipgan.attack_sources=target,target,lenet_s1,alexnet_s1
+ship defenses/ipgan/alexnet $D --config.classifier=alexnet --config.train.num_steps=4000 \
   --config.ipgan.attack_sources=$S3 --config.train.monitor_sources=mcnn
-ship defenses/ipgan/mcnn    $T --config.classifier=mcnn --config.train.num_steps=5000 \
+ship defenses/ipgan/mcnn    $D --config.classifier=mcnn --config.train.num_steps=5000 \
   --config.ipgan.attack_sources=$S3 --config.train.monitor_sources=lenet
 
 # The five baselines of Table 1, defaults of configs/mnist.py
 for c in lenet alexnet mcnn; do
   for d in ape_gan dae uipd grip_gan defense_gan; do
-    ship defenses/$d/$c $T --config.stage=defense --config.defense=$d --config.classifier=$c
+    ship defenses/$d/$c $D --config.stage=defense --config.defense=$d --config.classifier=$c
   done
 done
 
@@ -52,7 +53,7 @@ done
 # PGD-20 (step 0.0375) to 6000, the recipe of the best white-box numbers on all three classifiers. Its train state
 # ships too: a run may stop at a smaller --config.ipgan_adaptive.num_steps, ship, and continue on another machine
 # with --config.pretrained=True --config.continue_pretrained=True (the same generator as an unbroken run).
-A="$T --config.ipgan.adaptive=True --config.ipgan_adaptive.monitor_attack=apgd --config.ipgan_adaptive.num_steps=6000"
+A="$D --config.ipgan.adaptive=True --config.ipgan_adaptive.monitor_attack=apgd --config.ipgan_adaptive.num_steps=6000"
 P="--config.ipgan_adaptive.attack_phases=((4000,20,0.0375),)"
 ship defenses/ipgan_adaptive/lenet   $A "$P" --config.classifier=lenet --config.ipgan.attack_sources=target,target,lenet_s1,alexnet_s1
 ship defenses/ipgan_adaptive/mcnn    $A "$P" --config.classifier=mcnn --config.ipgan.attack_sources=target,target,mcnn_s1,alexnet_s1
