@@ -35,7 +35,7 @@ ship classifiers/lenet_s1   $T --config.stage=classifier --config.classifier=len
 ship classifiers/alexnet_s1 $T --config.stage=classifier --config.classifier=alexnet_s1 --config.classifier_train.num_epochs=1
 ship classifiers/mcnn_s1    $T --config.stage=classifier --config.classifier=mcnn_s1 --config.classifier_train.num_epochs=1
 
-# IP-GAN (Table 1): step counts chosen on the validation monitor (README, Training IP-GAN)
+# IP-GAN (Table 1): step counts chosen on the validation monitor (docs/training.md)
 ship defenses/ipgan/lenet   $D --config.classifier=lenet --config.ipgan.attack_sources=target,target,lenet_s1,alexnet_s1
 ship defenses/ipgan/alexnet $D --config.classifier=alexnet --config.train.num_steps=4000 \
   --config.ipgan.attack_sources=$S3 --config.train.monitor_sources=mcnn
@@ -49,7 +49,7 @@ for c in lenet alexnet mcnn; do
   done
 done
 
-# Adaptive IP-GAN (beyond the paper; README, Beyond the paper): PGD-7 through the pipeline for 4000 steps, then
+# Adaptive IP-GAN (beyond the paper; docs/robust-ipgan.md): PGD-7 through the pipeline for 4000 steps, then
 # PGD-20 (step 0.0375) to 6000, the recipe of the best white-box numbers on all three classifiers. Its train state
 # ships too: a run may stop at a smaller --config.ipgan_adaptive.num_steps, ship, and continue on another machine
 # with --config.pretrained=True --config.continue_pretrained=True (the same generator as an unbroken run).
