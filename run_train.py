@@ -33,7 +33,6 @@ def main(argv):
     from ipgan_jax.training.parallel import maybe_initialize_distributed
     maybe_initialize_distributed(config.distributed)   # before anything touches the devices
     from ipgan_jax.defenses import train_defense
-    from ipgan_jax.defenses.registry import resolve_defense
     from ipgan_jax.training.classifier import classifier_dir, train_classifier
     results = {}
     if config.pretrained and config.stage == "classifier":

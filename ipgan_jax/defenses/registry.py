@@ -27,6 +27,7 @@ from ipgan_jax.defenses.ipgan_adaptive import AdaptiveIPGANTrainer
 from ipgan_jax.defenses.uipd import UIPDTrainer
 from ipgan_jax.training.checkpoint import CheckpointError, params_meta, restore_params, tree_fingerprint
 from ipgan_jax.training.classifier import load_classifier
+from ipgan_jax.training.loop import recipe_diff
 
 DEFENSES = {"ipgan": IPGANTrainer, "ipgan_adaptive": AdaptiveIPGANTrainer, "ape_gan": APEGANTrainer,
             "defense_gan": DefenseGANTrainer, "dae": DAETrainer, "uipd": UIPDTrainer, "grip_gan": GRIPGANTrainer}
@@ -139,8 +140,8 @@ def load_defense(config, defense: str, classifier: str | None = None, target=Non
     file (``pretrained/<dataset>/defenses/<defense>/<classifier>.msgpack``); either way the trainer is built
     from the config sections the model was trained with (its recipe, recorded with it: :func:`apply_recipe`),
     so an evaluation config cannot change e.g. its ``eps_inv``.
-    ``defend_fn.source`` records where the params came from (``pretrained.source_record``) and their
-    ``fingerprint``, for ``results.json``.
+    ``defend_fn.params`` are the loaded params; ``defend_fn.source`` records where they came from
+    (``pretrained.source_record``) and their ``fingerprint``, for ``results.json``.
     """
     classifier = classifier or config.classifier
     base = base_defense(defense)
@@ -154,27 +155,28 @@ def load_defense(config, defense: str, classifier: str | None = None, target=Non
     module, variables = target if target is not None else load_classifier(cfg, classifier)
     path = defense_dir(cfg) / "params"
     if cfg.pretrained:
-        shipped = pretrained.entry(pretrained.root(cfg), pretrained.key_of("defense", defense, classifier))
-        apply_recipe(cfg, base, shipped.get("config") or {}, f"the shipped {defense} of {classifier}")
-        trainer = make_trainer(cfg, module, variables)
-        abstract = jax.eval_shape(lambda: trainer.defense_params(trainer.init_state(jax.random.PRNGKey(0))))
-        params, shipped = pretrained.load(cfg, "defense", defense, classifier, abstract)
-        check_target(cfg, shipped, variables, f"shipped defenses/{defense}/{classifier}")
+        key = pretrained.key_of("defense", defense, classifier)
+        meta, where = pretrained.entry(pretrained.root(cfg), key), f"shipped {key}"
     else:
         if not path.exists():
             raise FileNotFoundError(
                 f"no trained {defense} defense for {classifier} at {path}; train it with "
                 f"`python run_train.py --config <config> --config.defense={defense} --config.classifier={classifier}`"
                 f" (or use the shipped models: --config.pretrained=True)")
-        apply_recipe(cfg, base, params_meta(path).get("config") or {}, f"the {defense} of {classifier} at {path}")
-        trainer = make_trainer(cfg, module, variables)
-        abstract = jax.eval_shape(lambda: trainer.defense_params(trainer.init_state(jax.random.PRNGKey(0))))
+        meta, where = params_meta(path), path
+    apply_recipe(cfg, base, meta.get("config") or {}, f"the {defense} of {classifier} ({where})")
+    trainer = make_trainer(cfg, module, variables)
+    abstract = jax.eval_shape(lambda: trainer.defense_params(trainer.init_state(jax.random.PRNGKey(0))))
+    if cfg.pretrained:
+        params, _ = pretrained.load(cfg, "defense", defense, classifier, abstract)
+    else:
         params = restore_params(path, abstract, "defense params")
-        check_target(cfg, params_meta(path), variables, path)
+    check_target(cfg, meta, variables, where)
 
     def defend_fn(x):
         contracts.check_images(x, f"{defense} input")   # shape/dtype static under jit; values when concrete
         return trainer.defend(params, x)
+    defend_fn.params = params
     defend_fn.source = {**pretrained.source_record(cfg, "defense", defense, classifier, path),
                         "fingerprint": tree_fingerprint(params)}
     return defend_fn, trainer
@@ -205,19 +207,13 @@ def apply_recipe(cfg, method: str, recorded: dict, where: str) -> None:
                     cfg[sect][k] = want
                 continue
             now = cfg[sect][k]
-            if _plain(now) != _plain(want):
+            if recipe_diff({k: now}, {k: want}):
                 ignored.append(f"{sect}.{k}={now!r} (trained with {want!r})")
                 with cfg.unlocked():
                     cfg[sect][k] = type(now)(want) if isinstance(now, (int, float, str)) and want is not None \
                         else want
     if ignored:
         print(f"note: {where} is evaluated with the recipe it was trained with; ignoring {', '.join(ignored)}")
-
-
-def _plain(v):
-    """JSON form of a config value (tuples and lists compare equal)."""
-    import json
-    return json.dumps(v, default=str, sort_keys=True)
 
 
 def check_target(config, meta: dict, variables, path) -> None:

@@ -62,7 +62,7 @@ def main(argv):
         if FLAGS.markdown:
             print(pretrained.markdown_table(models))
             return 0
-        for k, e in pretrained.read_manifest(folder)["models"].items():
+        for k, e in models.items():
             m = {a: b for a, b in e["metrics"].items() if not isinstance(b, dict)}
             print(f"{k:40s} {e['size'] / 1024:8.0f} KB  {e['num_params']:>9,d} params  {e['steps']:>6} steps  "
                   f"{e['training']['wall_s']:>7.0f} s  {json.dumps(m)}")

@@ -39,8 +39,8 @@ def _training(segments: list) -> dict:
 def _collect(config, key: str) -> tuple:
     """(tree, fields of the manifest entry) of the workdir model ``key``."""
     import jax
-    from ipgan_jax.defenses.registry import defense_dir, load_defense, make_trainer, split_tag
-    from ipgan_jax.training.checkpoint import Checkpointer, abstract_like, restore_params, tree_fingerprint
+    from ipgan_jax.defenses.registry import defense_dir, load_defense, split_tag
+    from ipgan_jax.training.checkpoint import Checkpointer, abstract_like, tree_fingerprint
     from ipgan_jax.training.classifier import classifier_dir, load_classifier
     parts = key.split("/")
     kind = {"classifiers": "classifier", "defenses": "defense", "train_states": "train_state"}.get(parts[0])
@@ -77,12 +77,9 @@ def _collect(config, key: str) -> tuple:
     metrics = {"validation": result.get("heldout", {}), f"defended_clean_accuracy_first{DEFENSE_CHECK_N}": acc}
     common = {"classifier": clf, "defense": defense, "classifier_fingerprint": result.get("classifier_fingerprint")}
     if kind == "defense":
-        abstract = jax.eval_shape(lambda: trainer.defense_params(trainer.init_state(jax.random.PRNGKey(0))))
-        params = restore_params(run / "params", abstract, "defense params")
-        return params, run, result, {"kind": kind, **common, "steps": result["steps"],
-                                     "fingerprint": tree_fingerprint(params), "metrics": metrics}
-    trainer = make_trainer(cfg, module, variables)
-    abstract = jax.eval_shape(trainer.init_state, jax.random.PRNGKey(0))
+        return defend.params, run, result, {"kind": kind, **common, "steps": result["steps"],
+                                            "fingerprint": defend.source["fingerprint"], "metrics": metrics}
+    abstract = jax.eval_shape(trainer.init_state, jax.random.PRNGKey(0))   # the trainer of the model's recipe
     ckpt = Checkpointer(run / "checkpoints", save_every=1, keep=0)
     try:
         state, step = ckpt.restore(abstract_like(abstract))
@@ -93,8 +90,7 @@ def _collect(config, key: str) -> tuple:
     if step != result["steps"]:
         raise ValueError(f"the newest checkpoint of {run} is step {step}, its export step {result['steps']}: "
                          "ship the train state of the exported model (rerun its training command to export)")
-    if trainer.defense_params(state) is not None and \
-            tree_fingerprint(trainer.defense_params(state)) != defend.source["fingerprint"]:
+    if tree_fingerprint(trainer.defense_params(state)) != defend.source["fingerprint"]:
         raise ValueError(f"the checkpoint of {run} at step {step} does not hold the exported params")
     return state, run, result, {"kind": kind, **common, "steps": step,
                                 "fingerprint": tree_fingerprint(state), "metrics": metrics}
