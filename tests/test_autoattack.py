@@ -174,6 +174,46 @@ def test_square_query_count():
     assert bool(run(int(q[i]))[1].success[i]) and not bool(run(int(q[i]) - 1)[1].success[i])
 
 
+def test_square_never_spends_a_query_on_a_window_that_leaves_the_image_unchanged():
+    """One pixel, one channel: the window is the whole image, and the model is fooled exactly when the pixel
+    is below 0.5. An example whose start is x + eps must be broken by its first search query (the only sign
+    that changes the image is -); drawing the sign without the reference's redraw rule wastes half the queries."""
+    b = 256
+    x = jnp.full((b, 1, 1, 1), 0.5, jnp.float32)
+    f = lambda z: jnp.concatenate([10.0 * (z.reshape(-1, 1) - 0.5), jnp.zeros((z.shape[0], 1))], -1)
+    y = jnp.zeros((b,), jnp.int32)
+    xa, info = A.square(f, x, y, key=jax.random.key(1), eps=0.3, n_queries=50, return_info=True)
+    q = np.asarray(info.queries)
+    assert np.asarray(info.success).all() and np.allclose(np.asarray(xa), 0.2)
+    assert set(q.tolist()) == {1, 2} and 0.3 < np.mean(q == 2) < 0.7, np.bincount(q)   # start -, or start + then -
+
+
+def test_square_restarts_search_again_only_where_earlier_searches_failed():
+    """restarts=1 is the single search; a second restart keeps every example the first broke (same point,
+    no extra query) and can only add broken examples; the compacting driver keeps the same contract."""
+    f = _mlp(seed=3, scale=1.0)
+    y = jnp.argmax(f(X), -1).astype(jnp.int32)
+    kw = dict(key=jax.random.key(0), eps=0.06, n_queries=10, return_info=True)
+    x1, i1 = A.square(f, X, y, **kw)
+    x1b, i1b = A.square(f, X, y, restarts=1, **kw)
+    np.testing.assert_array_equal(np.asarray(x1), np.asarray(x1b))
+    x3, i3 = A.square(f, X, y, restarts=3, **kw)
+    s1, s3 = np.asarray(i1.success), np.asarray(i3.success)
+    assert s1.any() and (~s1).any() and s3.sum() > s1.sum() and np.all(s3[s1])
+    np.testing.assert_array_equal(np.asarray(x3)[s1], np.asarray(x1)[s1])
+    q1, q3 = np.asarray(i1.queries), np.asarray(i3.queries)
+    np.testing.assert_array_equal(q3[s1], q1[s1])
+    assert np.all(q3[~s1] > 10) and np.all(q3 <= 30)
+    np.testing.assert_array_equal(s3, np.asarray(A.is_adversarial(f(x3), y)))
+    assert np.all(np.abs(np.asarray(x3) - np.asarray(X)) <= 0.06 + 1e-6)
+    xc, ic = A.square_compacting(f, X, y, restarts=3, chunk=4, **kw)
+    sc = np.asarray(ic.success)
+    np.testing.assert_array_equal(sc, np.asarray(A.is_adversarial(f(xc), y)))
+    assert sc.sum() > s1.sum() and np.all(np.asarray(ic.queries) <= 30)
+    with pytest.raises(ValueError, match="restarts must be an int >= 1"):
+        A.square(f, X, y, restarts=0, **kw)
+
+
 def test_square_compacting_is_square_when_nothing_is_dropped():
     """With one chunk and no example broken by the start, the compacting driver runs exactly
     square's search (same batch, same draws): bit-identical output and query counts."""

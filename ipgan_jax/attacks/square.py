@@ -6,6 +6,8 @@ changes one random s x s square window (Linf: set it to x +/- eps with one rando
 channel; L2: move mass into the window with the paper's "eta" pattern of nested rectangles of
 two opposite halves, taken from a second random window, keeping ||delta||_2 = eps), and keeps the
 candidate if the margin loss z_y - max_{j != y} z_j decreased or the example became adversarial.
+As in the reference code, a Linf window whose new signs would leave the image unchanged (the signs it
+already has there) is redrawn before it is queried, so no query is spent on an unchanged image.
 An example stops once it is adversarial. The window side is s = round(sqrt(p * H * W)) with the
 paper's schedule for p (p_init = 0.8 halved at iterations 10, 50, 200, 500, 1000, 2000, 4000,
 6000 and 8000; ``rescale_schedule`` maps it onto ``n_queries`` instead of 10000), at least 1 for
@@ -31,6 +33,9 @@ from ipgan_jax.attacks import core, losses
 from ipgan_jax.attacks.transforms import call_model
 
 P_BOUNDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+UNCHANGED_TOL = 1e-7   # Linf: a candidate within this of x_best on every pixel changes nothing ...
+MAX_REDRAWS = 16       # ... and its window's signs are redrawn, at most this many times (one channel: at most once)
+RESTART_SALT = 0x5A17  # folded into the key for restarts 2, 3, ...
 
 
 def p_schedule(i, p_init: float = 0.8, n_queries: int = 5000, rescale: bool = False):
@@ -156,9 +161,21 @@ def _search(logits_fn, key, targeted, eps, norm, n_queries, p_init, rescale_sche
         b, h, w, c = x.shape
         kw_, ks = jax.random.split(kk)
         m, _, _ = _window(kw_, b, h, w, s)
-        sign = jax.random.rademacher(ks, (b, 1, 1, c), x.dtype)
-        xn = jnp.where(m, st.x_best + 2.0 * eps * sign, st.x_best)
-        return core.project_linf(xn, x, eps)
+
+        def draw(k):
+            sign = jax.random.rademacher(k, (b, 1, 1, c), x.dtype)
+            return core.project_linf(jnp.where(m, st.x_best + 2.0 * eps * sign, st.x_best), x, eps)
+
+        def unchanged(xn):     # [B]: the window would leave the image as it is (same signs as x_best there)
+            return jnp.all(jnp.abs(xn - st.x_best) < UNCHANGED_TOL, axis=(1, 2, 3))
+
+        def redraw(carry):     # the reference code redraws the signs of such a window instead of spending a query
+            t, xn = carry
+            return t + 1, jnp.where(core._expand(unchanged(xn), x), draw(jax.random.fold_in(ks, t + 1)), xn)
+
+        _, xn = jax.lax.while_loop(lambda c_: (c_[0] < MAX_REDRAWS) & jnp.any(unchanged(c_[1])), redraw,
+                                   (jnp.zeros((), jnp.int32), draw(ks)))
+        return xn
 
     def candidate_l2(kk, x, st, s):
         b, h, w, c = x.shape
@@ -204,55 +221,105 @@ def _search(logits_fn, key, targeted, eps, norm, n_queries, p_init, rescale_sche
     return _Search(init, run)
 
 
-def _checked(x, y, key, norm, n_queries):
+def _checked(x, y, key, norm, n_queries, restarts):
     core.check_norm(norm)
-    n_queries = int(n_queries)
+    n_queries, restarts = int(n_queries), int(restarts)
     if n_queries < 1:
         raise ValueError(f"square needs n_queries >= 1, got {n_queries}")
+    if restarts < 1:
+        raise ValueError(f"square needs restarts >= 1, got {restarts}")
     if key is None:
         raise ValueError("square is a random search: pass a PRNG key")
     x, y = core.check_input(x, y)
     if x.ndim != 4:
         raise ValueError(f"square needs NHWC images, got shape {x.shape}")
-    return x, y, n_queries
+    return x, y, n_queries, restarts
+
+
+def restart_keys(key, restarts: int) -> list:
+    """The key of each restart: ``key`` itself for the first (so ``restarts=1`` is the single run), then
+    independent keys; restart r's draws do not depend on how many restarts follow."""
+    base = jax.random.fold_in(key, RESTART_SALT)
+    return [key] + [jax.random.fold_in(base, r) for r in range(1, int(restarts))]
+
+
+def _better(best: _State, st: _State) -> _State:
+    """Per example: keep ``best`` if it is adversarial, else take ``st`` if it is or has a higher objective;
+    queries add up."""
+    take = ~best.success & (st.success | (st.obj_best > best.obj_best))
+    return _State(st.i, jnp.where(core._expand(take, st.x_best), st.x_best, best.x_best),
+                  jnp.where(take, st.obj_best, best.obj_best), best.success | st.success, best.queries + st.queries)
 
 
 @contracts.attack_contract(on_empty=core.empty_result_with_queries)
 def square(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
            targeted: bool = False, eps: float = 0.3, norm: str = "linf", n_queries: int = 5000,
-           p_init: float = 0.8, rescale_schedule: bool = False, return_info: bool = False):
+           p_init: float = 0.8, rescale_schedule: bool = False, restarts: int = 1, return_info: bool = False):
     """Square attack. x float [B, H, W, C] in [0, 1]; y int [B] (targets when ``targeted``: the
     margin is then z_t - max_{j != t} z_j, maximised). Needs ``key``. Returns x_adv inside the eps
     ball and [0, 1] (x's dtype), or ``(x_adv, AttackInfo)`` with ``return_info`` (its ``queries``
-    field: forward passes spent per example, <= n_queries). Pure and jit-able; the whole batch is
-    queried until every example is adversarial (``square_compacting`` drops the finished ones)."""
-    x, y, n_queries = _checked(x, y, key, norm, n_queries)
-    search = _search(logits_fn, key, targeted, eps, norm, n_queries, p_init, rescale_schedule)
-    st = search.run(x, y, search.init(x, y), n_queries - 1)
+    field: forward passes spent per example, <= restarts * n_queries). ``restarts`` independent searches
+    (the reference's ``n_restarts``), each with the full ``n_queries``, on the examples no earlier search
+    broke; per example the first adversarial point wins, else the best objective. Pure and jit-able; the
+    whole batch is queried until every example is adversarial (``square_compacting`` drops the finished ones)."""
+    x, y, n_queries, restarts = _checked(x, y, key, norm, n_queries, restarts)
+    best = None
+    for k in restart_keys(key, restarts):
+        search = _search(logits_fn, k, targeted, eps, norm, n_queries, p_init, rescale_schedule)
+        st = search.init(x, y)
+        if best is not None:   # examples an earlier restart broke are done: they spend the start query only
+            st = st._replace(success=st.success | best.success)
+        st = search.run(x, y, st, n_queries - 1)
+        if best is not None:
+            st = st._replace(success=st.success & ~best.success, queries=jnp.where(best.success, 0, st.queries))
+        best = st if best is None else _better(best, st)
     if return_info:
-        return st.x_best, core.AttackInfo(st.success, st.obj_best, st.queries)
-    return st.x_best
+        return best.x_best, core.AttackInfo(best.success, best.obj_best, best.queries)
+    return best.x_best
 
 
 @contracts.attack_contract(on_empty=core.empty_result_with_queries)
 def square_compacting(logits_fn: Callable, x, y, *, key, targeted: bool = False, eps: float = 0.3,
                       norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8,
-                      rescale_schedule: bool = False, chunk: int = 250, min_bucket: int = 8,
+                      rescale_schedule: bool = False, restarts: int = 1, chunk: int = 250, min_bucket: int = 8,
                       return_info: bool = False):
     """Square with the finished examples dropped: the same search, run ``chunk`` iterations at a
     time; between chunks (on the host) the examples still not adversarial are gathered into a batch
     padded to the next power of two (at least ``min_bucket``; few shapes compile), so late
-    iterations query only the hard examples, as the reference implementation does. Same arguments,
-    budget and result contract as ``square``; the draws depend on the batch layout, so the result
-    is a different (equally valid) sample of the search than ``square``'s. Not jit-able itself
-    (it calls jitted chunks). Returns x_adv (numpy-backed jax array), or (x_adv, AttackInfo)."""
-    x, y, n_queries = _checked(x, y, key, norm, n_queries)
+    iterations query only the hard examples, as the reference implementation does. A restart runs
+    on the examples no earlier restart broke. Same arguments, budget and result contract as
+    ``square``; the draws depend on the batch layout, so the result is a different (equally valid)
+    sample of the search than ``square``'s. Not jit-able itself (it calls jitted chunks). Returns
+    x_adv (numpy-backed jax array), or (x_adv, AttackInfo)."""
+    x, y, n_queries, restarts = _checked(x, y, key, norm, n_queries, restarts)
     if int(chunk) < 1:
         raise ValueError(f"square_compacting needs chunk >= 1, got {chunk}")
-    search = _search(logits_fn, key, targeted, eps, norm, n_queries, p_init, rescale_schedule)
-    init, run = jax.jit(search.init), jax.jit(search.run)
     x_np, y_np = np.asarray(x), np.asarray(y)
-    st = jax.device_get(init(x, y))
+    out = None
+    for k in restart_keys(key, restarts):
+        todo = np.arange(x_np.shape[0]) if out is None else np.nonzero(~out["success"])[0]
+        if todo.size == 0:
+            break
+        search = _search(logits_fn, k, targeted, eps, norm, n_queries, p_init, rescale_schedule)
+        run = _compacting_run(search, x_np[todo], y_np[todo], n_queries, int(chunk), min_bucket)
+        if out is None:
+            out = run
+            continue
+        take = run["success"] | (run["obj_best"] > out["obj_best"][todo])
+        for f in ("x_best", "obj_best", "success"):
+            out[f][todo[take]] = run[f][take]
+        out["queries"][todo] += run["queries"]
+    x_adv = jnp.asarray(out["x_best"])
+    if return_info:
+        return x_adv, core.AttackInfo(jnp.asarray(out["success"]), jnp.asarray(out["obj_best"]),
+                                      jnp.asarray(out["queries"]))
+    return x_adv
+
+
+def _compacting_run(search: _Search, x_np, y_np, n_queries: int, chunk: int, min_bucket: int) -> dict:
+    """One search over (x_np, y_np) in chunks on the examples still live: {field: numpy array [B]}."""
+    init, run = jax.jit(search.init), jax.jit(search.run)
+    st = jax.device_get(init(jnp.asarray(x_np), jnp.asarray(y_np)))
     fields = ("x_best", "obj_best", "success", "queries")
     out = {f: np.array(getattr(st, f)) for f in fields}
     idx = np.arange(x_np.shape[0])               # example of each real row of ``st``
@@ -265,7 +332,7 @@ def square_compacting(logits_fn: Callable, x, y, *, key, targeted: bool = False,
         pad = core.bucket_size(idx.size, min_bucket) - idx.size
         sel = np.concatenate([np.arange(idx.size), np.zeros(pad, int)])   # padding repeats the first
         st = _State(jnp.int32(i), *(jnp.asarray(np.asarray(getattr(st, f))[rows[sel]]) for f in fields))
-        stop = min(i + int(chunk), n_queries - 1)
+        stop = min(i + chunk, n_queries - 1)
         st = jax.device_get(run(jnp.asarray(x_np[idx[sel]]), jnp.asarray(y_np[idx[sel]]), st, jnp.int32(stop)))
         for f in fields:
             out[f][idx] = np.asarray(getattr(st, f))[: idx.size]
@@ -273,8 +340,4 @@ def square_compacting(logits_fn: Callable, x, y, *, key, targeted: bool = False,
             raise RuntimeError(f"square_compacting: the chunk from iteration {i} to {stop} made no "
                                f"progress (now at {int(st.i)} of {n_queries - 1})")
         i = int(st.i)
-    x_adv = jnp.asarray(out["x_best"])
-    if return_info:
-        return x_adv, core.AttackInfo(jnp.asarray(out["success"]), jnp.asarray(out["obj_best"]),
-                                      jnp.asarray(out["queries"]))
-    return x_adv
+    return out

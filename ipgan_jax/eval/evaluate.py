@@ -92,8 +92,9 @@ def _apgd_t_suite_member(ev, eps, steps, restarts):
 
 
 def _square_suite_member(ev, eps, steps, restarts):
-    # score-based, gradient-free: blind to masked gradients; budget eval.square_queries
-    return ev.attack("square", eps=eps, n_queries=int(ev.config.eval.get("square_queries", 5000)))
+    # score-based, gradient-free: blind to masked gradients; budget eval.square_queries per restart, a restart
+    # searching again only the images no earlier one broke
+    return ev.attack("square", eps=eps, n_queries=int(ev.config.eval.get("square_queries", 5000)), restarts=restarts)
 
 
 def _autoattack_suite_member(ev, eps, steps, restarts):
