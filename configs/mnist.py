@@ -120,7 +120,10 @@ def get_config():
         # and EOT draws (Defense-GAN: gradient averaged over 4 z0 draws)
         whitebox_suite="pgd_ce,pgd_margin", whitebox_steps=100, whitebox_restarts=2,
         square_queries=5000,       # Square's budget in the suite (apgd_* use whitebox_steps)
-        whitebox_per_defense=dict(defense_gan=dict(eot_samples=4), binarize=dict(bpda=True)),
+        # views: the attack views every suite member runs under (docs/evaluation.md#white-box-suites), e.g.
+        # --config.eval.whitebox_per_defense.ipgan_adaptive.views=exact,straight_through,hybrid,smooth
+        whitebox_per_defense=dict(defense_gan=dict(eot_samples=4), binarize=dict(bpda=True),
+                                  ipgan=dict(views="exact"), ipgan_adaptive=dict(views="exact")),
         whitebox_num_examples=0,   # > 0: only the first N examples in the costly blocks (whitebox, cw, curve, checks)
         whitebox_cross=True,       # judge every pipeline on the examples crafted through each other one
         cw=dict(binary_search_steps=9, steps=1000, lr=0.01, initial_const=0.01, abort_early=True),  # cw block

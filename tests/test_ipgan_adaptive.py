@@ -12,7 +12,7 @@ from conftest import sharing_classifier
 from ipgan_jax.defenses import defense_dir, load_defense, train_defense
 from ipgan_jax.defenses.ipgan_adaptive import AdaptiveIPGANTrainer
 from ipgan_jax.defenses.registry import binarize, resolve_defense
-from ipgan_jax.models.fusion import fuse, fuse_straight_through
+from ipgan_jax.models.fusion import FUSION_VIEWS, HYBRID_MIN_GRAD, fuse, fuse_straight_through
 from ipgan_jax.training.classifier import load_classifier
 from ipgan_jax.training.logging import read_metrics
 
@@ -49,6 +49,33 @@ def test_straight_through_fusion_same_forward_nonzero_gradient():
     away = np.abs(np.asarray(x) - 0.5) > 0.1          # tanh and the clip saturate here
     assert np.all(g_exact[away] == 0.0)
     np.testing.assert_allclose(g_st, 1.0 + 0.5 * 50.0, rtol=1e-6)   # d/dz (z + 0.5 * 50 (z - 0.5))
+
+
+def test_every_fusion_view_has_fuse_value_and_its_own_backward_pass():
+    """exact: zero where tanh or the clip saturates; straight_through: the identity for both; hybrid: tanh's
+    exact derivative where it is usable, 1 where saturated, the clip passed; smooth: tanh exact and a
+    clip derivative that decays over the softplus temperature outside [0, 1] instead of dropping to 0."""
+    x = jax.random.uniform(jax.random.PRNGKey(0), (4, 28, 28, 1))
+    raw = jax.random.normal(jax.random.PRNGKey(1), x.shape) * 4.0        # some tanh saturated, some not
+    for name, fn in FUSION_VIEWS.items():
+        np.testing.assert_array_equal(np.asarray(fn(x, raw, 0.5)), np.asarray(fuse(x, raw, 0.5)), err_msg=name)
+
+    def grads(fn):   # d x_rec / d raw, per pixel
+        return np.asarray(jax.grad(lambda r: jnp.sum(fn(x, r, 0.5)))(raw))
+    pre = np.asarray(x + 0.5 * jnp.tanh(raw))
+    inside = (pre > 0) & (pre < 1)
+    dtanh = 1.0 - np.tanh(np.asarray(raw)) ** 2
+    g = {name: grads(fn) for name, fn in FUSION_VIEWS.items()}
+    np.testing.assert_allclose(g["exact"], np.where(inside, 0.5 * dtanh, 0.0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g["straight_through"], 0.5, rtol=1e-6)
+    usable = dtanh >= HYBRID_MIN_GRAD
+    assert (~usable).any() and usable.any() and (~inside).any()
+    np.testing.assert_allclose(g["hybrid"], np.where(usable, 0.5 * dtanh, 0.5), rtol=1e-4, atol=1e-6)
+    sm = g["smooth"][usable] / (0.5 * dtanh[usable])                      # the smooth clip's derivative
+    pre, inside = pre[usable], inside[usable]
+    assert np.all(sm[inside & (np.minimum(pre, 1 - pre) > 0.3)] > 0.99)
+    out = ~inside & (np.maximum(-pre, pre - 1) < 0.05)                    # just outside: not zero
+    assert out.any() and np.all(sm[out] > 0.2) and np.all(sm <= 1.0 + 1e-4)
 
 
 def test_adaptive_rows_are_crafted_through_the_frozen_pipeline(trained_tiny, monkeypatch):

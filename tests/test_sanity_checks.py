@@ -157,3 +157,37 @@ def test_checks_names_selects_checks_and_progress_units(trained_tiny):
     c.eval.checks.names = "gradient,stpes"
     with pytest.raises(ValueError, match="stpes"):
         ChecksBlock(ev).units()
+
+
+def test_attack_views_run_every_member_per_view_and_the_block_takes_the_worst_case(masked_eval):
+    """A defense whose exact gradient is zero but which offers a straight-through view: with
+    ``views='exact,straight_through'`` every suite member runs under both, as records ``<member>`` and
+    ``<member>~straight_through``; the straight-through view breaks what the exact one cannot, and the
+    block's worst case per image takes it. A view the defense lacks is a clear error."""
+    import numpy as np
+    from masked_defenses import stop_gradient
+    from ipgan_jax.eval.evaluate import WhiteboxBlock
+    from ipgan_jax.eval.records import block_metrics
+    ev = masked_eval
+
+    def masked(x):          # value of the identity, zero gradient: a saturated fusion's exact view
+        return stop_gradient(x)
+    masked.view = lambda name: {"straight_through": lambda x: x}[name]
+    with ev.config.unlocked():
+        ev.config.eval.whitebox_per_defense["viewed"] = dict(views="exact,straight_through", suite="pgd_ce")
+        ev.config.eval.whitebox_per_defense["no_views"] = dict(views="exact,hybrid", suite="pgd_ce")
+    ev.add_defense("lenet", "viewed", masked)
+    ev.run_clean()
+    recs = ev.run_suite("whitebox", "lenet", ["viewed"], "viewed", through=True)["viewed"]
+    assert [r.attack for r in recs] == ["pgd_ce", "pgd_ce~straight_through"]
+    exact, st = (float(r.robust.mean()) for r in recs)
+    bm = block_metrics(recs)
+    assert exact >= 0.5 and st <= 0.2 and bm.robust_acc <= st, (exact, st, bm.robust_acc)
+    assert np.array_equal(bm.robust_correct, int(np.sum(recs[0].robust & recs[1].robust)))
+    assert len(ev.suite_builders("viewed")) == 2
+    ev.add_defense("lenet", "no_views", lambda x: x)
+    ev.run_clean()
+    with pytest.raises(ValueError, match="no attack view 'hybrid'"):
+        ev.run_suite("whitebox", "lenet", ["no_views"], "no_views", through=True)
+    for d in ("viewed", "no_views"):
+        ev.defenses.remove(d)

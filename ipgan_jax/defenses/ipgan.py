@@ -18,7 +18,7 @@ from ipgan_jax.defenses import losses
 from ipgan_jax.defenses.base import DefenseTrainer
 from ipgan_jax.defenses.training_attacks import make_training_attack
 from ipgan_jax.models.discriminator import get_discriminator
-from ipgan_jax.models.fusion import fuse
+from ipgan_jax.models.fusion import FUSION_VIEWS
 from ipgan_jax.models.generator import get_generator
 from ipgan_jax.models.precision import with_dtype
 from ipgan_jax.training.classifier import load_classifier
@@ -117,9 +117,13 @@ class IPGANTrainer(DefenseTrainer):
         return fns
 
     # -- pure pieces ---------------------------------------------------------------
-    def defend(self, params, x):
-        """x [B,H,W,C] in [0,1] -> x_rec, same shape, in [0,1]."""
-        return fuse(x, self.generator.apply({"params": params}, x), self.cfg.eps_inv)
+    # the attack views of the defense (fusion.FUSION_VIEWS): one forward value, another backward pass
+    views = tuple(FUSION_VIEWS)
+
+    def defend(self, params, x, view: str = "exact"):
+        """x [B,H,W,C] in [0,1] -> x_rec, same shape, in [0,1]. ``view`` picks the backward pass an attacker
+        differentiates (``fusion.FUSION_VIEWS``); the value is the same in every view."""
+        return FUSION_VIEWS[view](x, self.generator.apply({"params": params}, x), self.cfg.eps_inv)
 
     def defense_params(self, state):
         return state["g"]

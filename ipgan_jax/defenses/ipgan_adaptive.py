@@ -20,7 +20,7 @@ when ``l_kl`` > 0, TRADES' ``KL(f(d(x)) || f(d(x_adv)))`` on the adaptive rows.
 Gradient masking is the failure mode to watch (a G that saturates tanh or the clip, or
 binarises, makes PGD fail for the wrong reason): the training monitor also attacks the
 pipeline on the validation batch twice (``monitor_attack``: PGD or APGD-CE), with exact gradients
-and with tanh and clip differentiated as the identity (``fusion.fuse_straight_through``, BPDA),
+and with tanh and clip differentiated as the identity (the ``straight_through`` view of ``fusion``, BPDA),
 and reports both and their minimum (``whitebox/acc``, ``whitebox_st/acc``, ``whitebox_min/acc``).
 A straight-through number far below the exact one means the exact gradient is masked.
 
@@ -37,7 +37,6 @@ import jax.numpy as jnp
 from ipgan_jax.attacks import make_attack
 from ipgan_jax.data.pipeline import dataset_family
 from ipgan_jax.defenses.ipgan import IPGANTrainer, boundaries_reached, with_ipgan_overrides
-from ipgan_jax.models.fusion import fuse_straight_through
 
 _OWN_FIELDS = ("num_steps", "fraction", "attack", "attack_phases", "l_kl", "monitor_steps", "monitor_attack")
 MONITOR_ATTACKS = ("pgd", "apgd")
@@ -125,10 +124,8 @@ class AdaptiveIPGANTrainer(IPGANTrainer):
         """``z -> f(defend(g, z))`` with G frozen (the attacker's view); ``straight_through``:
         tanh and clip differentiated as the identity (BPDA)."""
         g = jax.lax.stop_gradient(g_params)
-        if not straight_through:
-            return lambda z: self.target_logits(self.defend(g, z))
-        return lambda z: self.target_logits(
-            fuse_straight_through(z, self.generator.apply({"params": g}, z), self.cfg.eps_inv))
+        view = "straight_through" if straight_through else "exact"
+        return lambda z: self.target_logits(self.defend(g, z, view))
 
     def phase_attack(self, step, logits_fn, x, y, key):
         """The pipeline attack of ``attack_phases`` at ``step`` (int32 scalar): with phases, every

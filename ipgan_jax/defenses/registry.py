@@ -140,6 +140,8 @@ def load_defense(config, defense: str, classifier: str | None = None, target=Non
     file (``pretrained/<dataset>/defenses/<defense>/<classifier>.msgpack``); either way the trainer is built
     from the config sections the model was trained with (its recipe, recorded with it: :func:`apply_recipe`),
     so an evaluation config cannot change e.g. its ``eps_inv``.
+    ``defend_fn.view(name)`` is the defense under attack view ``name`` (the trainer's ``views``, e.g. IP-GAN's
+    ``fusion.FUSION_VIEWS``: the same value, another backward pass for the attacker).
     ``defend_fn.params`` are the loaded params; ``defend_fn.source`` records where they came from
     (``pretrained.source_record``) and their ``fingerprint``, for ``results.json``.
     """
@@ -176,6 +178,21 @@ def load_defense(config, defense: str, classifier: str | None = None, target=Non
     def defend_fn(x):
         contracts.check_images(x, f"{defense} input")   # shape/dtype static under jit; values when concrete
         return trainer.defend(params, x)
+
+    def view(name: str):
+        """The defense with the backward pass of attack view ``name`` (same forward value; ``exact``: itself)."""
+        if name == "exact":
+            return defend_fn
+        views = getattr(trainer, "views", ("exact",))
+        if name not in views:
+            raise ValueError(f"defense {defense} has no attack view {name!r}; its views: {', '.join(views)} "
+                             "(and 'bpda', the identity's gradient, for every defense)")
+
+        def viewed(x):
+            contracts.check_images(x, f"{defense} input")
+            return trainer.defend(params, x, name)
+        return viewed
+    defend_fn.view = view
     defend_fn.params = params
     defend_fn.source = {**pretrained.source_record(cfg, "defense", defense, classifier, path),
                         "fingerprint": tree_fingerprint(params)}

@@ -154,6 +154,20 @@ class WhiteboxSettings(NamedTuple):
     restarts: int
     eot_samples: int   # defense draws averaged per gradient (1: plain gradient)
     bpda: bool         # straight-through gradient of the defense (its exact forward pass)
+    views: tuple = ("exact",)   # attack views: every suite member runs once per view (see attack_logits)
+
+
+def parse_views(views) -> tuple:
+    """``'exact,straight_through'`` (or a sequence) -> ``('exact', 'straight_through')``; order kept, no repeats."""
+    names = [v.strip() for v in (views.split(",") if isinstance(views, str) else views) if str(v).strip()]
+    if not names:
+        raise ValueError("eval.whitebox_per_defense.<defense>.views is empty; give e.g. 'exact,straight_through'")
+    return tuple(dict.fromkeys(names))
+
+
+def view_member_name(member: str, view: str) -> str:
+    """The record name of a suite member run under an attack view: ``pgd_ce`` (exact), ``pgd_ce~hybrid``."""
+    return member if view == "exact" else f"{member}~{view}"
 
 
 def eot_logits(logits_fns):
@@ -323,27 +337,36 @@ class Evaluator:
         cfg = self.config.eval
         per = self._per_defense(d)
         return WhiteboxSettings(int(per.get("steps", cfg.whitebox_steps)), int(per.get("restarts", cfg.whitebox_restarts)),
-                                int(per.get("eot_samples", 1)), bool(per.get("bpda", False)))
+                                int(per.get("eot_samples", 1)), bool(per.get("bpda", False)),
+                                parse_views(per.get("views", "exact")) if d else ("exact",))
 
     def suite_builders(self, d) -> dict:
-        """{name: build(eps) -> attack fn} of the white-box suite with ``d``'s steps / restarts
-        (eps may be a traced scalar: one compile serves every eps)."""
+        """{record name: build(eps) -> attack fn} of the white-box suite with ``d``'s steps / restarts, one
+        entry per (member, attack view) (``view_member_name``; ``build.view``); eps may be a traced scalar:
+        one compile serves every eps."""
         s = self.whitebox_settings(d)
         names = suite_members(self._per_defense(d).get("suite", self.config.eval.whitebox_suite))
         out = {}
-        for n in names:
-            b = WHITEBOX_ATTACKS[n]
-            out[n] = lambda eps, b=b: b(self, eps, s.steps, s.restarts)
-            out[n].python_level = getattr(b, "python_level", False)
+        for view in s.views:
+            for n in names:
+                b = WHITEBOX_ATTACKS[n]
+                name = view_member_name(n, view)
+                out[name] = lambda eps, b=b: b(self, eps, s.steps, s.restarts)
+                out[name].python_level = getattr(b, "python_level", False)
+                out[name].view = view
         return out
 
     def run_suite(self, block, clf, defenses, attacked_defense, eps=None, *, through, bar=None) -> dict:
         """The white-box suite at ``eps`` (default the evaluation eps) against f(d(.)) for
-        ``attacked_defense`` d (None: f alone), judged for ``defenses``: {defense: [records]}."""
+        ``attacked_defense`` d (None: f alone), under each of d's attack views, judged for ``defenses``:
+        {defense: [records]}."""
         eps = self.eps if eps is None else float(eps)
-        attacked = self.logits(clf) if attacked_defense is None else self.attack_logits(clf, attacked_defense)
         out = {d: [] for d in defenses}
-        for name, build in self.suite_builders(attacked_defense).items():
+        builders = self.suite_builders(attacked_defense)
+        views = {v: self.logits(clf) if attacked_defense is None else self.attack_logits(clf, attacked_defense, v)
+                 for v in dict.fromkeys(b.view for b in builders.values())}    # a bad view fails before any attack
+        for name, build in builders.items():
+            attacked = views[build.view]
             self.attack_context = dict(block=block, classifier=clf, attacked=attacked_defense or "none")
             recs = self.run_attack(block, name, build, clf, defenses, attacked, through=through, costly=True,
                                    bar=bar, eps=eps, cache=("suite", clf, attacked_defense, name))
@@ -351,15 +374,27 @@ class Evaluator:
                 out[d].append(r)
         return out
 
-    def attack_logits(self, clf, d):
-        """What a white-box attacker differentiates: the pipeline f(d(.)), with d's gradient replaced
-        by the identity when ``whitebox_per_defense.<d>.bpda`` (BPDA; the forward pass stays exact),
-        averaged over ``eot_samples`` draws of the defense's randomness (the defense rebuilt with
+    def attack_logits(self, clf, d, view: str = "exact"):
+        """What a white-box attacker differentiates: the pipeline f(d(.)) under attack view ``view``
+        (``exact``; a defense's own views such as IP-GAN's ``straight_through``, ``hybrid``, ``smooth``:
+        ``fusion.FUSION_VIEWS``; ``bpda``: d's gradient replaced by the identity), with d's gradient replaced
+        by the identity when ``whitebox_per_defense.<d>.bpda`` (BPDA; the forward pass stays exact in every
+        case), averaged over ``eot_samples`` draws of the defense's randomness (the defense rebuilt with
         its ``seed_field`` config value + k; draw 0 is the evaluated pipeline itself)."""
-        if (clf, d) in self._attack_views:
-            return self._attack_views[(clf, d)]
+        if (clf, d, view) in self._attack_views:
+            return self._attack_views[(clf, d, view)]
         s = self.whitebox_settings(d)
-        wrap = bpda if s.bpda else (lambda g: g)
+        bpda_ = s.bpda or view == "bpda"
+
+        def wrap(g):
+            if bpda_:
+                return bpda(g)
+            if view == "exact":
+                return g
+            if not hasattr(g, "view"):
+                raise ValueError(f"defense {d} has no attack view {view!r} (it is parameter-free); "
+                                 "use 'exact' or 'bpda'")
+            return g.view(view)
         f, fns = self.logits(clf), [self.defend_fns[(clf, d)]]
         if s.eot_samples > 1:
             trainer = self.trainers.get((clf, d))
@@ -373,7 +408,7 @@ class Evaluator:
                 cfg[sect][field] = int(cfg[sect][field]) + k
                 fns.append(load_defense(cfg, d, clf, target=self.targets[clf])[0])
         views = [lambda x, g=wrap(g): f(g(x)) for g in fns]
-        return self._attack_views.setdefault((clf, d), views[0] if len(views) == 1 else eot_logits(views))
+        return self._attack_views.setdefault((clf, d, view), views[0] if len(views) == 1 else eot_logits(views))
 
     # ---- running one attack ---------------------------------------------------------
     def _judge(self, clf, d):
