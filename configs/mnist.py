@@ -131,7 +131,7 @@ def get_config():
                     large_eps=(0.5, 1.0), max_large_eps_acc=0.05,
                     min_grad_ratio=0.01,         # median |grad| through d / without d
                     bpda_margin=0.05,            # BPDA may beat the exact gradient by at most this
-                    tol=0.01,                    # steps / fgsm_vs_pgd / transfer: max(tol, 2 / n)
+                    tol=0.01,                    # steps / fgsm_vs_pgd / transfer / blackbox: max(tol, 2 / n)
                     names="all"),                # or a subset, e.g. "gradient,transfer_vs_whitebox" (cheap ones)
         eps_curve=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4), out_dir=config_dict.placeholder(str),
         # folded into every attack key: 0 keeps the keys of earlier runs; another value gives the same suite fresh

@@ -74,6 +74,14 @@ def _ng_bwd(x, g):
 
 noisy_gradient.defvjp(lambda x: (x, x), _ng_bwd)
 
+def half_masked(x):
+    """Identity forward; zero gradient on every other image of the batch (rows 0, 2, 4, ...), the exact
+    gradient on the rest: masking of part of the images, as a learned generator may do. Gradient attacks
+    break only the unmasked half; a score-based attack breaks both."""
+    masked = (jnp.arange(x.shape[0]) % 2 == 0).reshape(-1, 1, 1, 1)
+    return jnp.where(masked, jax.lax.stop_gradient(x), x)
+
+
 # mock -> the check (eval.checks.CHECKS) that must flag it
 MASKED = {
     "stop_gradient": (stop_gradient, "gradient"),
@@ -83,4 +91,5 @@ MASKED = {
     "saturated_clip": (saturated_clip, "large_eps"),
     "random_noise": (random_noise, "fgsm_vs_pgd"),
     "noisy_gradient": (noisy_gradient, "transfer_vs_whitebox"),
+    "half_masked": (half_masked, "blackbox_vs_whitebox"),
 }

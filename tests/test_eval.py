@@ -183,7 +183,9 @@ def test_run_eval_end_to_end(trained_workdir):
     r = subprocess.run([sys.executable, "run_eval.py", "--config", "configs/mnist_tiny.py",
                         f"--config.workdir={trained_workdir}", "--classifiers", "lenet",
                         "--blocks", "oblivious,whitebox,cw,curve,checks", "--config.eval.whitebox_num_examples=24",
-                        "--config.eval.eps_curve=(0.1,0.3)"],
+                        "--config.eval.eps_curve=(0.1,0.3)",
+                        # Square in the white-box suite: the blackbox_vs_whitebox check compares it with the others
+                        "--config.eval.whitebox_suite=pgd_ce,pgd_margin,square", "--config.eval.square_queries=50"],
                        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, IPGAN_PROGRESS="0"))
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout
@@ -203,7 +205,7 @@ def test_run_eval_end_to_end(trained_workdir):
     obl = [x for x in recs if x.block == "oblivious" and x.defense == "ipgan"]
     assert {x.attack for x in obl} == {"fgsm", "pgd"} and all(x.n == 64 for x in obl)
     wb = [x for x in recs if x.block == "whitebox" and x.defense == "ipgan"]
-    assert {x.attack for x in wb} == {"pgd_ce", "pgd_margin"} and all(x.n == 24 and x.through for x in wb)
+    assert {x.attack for x in wb} == {"pgd_ce", "pgd_margin", "square"} and all(x.n == 24 and x.through for x in wb)
     # the stored block row is the per-image worst case recomputed from the stored records
     row = next(b for b in data["block_metrics"] if b["block"] == "whitebox" and b["defense"] == "ipgan")
     assert row["robust_acc"] == pytest.approx(block_metrics(wb).robust_acc) and row["n"] == 24

@@ -34,6 +34,17 @@ def test_masked_defense_is_flagged_by_its_named_check(masked_eval, mock):
         for d in ("none", mock):
             for r in ev.run_suite("whitebox", "lenet", [d], d, through=True)[d]:
                 ev.records[("whitebox", r.attack, "lenet", d)] = r
+    if expected == "blackbox_vs_whitebox":   # a gradient member and Square in the white-box block
+        with ev.config.unlocked():
+            ev.config.eval.square_queries = 300
+            for d in ("none", mock):
+                ev.config.eval.whitebox_per_defense[d] = dict(suite="pgd_ce,square", restarts=1)
+        for d in ("none", mock):
+            for r in ev.run_suite("whitebox", "lenet", [d], d, through=True)[d]:
+                ev.records[("whitebox", r.attack, "lenet", d)] = r
+        with ev.config.unlocked():
+            for d in ("none", mock):
+                del ev.config.eval.whitebox_per_defense[d]
     # the identity passes the same check on the same images; the mock fails it
     if expected not in ev.identity_checks:
         ev.identity_checks[expected] = ChecksBlock(ev).check_pair("lenet", "none", only=(expected,))[0]

@@ -18,7 +18,12 @@ f(d(.)) as a white-box attacker sees it, and gives a :class:`Check` named by one
   oblivious / transfer blocks' (each bounded attack, same images), nor that of the white-box suite
   crafted through any other pipeline of the run (``whitebox_transfer`` records, worst case per
   source pipeline), by more than ``tol``.
-  Skipped (ok None) when those blocks did not run.
+  Skipped (ok None) when those blocks did not run;
+* ``blackbox_vs_whitebox``: in the white-box block, the images that the score-based member (``square``: it uses
+  no gradient) breaks while every gradient member leaves them robust must be at most ``tol`` of the images: a
+  gradient attack that misses what a random search finds is being misled, on some images if not on all (partial
+  masking, the kind a learned generator produces). Skipped when the block has no ``square`` record or no
+  gradient member.
 
 ``tol`` is ``max(eval.checks.tol, 2 / n)`` (two images of n); thresholds come from
 ``config.eval.checks``. The decisions are pure functions of the measured rates (``decide_*``).
@@ -35,7 +40,8 @@ from ipgan_jax.attacks import margin
 from ipgan_jax.eval.records import attack_metrics, block_metrics
 from ipgan_jax.eval.evaluate import Block
 
-CHECKS = ("steps", "fgsm_vs_pgd", "large_eps", "gradient", "bpda", "transfer_vs_whitebox")
+CHECKS = ("steps", "fgsm_vs_pgd", "large_eps", "gradient", "bpda", "transfer_vs_whitebox", "blackbox_vs_whitebox")
+SCORE_BASED = ("square",)   # white-box suite members that use no gradient
 
 
 class Check(NamedTuple):
@@ -98,6 +104,17 @@ def decide_transfer(acc_wb: float, others: dict, tol: float) -> tuple[bool, str]
     best = min(others.values())
     return acc_wb <= best + tol, (f"white-box robust acc {acc_wb:.4f} vs "
                                   + ", ".join(f"{k} {v:.4f}" for k, v in others.items()) + f" (tol {tol:.3f})")
+
+
+def decide_blackbox(only_blackbox: int, n: int, tol: float, score_based, gradient) -> tuple[bool, str]:
+    frac = only_blackbox / max(n, 1)
+    return frac <= tol, (f"{only_blackbox} of {n} images ({100 * frac:.1f}%) broken by {', '.join(score_based)} "
+                         f"and by no gradient member ({', '.join(gradient)}) (tol {100 * tol:.1f}%)")
+
+
+def member_of(attack: str) -> str:
+    """A white-box record's suite member: ``square~hybrid#2`` -> ``square``."""
+    return attack.split("~", 1)[0].split("#", 1)[0].split("@", 1)[0]
 
 
 # ---- pieces -----------------------------------------------------------------------------------
@@ -203,7 +220,23 @@ class ChecksBlock(Block):
             add("bpda", decide_bpda(acc["many"], acc["bpda"], s["bpda_margin"]), exact=acc["many"], bpda=acc["bpda"])
         if "transfer_vs_whitebox" in only:
             out.append(self.transfer_check(clf, d, tol))
+        if "blackbox_vs_whitebox" in only:
+            out.append(self.blackbox_check(clf, d, tol))
         return out
+
+    def blackbox_check(self, clf, d, tol) -> Check:
+        recs = [r for r in self.ev.block_records("whitebox", clf, d) if r.bounded]
+        score = [r for r in recs if member_of(r.attack) in SCORE_BASED]
+        grad = [r for r in recs if member_of(r.attack) not in SCORE_BASED]
+        if not score or not grad:
+            return Check("blackbox_vs_whitebox", clf, d, None, "skipped: the whitebox block has no "
+                         + ("score-based (square)" if not score else "gradient") + " member", {})
+        n = min(r.n for r in recs)
+        held = np.all([r.robust[:n] for r in grad], axis=0)           # every gradient member failed here
+        broken = ~np.all([r.robust[:n] for r in score], axis=0)       # some score-based member succeeded
+        only = int(np.sum(held & broken))
+        ok, detail = decide_blackbox(only, n, tol, [r.attack for r in score], [r.attack for r in grad])
+        return Check("blackbox_vs_whitebox", clf, d, ok, detail, {"only_blackbox": only, "n": n})
 
     def transfer_check(self, clf, d, tol) -> Check:
         ev = self.ev
