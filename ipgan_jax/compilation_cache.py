@@ -3,7 +3,8 @@ compiled once (an attack, a train step) is read back from disk by the next run w
 JAX version and XLA flags instead of being compiled again.
 
 Where: ``$JAX_COMPILATION_CACHE_DIR`` if set (JAX's own variable), else ``$IPGAN_COMPILATION_CACHE``,
-else ``~/.cache/ipgan_jax/xla``. ``IPGAN_COMPILATION_CACHE=0`` turns it off. Entries are keyed by a
+else ``~/.cache/ipgan_jax/xla``. ``IPGAN_COMPILATION_CACHE=0`` turns it off, and ``=1`` (on, true, yes) asks
+for the default folder (not a folder named ``1``). Entries are keyed by a
 hash of the program and its compile options, written atomically by JAX, and safe to share between
 concurrent processes; deleting the folder only costs compile time.
 """
@@ -14,6 +15,7 @@ from typing import Optional
 
 DEFAULT_DIR = os.path.join("~", ".cache", "ipgan_jax", "xla")
 OFF = ("0", "off", "false", "no", "")
+ON = ("1", "on", "true", "yes")
 
 
 def cache_dir_from_env(environ=os.environ) -> Optional[str]:
@@ -23,6 +25,8 @@ def cache_dir_from_env(environ=os.environ) -> Optional[str]:
     value = environ.get("IPGAN_COMPILATION_CACHE", DEFAULT_DIR)
     if value.strip().lower() in OFF:
         return None
+    if value.strip().lower() in ON:
+        value = DEFAULT_DIR
     return os.path.expanduser(value)
 
 

@@ -16,6 +16,8 @@ def test_folder_from_environment(tmp_path):
     assert cc.cache_dir_from_env({}) == os.path.expanduser(cc.DEFAULT_DIR)
     for off in ("0", "off", "False", ""):
         assert cc.cache_dir_from_env({"IPGAN_COMPILATION_CACHE": off}) is None
+    for on in ("1", "on", "TRUE", " yes "):    # switched on: the default folder, not a folder named '1'
+        assert cc.cache_dir_from_env({"IPGAN_COMPILATION_CACHE": on}) == os.path.expanduser(cc.DEFAULT_DIR)
 
 
 def _run(env_extra, code):
