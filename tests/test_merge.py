@@ -11,6 +11,7 @@ import pytest
 
 from ipgan_jax.eval.evaluate import cross_source
 from ipgan_jax.eval.merge import MergeError, load_results, merge_results
+from ipgan_jax.eval.resultset import ResultsError, ResultSet
 from ipgan_jax.eval.records import AttackRecord, block_metrics, pack_bits, record_to_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,13 +122,13 @@ def test_merge_counts_an_image_clean_correct_only_if_every_run_does():
 
 
 def test_load_results_names_what_is_wrong(tmp_path):
-    with pytest.raises(MergeError, match="no evaluation results"):
+    with pytest.raises(ResultsError, match="no evaluation results"):
         load_results(tmp_path / "nowhere")
     (tmp_path / "results.json").write_text('{"schema": "ipgan-eval/2", "meta": {')
-    with pytest.raises(MergeError, match="not valid JSON"):
+    with pytest.raises(ResultsError, match="not valid JSON"):
         load_results(tmp_path)
     (tmp_path / "results.json").write_text(json.dumps({"schema": "ipgan-eval/1", "meta": {}}))
-    with pytest.raises(MergeError, match="schema 'ipgan-eval/1'"):
+    with pytest.raises(ResultsError, match="schema 'ipgan-eval/1'"):
         load_results(tmp_path)
     # issue 45, CONFUSING: a record without 'attack' was a KeyError traceback, hand-edited bits a line naming
     # neither file nor record, and 'records: {}' was accepted as a run
@@ -141,7 +142,7 @@ def test_load_results_names_what_is_wrong(tmp_path):
         run = json.loads(json.dumps(good))
         edit(run)
         (tmp_path / "results.json").write_text(json.dumps(run))
-        with pytest.raises(MergeError, match=needle) as e:
+        with pytest.raises(ResultsError, match=needle) as e:
             load_results(tmp_path)
         assert str(tmp_path / "results.json") in str(e.value)
 

@@ -27,65 +27,20 @@ over one set of images:
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from ipgan_jax.eval.checks import Check
 from ipgan_jax.eval.evaluate import Evaluator
 from ipgan_jax.eval.records import AttackRecord, record_from_json, unpack_bits
+from ipgan_jax.eval.resultset import SCHEMAS, ResultsError, load_results, results_path  # noqa: F401 (re-exported)
 
-SCHEMAS = ("ipgan-eval/2",)
 # defenses whose test-time output depends on evaluation settings (Defense-GAN's z-search: seed, steps, restarts),
 # so two runs may disagree on clean inputs; every other defense is a deterministic function of its params
 SEARCH_DEFENSES = ("defense_gan",)
 
 
-class MergeError(ValueError):
-    """Runs that cannot be merged (unreadable, another schema, other weights, dataset or eps)."""
-
-
-def results_path(src: str | Path) -> Path:
-    """``src`` (a run's out_dir or its results.json) -> the results.json path."""
-    p = Path(src)
-    return p / "results.json" if p.is_dir() else p
-
-
-def load_results(src: str | Path) -> dict:
-    """Read and check one run's results.json; clear errors for a missing, corrupt or foreign file."""
-    path = results_path(src)
-    if not path.is_file():
-        raise MergeError(f"no evaluation results at {path} (give a run_eval.py out_dir or its results.json)")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MergeError(f"{path} is not valid JSON ({e}); it may be truncated: rerun that evaluation") from e
-    schema = data.get("schema") if isinstance(data, dict) else None
-    if schema not in SCHEMAS:
-        raise MergeError(f"{path} has schema {schema!r}; this version merges {', '.join(SCHEMAS)}")
-    for k in ("meta", "records", "clean"):
-        if k not in data:
-            raise MergeError(f"{path} has no {k!r} field: not a complete run_eval.py output")
-    if not isinstance(data["records"], list) or not data["records"] or not isinstance(data["clean"], list):
-        raise MergeError(f"{path}: 'records' must be a non-empty list of per-image records and 'clean' a list "
-                         f"(got {type(data['records']).__name__} of {len(data['records'])}): nothing to combine")
-    for i, d in enumerate(data["records"]):
-        try:
-            record_from_json(d)
-        except (KeyError, ValueError, TypeError, AttributeError) as e:
-            what = "/".join(str(d.get(k, "?")) for k in ("block", "attack", "classifier", "defense")) \
-                if isinstance(d, dict) else type(d).__name__
-            detail = f"no {e} field" if isinstance(e, KeyError) else str(e)
-            raise MergeError(f"{path}: record {i} ({what}) is damaged ({detail}); rerun that evaluation") from None
-    for i, c in enumerate(data["clean"]):
-        try:
-            unpack_bits(c["correct"], int(c["n"]))
-            c["classifier"], c["defense"]
-        except (KeyError, ValueError, TypeError) as e:
-            raise MergeError(f"{path}: clean entry {i} is damaged ({type(e).__name__}: {e}); rerun that evaluation") \
-                from None
-    return data
+class MergeError(ResultsError):
+    """Runs that cannot be merged (other weights, images, dataset or eps; too few runs)."""
 
 
 def _suffixed(attack: str, k: int) -> str:

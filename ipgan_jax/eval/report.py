@@ -11,28 +11,11 @@ import numpy as np
 from ipgan_jax import files
 from ipgan_jax.defenses.registry import split_tag
 from ipgan_jax.eval.evaluate import CROSS_BLOCK, cross_source
+from ipgan_jax.eval.paper import CLASSIFIER_NAMES, DEFENSE_NAMES, PAPER_DSR, paper_dsr
 from ipgan_jax.eval.plots import line_plot
 from ipgan_jax.eval.records import attack_metrics, block_metrics, pack_bits, record_to_json
 from ipgan_jax.images import amplify, image_grid
 
-DEFENSE_NAMES = {"none": "No defense", "defense_gan": "Defense-GAN", "ape_gan": "APE-GAN", "dae": "DAE",
-                 "uipd": "UIPD", "grip_gan": "GRIP-GAN", "ipgan": "IP-GAN", "ipgan_adaptive": "IP-GAN (adaptive)",
-                 "binarize": "Binarisation (x > 0.5)"}
-CLASSIFIER_NAMES = {"alexnet": "AlexNet", "mcnn": "M_CNN", "lenet": "LeNet", "resnet50": "ResNet-50",
-                    "vgg19": "VGG-19", "inception_v3": "Inc-V3", "efficientnet_lite0": "EffNet-Lite0"}
-# The paper's Table 1 (DSR %); its two setting labels are lost. We compare setting 1 with our
-# oblivious block and setting 2 with our transfer block (the most likely reading).
-_COLS = ("AlexNet", "M_CNN", "LeNet", "ResNet-50", "VGG-19", "Inc-V3")
-_ROWS = {
-    1: {"Defense-GAN": (72.40, 70.31, 68.26, 40.87, 51.04, 38.01), "APE-GAN": (83.40, 82.36, 80.71, 54.10, 57.88, 51.80),
-        "DAE": (84.54, 85.68, 85.25, 65.94, 59.31, 64.54), "UIPD": (88.92, 87.45, 86.89, None, 59.91, None),
-        "GRIP-GAN": (97.10, 98.25, 97.79, None, 86.35, 93.88), "IP-GAN": (97.83, 98.91, 98.04, 86.48, 87.23, 95.32)},
-    2: {"Defense-GAN": (82.43, 86.13, 80.34, 42.08, 43.10, 41.96), "APE-GAN": (82.46, 85.14, 85.01, 73.90, 49.28, 70.90),
-        "DAE": (83.66, 86.88, 84.17, 69.41, 51.61, 63.25), "UIPD": (87.92, 87.54, 85.22, None, 52.91, None),
-        "GRIP-GAN": (89.34, 93.58, 92.69, None, 94.38, 86.73), "IP-GAN": (95.76, 94.77, 94.57, 97.99, 96.37, 90.25)},
-}
-PAPER_DSR = {blk: {m: dict(zip(_COLS, v)) for m, v in rows.items()} for blk, rows in _ROWS.items()}
-BLOCK_TO_PAPER = {"oblivious": 1, "transfer": 2}
 BLOCK_TITLES = {
     "oblivious": "Block 1 - white-box on the classifier only (oblivious): attack f, then defend",
     "transfer": "Block 2 - black-box transfer: attacks crafted on a surrogate classifier",
@@ -95,7 +78,7 @@ def _block_table(ev, block, lines):
                 dsr.append("-")
                 rob.append("-")
                 continue
-            paper = PAPER_DSR.get(BLOCK_TO_PAPER.get(block), {}).get(_dname(d), {}).get(_cname(c))
+            paper = paper_dsr(block, _dname(d), _cname(c))
             dsr.append(_pct(bm.dsr) + (f" [{paper:.2f}]" if paper is not None else ""))
             rob.append(f"{_pct(bm.robust_acc)} {_ci(bm.robust_ci)}")
         lines.append(f"| {_dname(d)} | " + " | ".join(dsr) + " | " + " | ".join(rob) + " |")

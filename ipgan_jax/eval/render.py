@@ -1,0 +1,270 @@
+"""The docs' results tables, rendered from committed ``results.json`` files.
+
+A Markdown file (README.md, docs/*.md) holds each rendered table between two markers that name the table kind,
+the results it is read from and its options::
+
+    <!-- results table1 results/mnist/table1 -->
+    | defense | 1: AlexNet | ... |
+    <!-- /results -->
+
+Everything between the markers is output of :func:`render`; nothing in it is typed by hand. Commands::
+
+    python -m ipgan_jax.eval.render                      # check: every marked table against its results (exit 1)
+    python -m ipgan_jax.eval.render --write              # rewrite every marked table from its results
+    python -m ipgan_jax.eval.render table1 results/mnist/table1 classifiers=lenet   # print one table
+
+Table kinds (:data:`TABLES`; options ``classifiers=a,b`` and ``defenses=a,b`` pick and order columns / rows):
+
+* ``table1``: the paper's Table 1, both settings: block DSR (per image, worst case over the block's bounded attacks)
+  of the oblivious block (setting 1) and the transfer block (setting 2), the paper's value in brackets, in bold
+  where at or above it;
+* ``block`` (option ``block=oblivious|transfer``): one block's DSR [paper] and robust accuracy with its 95% Wilson
+  interval, per classifier;
+* ``whitebox`` (option ``block=whitebox`` by default): through-the-pipeline clean accuracy f(d(x)), robust accuracy
+  (worst case per image over the suite; an upper bound under that suite) with its interval, and per attack;
+* ``clean``: clean accuracy f(d(x)) of every pipeline.
+
+All rates are in %, two decimals, computed from the per-image records (:class:`~ipgan_jax.eval.resultset.ResultSet`).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import sys
+from pathlib import Path
+
+from ipgan_jax.eval.paper import CLASSIFIER_NAMES, DEFENSE_NAMES, paper_dsr
+from ipgan_jax.eval.resultset import ResultSet, ResultsError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOC_FILES = ("README.md", "docs/*.md")
+
+_MARKER = re.compile(r"<!-- results (?P<spec>[^>]*?) -->\n(?P<body>.*?)<!-- /results -->", re.S)
+
+
+class RenderError(ValueError):
+    """A marker that names an unknown table, a bad option or results that cannot be read."""
+
+
+def _pct(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+
+
+def _ci(lo_hi) -> str:
+    return f"({_pct(lo_hi[0])}-{_pct(lo_hi[1])})"
+
+
+def _cname(c: str) -> str:
+    return CLASSIFIER_NAMES.get(c, c)
+
+
+def _dname(d: str) -> str:
+    return DEFENSE_NAMES.get(d, d)
+
+
+def _rows(header: list, rows: list) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _pick(have: list, wanted: str | None, what: str) -> list:
+    if not wanted:
+        return have
+    out = [w for w in wanted.split(",") if w]
+    missing = [w for w in out if w not in have]
+    if missing:
+        raise RenderError(f"{what} {missing} not in the results (they have {have})")
+    return out
+
+
+def _dsr_cell(rs, block, c, d) -> str:
+    bm = rs.block_metrics(block, c, d)
+    if bm is None:
+        return "-"
+    paper = paper_dsr(block, _dname(d), _cname(c)) if d != "none" else None
+    v = _pct(bm.dsr)
+    if paper is not None and not math.isnan(bm.dsr) and round(100 * bm.dsr, 2) >= paper:
+        v = f"**{v}**"
+    return v + (f" [{paper:.2f}]" if paper is not None else "")
+
+
+def table1(rs: ResultSet, classifiers: str | None = None, defenses: str | None = None) -> str:
+    """The paper's Table 1: DSR per defense (rows, 'none' left out) in setting 1 then 2 (columns per classifier)."""
+    clfs = _pick(rs.classifiers, classifiers, "classifiers")
+    defs = [d for d in _pick(rs.defenses, defenses, "defenses") if d != "none"]
+    header = ["defense"] + [f"{s}: {_cname(c)}" for s in (1, 2) for c in clfs]
+    rows = [[_dname(d)] + [_dsr_cell(rs, b, c, d) for b in ("oblivious", "transfer") for c in clfs] for d in defs]
+    return _rows(header, rows)
+
+
+def block(rs: ResultSet, block: str = "oblivious", classifiers: str | None = None, defenses: str | None = None) -> str:
+    """One bounded block: DSR [paper] and robust accuracy (95% Wilson interval) per classifier."""
+    clfs = _pick(rs.classifiers, classifiers, "classifiers")
+    defs = _pick(rs.defenses, defenses, "defenses")
+    header = ["defense"] + [f"{_cname(c)} DSR" for c in clfs] + [f"{_cname(c)} rob. acc" for c in clfs]
+    rows = []
+    for d in defs:
+        row = [_dname(d)] + [_dsr_cell(rs, block, c, d) for c in clfs]
+        for c in clfs:
+            bm = rs.block_metrics(block, c, d)
+            row.append("-" if bm is None else f"{_pct(bm.robust_acc)} {_ci(bm.robust_ci)}")
+        rows.append(row)
+    return _rows(header, rows)
+
+
+def whitebox(rs: ResultSet, block: str = "whitebox", classifiers: str | None = None,
+             defenses: str | None = None) -> str:
+    """Through-the-pipeline block: clean f(d(x)), robust accuracy (worst case per image) with interval, per attack."""
+    clfs = _pick(rs.classifiers, classifiers, "classifiers")
+    defs = _pick(rs.defenses, defenses, "defenses")
+    attacks = rs.attacks(block)
+    header = ["classifier", "defense", "images", "clean f(d(x))", "robust acc. (upper bound)"] + \
+        [f"under {a}" for a in attacks]
+    rows = []
+    for c in clfs:
+        for d in defs:
+            recs = rs.block_records(block, c, d)
+            bm = rs.block_metrics(block, c, d)
+            if bm is None:
+                continue
+            per = {r.attack: rs.attack_metrics(block, r.attack, c, d).robust_acc for r in recs if r.bounded}
+            clean = float(recs[0].pipe_clean.mean()) if recs[0].n else None
+            rows.append([_cname(c), _dname(d), str(bm.n), _pct(clean), f"{_pct(bm.robust_acc)} {_ci(bm.robust_ci)}"]
+                        + [_pct(per.get(a)) for a in attacks])
+    if not rows:
+        raise RenderError(f"no bounded records in block {block!r}")
+    return _rows(header, rows)
+
+
+def clean(rs: ResultSet, classifiers: str | None = None, defenses: str | None = None) -> str:
+    """Clean accuracy f(d(x)) of every pipeline (rows: defenses, columns: classifiers)."""
+    clfs = _pick(rs.classifiers, classifiers, "classifiers")
+    defs = _pick(rs.defenses, defenses, "defenses")
+    return _rows(["defense"] + [_cname(c) for c in clfs],
+                 [[_dname(d)] + [_pct(rs.clean_accuracy(c, d)) for c in clfs] for d in defs])
+
+
+TABLES = {"table1": table1, "block": block, "whitebox": whitebox, "clean": clean}
+
+
+def _load(src: str, root: Path) -> ResultSet:
+    try:
+        return ResultSet.load(Path(src) if Path(src).is_absolute() else root / src)
+    except ResultsError as e:
+        raise RenderError(str(e)) from e
+
+
+def render(kind: str, src: str, root: Path = REPO_ROOT, **options: str) -> str:
+    """One table as Markdown.
+
+    Args:
+        kind: a key of :data:`TABLES`.
+        src: the run's out_dir or results.json, relative to ``root`` unless absolute.
+        root: the repository root.
+        **options: the table's options (``classifiers``, ``defenses``, ``block``), as strings.
+
+    Returns:
+        The Markdown table, without a trailing newline.
+
+    Raises:
+        RenderError: unknown kind or option, results that cannot be read, or names not in the results.
+    """
+    if kind not in TABLES:
+        raise RenderError(f"unknown table {kind!r}; known: {', '.join(TABLES)}")
+    accepted = [p for p in inspect.signature(TABLES[kind]).parameters if p != "rs"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise RenderError(f"table {kind!r} takes options {', '.join(f'{a}=' for a in accepted)}; got {unknown}")
+    return TABLES[kind](_load(src, root), **options)
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict]:
+    """``'table1 results/mnist/table1 classifiers=lenet'`` -> (kind, src, options)."""
+    parts = spec.split()
+    if len(parts) < 2:
+        raise RenderError(f"a results marker needs '<table> <results path> [key=value ...]', got {spec!r}")
+    opts = {}
+    for p in parts[2:]:
+        k, eq, v = p.partition("=")
+        if not eq or not k:
+            raise RenderError(f"option {p!r} of marker {spec!r} is not key=value")
+        opts[k] = v
+    return parts[0], parts[1], opts
+
+
+def rerender(text: str, root: Path = REPO_ROOT) -> tuple[str, list]:
+    """``text`` with every marked table rendered afresh, and the list of (line, spec) of those that changed."""
+    changed = []
+
+    def sub(m):
+        kind, src, opts = parse_spec(m.group("spec"))
+        body = render(kind, src, root, **opts) + "\n"
+        if body != m.group("body"):
+            changed.append((text.count("\n", 0, m.start()) + 1, m.group("spec")))
+        return f"<!-- results {m.group('spec')} -->\n{body}<!-- /results -->"
+
+    return _MARKER.sub(sub, text), changed
+
+
+def doc_files(root: Path = REPO_ROOT) -> list:
+    """README.md and docs/*.md under ``root``."""
+    out = []
+    for pattern in DOC_FILES:
+        out += sorted(root.glob(pattern))
+    return out
+
+
+def stale(root: Path = REPO_ROOT, write: bool = False) -> list:
+    """Every marked table of the docs that differs from its results: ``['docs/results.md:12: table1 ...']``.
+
+    With ``write``, the docs are rewritten (atomically, only files with a change) and the list says what changed.
+    """
+    from ipgan_jax.files import write_text
+    out = []
+    for f in doc_files(root):
+        text = f.read_text()
+        try:
+            new, changed = rerender(text, root)
+        except RenderError as e:
+            raise RenderError(f"{f.relative_to(root)}: {e}") from None
+        out += [f"{f.relative_to(root)}:{line}: {spec}" for line, spec in changed]
+        if write and changed:
+            write_text(f, new)
+    return out
+
+
+def count_markers(root: Path = REPO_ROOT) -> int:
+    """How many marked tables the docs hold."""
+    return sum(len(_MARKER.findall(f.read_text())) for f in doc_files(root))
+
+
+def main(argv: list) -> int:
+    args = [a for a in argv if not a.startswith("--")]
+    flags_ = [a for a in argv if a.startswith("--")]
+    unknown = [a for a in flags_ if a not in ("--write", "--check")]
+    try:
+        if unknown:
+            raise RenderError(f"unknown flag(s) {unknown}: use --write, --check or '<table> <results> [key=value]'")
+        if args:
+            kind, src, opts = parse_spec(" ".join(args))
+            print(render(kind, src, Path.cwd(), **opts))
+            return 0
+        write = "--write" in flags_
+        diffs = stale(REPO_ROOT, write=write)
+    except RenderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    n = count_markers(REPO_ROOT)
+    if write:
+        print(f"rewrote {len(diffs)} of {n} tables" + "".join(f"\n  {d}" for d in diffs))
+        return 0
+    for d in diffs:
+        print(f"STALE {d}: differs from its results; run `python -m ipgan_jax.eval.render --write`")
+    print(f"{n - len(diffs)} of {n} tables match their results")
+    return 1 if diffs else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

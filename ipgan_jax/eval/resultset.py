@@ -1,0 +1,158 @@
+"""One evaluation run read back from its ``results.json``: an immutable set of per-image records.
+
+``run_eval.py`` writes ``results.json`` (schema ``ipgan-eval/2``, :data:`SCHEMAS`): the run's meta (models with
+their sha256 and fingerprint, eps, suites, ...), one record per (block, attack, classifier, defense) with a bit per
+test image (``records.record_to_json``) and the clean bits f(d(x)) per pipeline. A :class:`ResultSet` holds those
+records as :class:`~ipgan_jax.eval.records.AttackRecord` s and computes every rate from them
+(``records.attack_metrics`` / ``records.block_metrics``): the docs tables are rendered from it
+(``ipgan_jax.eval.render``), never from a number typed by hand.
+
+    rs = ResultSet.load("results/mnist/table1")          # a run's out_dir or its results.json
+    rs.block_metrics("oblivious", "lenet", "ipgan").dsr  # in [0, 1]
+
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ipgan_jax.eval.records import AttackMetrics, AttackRecord, BlockMetrics, attack_metrics, block_metrics, \
+    record_from_json, unpack_bits
+
+SCHEMAS = ("ipgan-eval/2",)
+
+
+class ResultsError(ValueError):
+    """A results.json that cannot be read: missing, not JSON, another schema, or a damaged record."""
+
+
+def results_path(src: str | Path) -> Path:
+    """``src`` (a run's out_dir or its results.json) -> the results.json path."""
+    p = Path(src)
+    return p / "results.json" if p.is_dir() else p
+
+
+def load_results(src: str | Path) -> dict:
+    """Read and check one run's results.json (a plain dict); one clear error for a missing, corrupt or foreign file.
+
+    Args:
+        src: a ``run_eval.py`` out_dir or its ``results.json``.
+
+    Returns:
+        The parsed JSON, with every record and clean entry checked to decode.
+
+    Raises:
+        ResultsError: the file is missing, not JSON, of another schema, or has a damaged record.
+    """
+    path = results_path(src)
+    if not path.is_file():
+        raise ResultsError(f"no evaluation results at {path} (give a run_eval.py out_dir or its results.json)")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{path} is not valid JSON ({e}); it may be truncated: rerun that evaluation") from e
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema not in SCHEMAS:
+        raise ResultsError(f"{path} has schema {schema!r}; this version reads {', '.join(SCHEMAS)}")
+    for k in ("meta", "records", "clean"):
+        if k not in data:
+            raise ResultsError(f"{path} has no {k!r} field: not a complete run_eval.py output")
+    if not isinstance(data["records"], list) or not data["records"] or not isinstance(data["clean"], list):
+        raise ResultsError(f"{path}: 'records' must be a non-empty list of per-image records and 'clean' a list "
+                           f"(got {type(data['records']).__name__} of {len(data['records'])}): nothing to combine")
+    for i, d in enumerate(data["records"]):
+        try:
+            record_from_json(d)
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            what = "/".join(str(d.get(k, "?")) for k in ("block", "attack", "classifier", "defense")) \
+                if isinstance(d, dict) else type(d).__name__
+            detail = f"no {e} field" if isinstance(e, KeyError) else str(e)
+            raise ResultsError(f"{path}: record {i} ({what}) is damaged ({detail}); rerun that evaluation") from None
+    for i, c in enumerate(data["clean"]):
+        try:
+            unpack_bits(c["correct"], int(c["n"]))
+            c["classifier"], c["defense"]
+        except (KeyError, ValueError, TypeError) as e:
+            raise ResultsError(f"{path}: clean entry {i} is damaged ({type(e).__name__}: {e}); rerun that "
+                               "evaluation") from None
+    return data
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultSet:
+    """The per-image records of one evaluation run, read-only.
+
+    Attributes:
+        meta: the run's ``meta`` (classifiers, defenses, eps, models with sha256 and fingerprint, ...).
+        records: {(block, attack, classifier, defense): AttackRecord}, in the order the run wrote them.
+        clean: {(classifier, defense): bool[n]}: f(d(x)) = y on each of the first n test images.
+        source: the results.json it was read from (None when built in memory).
+    """
+    meta: Mapping
+    records: Mapping
+    clean: Mapping
+    source: Path | None = None
+
+    @classmethod
+    def load(cls, src: str | Path) -> "ResultSet":
+        """Read ``src`` (an out_dir or its results.json; see :func:`load_results` for the errors)."""
+        data = load_results(src)
+        return cls.from_json(data, results_path(src))
+
+    @classmethod
+    def from_json(cls, data: dict, source: Path | None = None) -> "ResultSet":
+        """From a parsed results.json (as :func:`load_results` returns it)."""
+        recs = {}
+        for d in data["records"]:
+            r = record_from_json(d)
+            recs[(r.block, r.attack, r.classifier, r.defense)] = r
+        clean = {(c["classifier"], c["defense"]): unpack_bits(c["correct"], int(c["n"])) for c in data["clean"]}
+        return cls(meta=types.MappingProxyType(dict(data["meta"])), records=types.MappingProxyType(recs),
+                   clean=types.MappingProxyType(clean), source=source)
+
+    @property
+    def classifiers(self) -> list:
+        """The classifiers in the run's order (those with at least one record)."""
+        have = {k[2] for k in self.records}
+        return [c for c in self.meta.get("classifiers", [])
+                if c in have] + sorted(have - set(self.meta.get("classifiers", [])))
+
+    @property
+    def defenses(self) -> list:
+        """The defenses in the run's order (those with at least one record)."""
+        have = {k[3] for k in self.records}
+        return [d for d in self.meta.get("defenses", []) if d in have] + sorted(have - set(self.meta.get("defenses", [])))
+
+    def attacks(self, block: str, bounded: bool = True) -> list:
+        """The attacks of ``block`` (bounded ones by default), in the run's order."""
+        return list(dict.fromkeys(a for (b, a, _, _), r in self.records.items() if b == block and r.bounded == bounded))
+
+    def block_records(self, block: str, classifier: str, defense: str) -> list:
+        """Every record of one (block, classifier, defense), in the run's order."""
+        return [r for (b, _, c, d), r in self.records.items() if (b, c, d) == (block, classifier, defense)]
+
+    def block_metrics(self, block: str, classifier: str, defense: str) -> BlockMetrics | None:
+        """Worst case per image over the block's bounded attacks (``records.block_metrics``); None if none ran."""
+        return block_metrics(self.block_records(block, classifier, defense))
+
+    def attack_metrics(self, block: str, attack: str, classifier: str, defense: str) -> AttackMetrics | None:
+        """One attack's rates (``records.attack_metrics``); None if it did not run on that cell."""
+        r = self.records.get((block, attack, classifier, defense))
+        return None if r is None else attack_metrics(r)
+
+    def clean_accuracy(self, classifier: str, defense: str) -> float | None:
+        """f(d(x)) accuracy in [0, 1] over the run's images; None if the pipeline was not evaluated."""
+        v = self.clean.get((classifier, defense))
+        return None if v is None or not v.size else float(np.mean(v))
+
+    def model(self, key: str) -> dict | None:
+        """``meta.models[key]`` (path, sha256, fingerprint, source) of e.g. ``defenses/ipgan/lenet``."""
+        return (self.meta.get("models") or {}).get(key)
+
+
+__all__ = ["SCHEMAS", "ResultSet", "ResultsError", "AttackRecord", "load_results", "results_path"]

@@ -1,0 +1,146 @@
+"""Docs tables rendered from committed results files (ipgan_jax/eval/render.py, ipgan_jax/eval/resultset.py)."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ipgan_jax.eval import render
+from ipgan_jax.eval.paper import PAPER_DSR
+from ipgan_jax.eval.records import AttackRecord, pack_bits, record_to_json
+from ipgan_jax.eval.resultset import ResultSet, ResultsError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rec(block, attack, defense, f_adv, pipe_adv, classifier="lenet", n=10):
+    nan = np.full(n, np.nan, np.float32)
+    return AttackRecord(block=block, attack=attack, classifier=classifier, defense=defense, bounded=True,
+                        through=block == "whitebox", f_clean=np.ones(n, bool), pipe_clean=np.ones(n, bool),
+                        f_adv=np.asarray(f_adv, bool), pipe_adv=np.asarray(pipe_adv, bool), ssim_rec=nan,
+                        ssim_adv=nan, l2=nan)
+
+
+def _write_run(folder: Path, records, defenses=("none", "ipgan")) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    n = records[0].n
+    data = {"schema": "ipgan-eval/2",
+            "meta": {"dataset": "mnist", "eps": 0.3, "classifiers": ["lenet"], "defenses": list(defenses)},
+            "clean": [{"classifier": "lenet", "defense": d, "n": n, "acc": 1.0, "correct": pack_bits(np.ones(n, bool))}
+                      for d in defenses],
+            "records": [record_to_json(r) for r in records]}
+    (folder / "results.json").write_text(json.dumps(data))
+    return folder
+
+
+def _table1_run(tmp_path, ipgan_restored: int):
+    """10 images, every attack fools f; IP-GAN restores the first ``ipgan_restored`` of them in both blocks."""
+    fooled = np.zeros(10, bool)
+    restored = np.arange(10) < ipgan_restored
+    recs = []
+    for block in ("oblivious", "transfer"):
+        recs += [_rec(block, "pgd", "none", fooled, fooled), _rec(block, "pgd", "ipgan", fooled, restored)]
+    return _write_run(tmp_path / "run", recs)
+
+
+def test_table1_is_the_per_image_dsr_beside_the_paper_and_bold_only_at_or_above_it(tmp_path):
+    paper1, paper2 = PAPER_DSR[1]["IP-GAN"]["LeNet"], PAPER_DSR[2]["IP-GAN"]["LeNet"]   # 98.04, 94.57
+    out = render.render("table1", str(_table1_run(tmp_path, 9)), tmp_path)
+    # 9 of 10 restored: 90.00, below both paper cells, so no bold; 'none' is not a row of Table 1
+    assert out.splitlines()[2] == f"| IP-GAN | 90.00 [{paper1:.2f}] | 90.00 [{paper2:.2f}] |"
+    assert "No defense" not in out
+    out = render.render("table1", str(_table1_run(tmp_path / "b", 10)), tmp_path)
+    assert out.splitlines()[2] == f"| IP-GAN | **100.00** [{paper1:.2f}] | **100.00** [{paper2:.2f}] |"
+
+
+def test_block_and_whitebox_tables_read_the_worst_case_per_image(tmp_path):
+    ok = np.ones(10, bool)
+    a = np.arange(10) >= 2       # images 0-1 broken by a
+    b = np.arange(10) % 5 != 4   # images 4 and 9 broken by b
+    src = _write_run(tmp_path / "wb", [_rec("whitebox", "pgd_ce", "ipgan", ok, a),
+                                       _rec("whitebox", "square", "ipgan", ok, b)])
+    out = render.render("whitebox", str(src), tmp_path).splitlines()
+    assert out[0] == "| classifier | defense | images | clean f(d(x)) | robust acc. (upper bound) | under pgd_ce | under square |"
+    # worst case: 0, 1, 4, 9 lost -> 60%, not min(80, 80)
+    assert out[2].startswith("| LeNet | IP-GAN | 10 | 100.00 | 60.00 (")
+    assert out[2].endswith("| 80.00 | 80.00 |")
+
+
+def test_render_names_what_is_wrong(tmp_path):
+    src = str(_table1_run(tmp_path, 9))
+    for call, needle in ((lambda: render.render("tabel1", src, tmp_path), "unknown table 'tabel1'"),
+                         (lambda: render.render("table1", "nowhere", tmp_path), "no evaluation results"),
+                         (lambda: render.render("table1", src, tmp_path, classifiers="mcnn"),
+                          r"classifiers \['mcnn'\] not in the results"),
+                         (lambda: render.render("clean", src, tmp_path, block="x"), r"takes options classifiers=, defenses=; got \['block'\]"),
+                         (lambda: render.parse_spec("table1"), "needs '<table> <results path>"),
+                         (lambda: render.parse_spec("table1 r classifiers"), "is not key=value")):
+        with pytest.raises(render.RenderError, match=needle):
+            call()
+
+
+def _copy_docs(tmp_path) -> Path:
+    root = tmp_path / "repo"
+    (root / "docs").mkdir(parents=True)
+    for f in render.doc_files(ROOT):
+        shutil.copy(f, root / f.relative_to(ROOT))
+    shutil.copytree(ROOT / "results", root / "results")
+    return root
+
+
+def test_every_docs_table_matches_its_committed_results():
+    """README.md and docs/*.md: every marked table equals its rendering from results/ (the reported numbers)."""
+    assert render.count_markers(ROOT) >= 3, "README and docs/results.md render Table 1 from results/"
+    assert "<!-- results table1 " in (ROOT / "README.md").read_text()
+    stale = render.stale(ROOT)
+    assert stale == [], f"docs disagree with results/: {stale}; run `python -m ipgan_jax.eval.render --write`"
+
+
+def test_an_edited_number_in_the_docs_is_caught_and_write_restores_it(tmp_path):
+    root = _copy_docs(tmp_path)
+    readme = root / "README.md"
+    text = readme.read_text()
+    start = text.index("<!-- results table1 ")
+    body_start = text.index("\n", start) + 1
+    row = text.index("| IP-GAN |", body_start)
+    cell = next(i for i in range(row + len("| IP-GAN | "), len(text)) if text[i].isdigit())   # its setting-1 DSR
+    edited = text[:cell] + ("1" if text[cell] != "1" else "2") + text[cell + 1:]
+    readme.write_text(edited)
+    stale = render.stale(root)
+    line = text.count("\n", 0, start) + 1
+    assert stale == [f"README.md:{line}: {text[start + len('<!-- results '):text.index(' -->', start)]}"]
+    r = subprocess.run([sys.executable, "-m", "ipgan_jax.eval.render"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr     # the repository's own docs are untouched
+    assert render.stale(root, write=True) == stale
+    assert readme.read_text() == text and render.stale(root) == []
+
+
+def test_results_set_rates_equal_the_summaries_the_run_wrote():
+    """The reader recomputes from the per-image bits what run_eval.py wrote as block_metrics rows."""
+    paths = sorted(ROOT.glob("results/**/results.json"))
+    assert paths
+    for p in paths:
+        rs = ResultSet.load(p)
+        rows = json.loads(p.read_text())["block_metrics"]
+        assert rows
+        for row in rows:
+            bm = rs.block_metrics(row["block"], row["classifier"], row["defense"])
+            assert bm.robust_correct == row["robust_correct"] and bm.n == row["n"], (p, row)
+            assert (np.isnan(bm.dsr) and row["dsr"] is None) or bm.dsr == pytest.approx(row["dsr"]), (p, row)
+
+
+def test_results_set_is_read_only_and_load_errors_name_the_file(tmp_path):
+    rs = ResultSet.load(_table1_run(tmp_path, 9))
+    with pytest.raises(TypeError):
+        rs.records[("x", "y", "z", "w")] = None
+    with pytest.raises(AttributeError):
+        rs.meta = {}
+    assert rs.classifiers == ["lenet"] and rs.defenses == ["none", "ipgan"]
+    assert rs.attacks("oblivious") == ["pgd"] and rs.clean_accuracy("lenet", "ipgan") == 1.0
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.json").write_text("{")
+    with pytest.raises(ResultsError, match="bad/results.json is not valid JSON"):
+        ResultSet.load(tmp_path / "bad")
