@@ -144,3 +144,16 @@ def test_results_set_is_read_only_and_load_errors_name_the_file(tmp_path):
     (tmp_path / "bad" / "results.json").write_text("{")
     with pytest.raises(ResultsError, match="bad/results.json is not valid JSON"):
         ResultSet.load(tmp_path / "bad")
+
+
+def test_a_marker_inside_a_code_block_is_an_example_not_a_table(tmp_path):
+    root = tmp_path / "repo"
+    (root / "docs").mkdir(parents=True)
+    src = _table1_run(root, 9)
+    live = f"<!-- results table1 {src} -->\n<!-- /results -->\n"
+    example = f"```\n<!-- results table1 {src} -->\n...rendered Markdown...\n<!-- /results -->\n```\n"
+    (root / "README.md").write_text(example + live)
+    assert render.count_markers(root) == 1
+    assert render.stale(root, write=True) == ["README.md:6: table1 " + str(src)]    # the line of the live marker
+    text = (root / "README.md").read_text()
+    assert text.startswith(example) and "| IP-GAN | 90.00" in text and render.stale(root) == []

@@ -194,11 +194,36 @@ def parse_spec(spec: str) -> tuple[str, str, dict]:
     return parts[0], parts[1], opts
 
 
+def _fenced(text: str) -> list:
+    """[(start, end)] character spans of the fenced code blocks (```) of a Markdown text."""
+    spans, start, pos = [], None, 0
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith("```"):
+            if start is None:
+                start = pos
+            else:
+                spans.append((start, pos + len(line)))
+                start = None
+        pos += len(line)
+    if start is not None:
+        spans.append((start, len(text)))
+    return spans
+
+
+def _markers(text: str) -> list:
+    """The marker matches of ``text`` outside fenced code blocks (a marker shown as an example is not rendered)."""
+    spans = _fenced(text)
+    return [m for m in _MARKER.finditer(text) if not any(a <= m.start() < b for a, b in spans)]
+
+
 def rerender(text: str, root: Path = REPO_ROOT) -> tuple[str, list]:
     """``text`` with every marked table rendered afresh, and the list of (line, spec) of those that changed."""
     changed = []
+    live = {m.start() for m in _markers(text)}
 
     def sub(m):
+        if m.start() not in live:
+            return m.group(0)
         kind, src, opts = parse_spec(m.group("spec"))
         body = render(kind, src, root, **opts) + "\n"
         if body != m.group("body"):
@@ -237,7 +262,7 @@ def stale(root: Path = REPO_ROOT, write: bool = False) -> list:
 
 def count_markers(root: Path = REPO_ROOT) -> int:
     """How many marked tables the docs hold."""
-    return sum(len(_MARKER.findall(f.read_text())) for f in doc_files(root))
+    return sum(len(_markers(f.read_text())) for f in doc_files(root))
 
 
 def main(argv: list) -> int:
