@@ -113,7 +113,8 @@ def main(argv):
 def merge_runs(out_dir) -> None:
     """``--merge``: one per-image worst case over earlier runs' records (ipgan_jax/eval/merge.py)."""
     from pathlib import Path
-    from ipgan_jax.eval.merge import load_results, merge_results, merged_meta, results_path
+    from ipgan_jax.eval.merge import merge_results, merged_meta
+    from ipgan_jax.eval.resultset import load_results, results_path
     from ipgan_jax.eval.report import print_and_write
     ignored = [f for f in ("attacks", "blocks", "allow_partial") if FLAGS[f].present]
     if ignored:
@@ -136,7 +137,7 @@ def merge_runs(out_dir) -> None:
 
 def compare_runs(num_examples) -> None:
     """``--compare``: a paired per-image comparison of two defenses (ipgan_jax/eval/paired.py)."""
-    from ipgan_jax.eval.merge import load_results
+    from ipgan_jax.eval.resultset import load_results
     from ipgan_jax.eval.paired import PairedError, compare, markdown
     ignored = [f for f in ("attacks", "defenses", "allow_partial", "merge") if FLAGS[f].present]
     if ignored:

@@ -32,7 +32,7 @@ import numpy as np
 from ipgan_jax.eval.checks import Check
 from ipgan_jax.eval.evaluate import Evaluator
 from ipgan_jax.eval.records import AttackRecord, record_from_json, unpack_bits
-from ipgan_jax.eval.resultset import SCHEMAS, ResultsError, load_results, results_path  # noqa: F401 (re-exported)
+from ipgan_jax.eval.resultset import ResultsError
 
 # defenses whose test-time output depends on evaluation settings (Defense-GAN's z-search: seed, steps, restarts),
 # so two runs may disagree on clean inputs; every other defense is a deterministic function of its params

@@ -37,19 +37,8 @@ def results_path(src: str | Path) -> Path:
     return p / "results.json" if p.is_dir() else p
 
 
-def load_results(src: str | Path) -> dict:
-    """Read and check one run's results.json (a plain dict); one clear error for a missing, corrupt or foreign file.
-
-    Args:
-        src: a ``run_eval.py`` out_dir or its ``results.json``.
-
-    Returns:
-        The parsed JSON, with every record and clean entry checked to decode.
-
-    Raises:
-        ResultsError: the file is missing, not JSON, of another schema, or has a damaged record.
-    """
-    path = results_path(src)
+def _read(path: Path) -> dict:
+    """The parsed results.json at ``path`` with its schema and top-level fields checked (records not decoded)."""
     if not path.is_file():
         raise ResultsError(f"no evaluation results at {path} (give a run_eval.py out_dir or its results.json)")
     try:
@@ -65,21 +54,45 @@ def load_results(src: str | Path) -> dict:
     if not isinstance(data["records"], list) or not data["records"] or not isinstance(data["clean"], list):
         raise ResultsError(f"{path}: 'records' must be a non-empty list of per-image records and 'clean' a list "
                            f"(got {type(data['records']).__name__} of {len(data['records'])}): nothing to combine")
+    return data
+
+
+def _decode(data: dict, path: Path) -> tuple[list, dict]:
+    """([AttackRecord], {(classifier, defense): bool[n]}) of a results.json; a damaged entry is a ResultsError."""
+    records = []
     for i, d in enumerate(data["records"]):
         try:
-            record_from_json(d)
+            records.append(record_from_json(d))
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             what = "/".join(str(d.get(k, "?")) for k in ("block", "attack", "classifier", "defense")) \
                 if isinstance(d, dict) else type(d).__name__
             detail = f"no {e} field" if isinstance(e, KeyError) else str(e)
             raise ResultsError(f"{path}: record {i} ({what}) is damaged ({detail}); rerun that evaluation") from None
+    clean = {}
     for i, c in enumerate(data["clean"]):
         try:
-            unpack_bits(c["correct"], int(c["n"]))
-            c["classifier"], c["defense"]
+            clean[(c["classifier"], c["defense"])] = unpack_bits(c["correct"], int(c["n"]))
         except (KeyError, ValueError, TypeError) as e:
             raise ResultsError(f"{path}: clean entry {i} is damaged ({type(e).__name__}: {e}); rerun that "
                                "evaluation") from None
+    return records, clean
+
+
+def load_results(src: str | Path) -> dict:
+    """Read and check one run's results.json (a plain dict); one clear error for a missing, corrupt or foreign file.
+
+    Args:
+        src: a ``run_eval.py`` out_dir or its ``results.json``.
+
+    Returns:
+        The parsed JSON, with every record and clean entry checked to decode.
+
+    Raises:
+        ResultsError: the file is missing, not JSON, of another schema, or has a damaged record.
+    """
+    path = results_path(src)
+    data = _read(path)
+    _decode(data, path)
     return data
 
 
@@ -101,18 +114,19 @@ class ResultSet:
     @classmethod
     def load(cls, src: str | Path) -> "ResultSet":
         """Read ``src`` (an out_dir or its results.json; see :func:`load_results` for the errors)."""
-        data = load_results(src)
-        return cls.from_json(data, results_path(src))
+        path = results_path(src)
+        data = _read(path)
+        return cls._build(data["meta"], *_decode(data, path), path)
 
     @classmethod
     def from_json(cls, data: dict, source: Path | None = None) -> "ResultSet":
         """From a parsed results.json (as :func:`load_results` returns it)."""
-        recs = {}
-        for d in data["records"]:
-            r = record_from_json(d)
-            recs[(r.block, r.attack, r.classifier, r.defense)] = r
-        clean = {(c["classifier"], c["defense"]): unpack_bits(c["correct"], int(c["n"])) for c in data["clean"]}
-        return cls(meta=types.MappingProxyType(dict(data["meta"])), records=types.MappingProxyType(recs),
+        return cls._build(data["meta"], *_decode(data, source), source)
+
+    @classmethod
+    def _build(cls, meta, records: list, clean: dict, source) -> "ResultSet":
+        recs = {(r.block, r.attack, r.classifier, r.defense): r for r in records}
+        return cls(meta=types.MappingProxyType(dict(meta)), records=types.MappingProxyType(recs),
                    clean=types.MappingProxyType(clean), source=source)
 
     @property
