@@ -11,10 +11,10 @@ best of ``--repeats`` (C&W: ``--cw_repeats``) timed runs after compilation -> im
 runs the same attack (same hyper-parameters) on the same jitted model after one warm-up call,
 interleaved with ours run by run, and the ratio ours / foolbox is printed. Both C&W versions abort early (ours per example, foolbox per batch),
 so their work is data-dependent; ``--cw_no_abort`` times a fixed number of steps instead.
-The classifier is the cached LeNet-5 of ``tests/attack_fixtures.py`` (trained on first use).
+The classifier is the cached LeNet-5 of ``ipgan_jax/testing/attack_fixtures.py`` (trained on first use).
 
 ``--torchattacks``: APGD-CE (``--apgd_steps``) and Square (``--square_queries``) at Linf ``--eps`` (0.3)
-against torchattacks 3.5.1 on the same weights (ported to torch, tests/torch_models.py) and the
+against torchattacks 3.5.1 on the same weights (ported to torch, ipgan_jax/testing/torch_models.py) and the
 same images, interleaved run by run, best of ``--repeats``; prints the time ratio and both robust
 accuracies. Square stops early once every image is broken, on both sides.
 
@@ -27,18 +27,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+import jax
+import jax.numpy as jnp
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-import attack_fixtures as af  # noqa: E402
-from ipgan_jax import attacks as A  # noqa: E402
+from ipgan_jax import attacks as A
+from ipgan_jax.testing import attack_fixtures as af
 
 
 def main(argv=None):
@@ -160,7 +155,7 @@ def bench_torchattacks(args):
     import numpy as np
     import torch
     import torchattacks
-    from torch_models import TorchLeNet
+    from ipgan_jax.testing.torch_models import TorchLeNet
 
     torch.set_num_threads(os.cpu_count() or 1)
     clf = af.trained_lenet()

@@ -10,18 +10,14 @@ attacks are compared (they must agree up to float rounding of the gradient).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from ipgan_jax.attacks import pgd  # noqa: E402
-from ipgan_jax.models import classifiers  # noqa: E402
+from ipgan_jax.attacks import pgd
+from ipgan_jax.models import classifiers
 
 
 def time_pgd(model, params, x, y, steps, repeats):

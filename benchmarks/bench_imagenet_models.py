@@ -8,17 +8,13 @@ the cross-entropy (what gradient attacks and the IP-GAN generator loss cost per 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import optax
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
-
-from ipgan_jax.models.imagenet import INPUT_SIZE, get_imagenet_classifier  # noqa: E402
+from ipgan_jax.models.imagenet import INPUT_SIZE, get_imagenet_classifier
 
 
 def bench(name, batch, steps):

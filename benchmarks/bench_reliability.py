@@ -29,20 +29,16 @@ import argparse
 import functools
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ipgan_jax import contracts  # noqa: E402
-from ipgan_jax.attacks import registry  # noqa: E402
-from ipgan_jax.models.classifiers import get_classifier  # noqa: E402
+from ipgan_jax import contracts
+from ipgan_jax.attacks import registry
+from ipgan_jax.models.classifiers import get_classifier
 
 
 def loadavg() -> str:

@@ -16,7 +16,7 @@ program, interleaved across cases and libraries so that load from other processe
 the 1-minute load average is printed before and after (this CPU is shared).
 
 Peak: the best rate of a float32 ``[N,N] @ [N,N]`` matmul (N = 2048, XLA:CPU -> Eigen/oneDNN)
-over the same repeats. Models use random weights (the torch twins of tests/torch_models.py get the
+over the same repeats. Models use random weights (the torch twins of ipgan_jax/testing/torch_models.py get the
 same ones): the FLOPs and the time do not depend on the values (no data-dependent control flow in
 PGD, C&W without abort-early, or the train step).
 
@@ -32,16 +32,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))  # torch_models (optional torch twins)
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 
 def flops_of(fn, *args) -> float:
@@ -147,7 +142,7 @@ def _reference_runners(name, label, f, params, x, y, steps, cw_steps):
     try:
         import torch
         import torchattacks
-        from torch_models import port
+        from ipgan_jax.testing.torch_models import port
         torch.set_num_threads(os.cpu_count() or 1)
         tm = port(name, params)
         xt = torch.tensor(np.asarray(x)).permute(0, 3, 1, 2).contiguous()

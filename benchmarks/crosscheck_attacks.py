@@ -7,7 +7,7 @@
 3.3.4's stock loss (JAX backend, same jitted model), beside ours in float32 and, with ``--float64``,
 in float64 (the true value of the attack), on the first ``--n`` MNIST test images of a trained classifier loaded
 read-only with ``load_classifier`` from ``--workdir`` (or ``--classifier fixture``: the cached
-LeNet of tests/attack_fixtures.py).
+LeNet of ipgan_jax/testing/attack_fixtures.py).
 
 The torchattacks comparison is tests/test_attacks_torchattacks.py; its timing is in bench_attacks.py.
 """
@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ipgan_jax import attacks as A
+from ipgan_jax.testing import attack_fixtures as af
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-import attack_fixtures as af  # noqa: E402
-from ipgan_jax import attacks as A  # noqa: E402
 
 
 def load(name, workdir):

@@ -1,14 +1,13 @@
 """Test setup: 8 emulated CPU devices (sharding tests), quiet progress bars, tiny configs.
 
-The package is imported as installed (``pip install -e .``; see README), not through sys.path edits.
+The package is imported as installed (``pip install -e .``; see README), not through sys.path edits;
+helpers the tests share live in ``ipgan_jax.testing`` (tests import nothing from each other or from here).
 """
 import os
 
-# The 8 emulated devices are threads of one process: on a loaded 2-core machine one of them can reach
-# an all-reduce more than XLA's default 40 s after the others, and XLA then aborts the process
-# (rendezvous.cc "Termination timeout"); tests wait instead.
-COLLECTIVE_TIMEOUTS = ("--xla_cpu_collective_call_terminate_timeout_seconds=1800 "
-                       "--xla_cpu_collective_call_warn_stuck_timeout_seconds=300")
+# ipgan_jax.testing.suite imports only the standard library: jax is not imported before XLA_FLAGS is set
+from ipgan_jax.testing.suite import COLLECTIVE_TIMEOUTS
+
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 " + COLLECTIVE_TIMEOUTS)
 os.environ.setdefault("IPGAN_PROGRESS", "0")
 # XLA's persistent compilation cache (ipgan_jax/compilation_cache.py) beside the trained-fixture cache:
@@ -42,12 +41,3 @@ def trained_tiny(tmp_path_factory):
     train_classifier(c)
     return c
 
-
-def sharing_classifier(trained_tiny, workdir):
-    """A copy of the tiny config writing to ``workdir``, with trained_tiny's LeNet linked in."""
-    c = trained_tiny.copy_and_resolve_references()
-    c.workdir = str(workdir)
-    if not os.path.exists(f"{c.workdir}/classifiers/lenet"):
-        os.makedirs(f"{c.workdir}/classifiers", exist_ok=True)
-        os.symlink(f"{trained_tiny.workdir}/classifiers/lenet", f"{c.workdir}/classifiers/lenet")
-    return c

@@ -7,12 +7,11 @@ Trains the tiny LeNet, then 4 IP-GAN steps on it, data-parallel over every devic
 generator parameters, flattened, to OUT_NPZ
 (process 0 only). Without the last three arguments it runs as a single process.
 ``IPGAN_WORKER_FAIL_VERIFY=1``: process 0's first checkpoint fails to verify (every process must stop).
+Imports ``ipgan_jax`` and ``configs`` as installed (``pip install -e .``), from any working directory.
 """
 import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("IPGAN_PROGRESS", "0")
 
 

@@ -1,14 +1,12 @@
 """Tests for ipgan_jax.attacks: constraints, closed forms, monotonicity, strength on a trained LeNet.
 
 Fast on purpose (2 CPU cores): property tests use a tiny random MLP on 8x8 images; the strength
-tests use a LeNet-5 trained once on real MNIST and cached under /tmp (tests/attack_fixtures.py)
+tests use a LeNet-5 trained once on real MNIST and cached under /tmp (ipgan_jax/testing/attack_fixtures.py)
 and batches of 64-128 test images.
 """
 from __future__ import annotations
 
 import functools
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,12 +16,7 @@ import optax
 import pytest
 
 from ipgan_jax import attacks as A
-
-try:
-    import attack_fixtures as af
-except ImportError:  # importmode=importlib: tests/ is not on sys.path
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import attack_fixtures as af
+from ipgan_jax.testing import attack_fixtures as af
 
 L2_RTOL = 1e-6  # float32 rounding of the per-example L2 norm (Linf membership is exact)
 
@@ -32,7 +25,7 @@ L2_RTOL = 1e-6  # float32 rounding of the per-example L2 norm (Linf membership i
 
 @pytest.fixture(scope="session")
 def lenet():
-    """LeNet-5 trained on MNIST (cached in /tmp); see tests/attack_fixtures.py."""
+    """LeNet-5 trained on MNIST (cached in /tmp); see ipgan_jax/testing/attack_fixtures.py."""
     return af.trained_lenet()
 
 

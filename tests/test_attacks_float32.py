@@ -13,9 +13,6 @@ run through the same checks and must fail them (the checks can fail).
 """
 from __future__ import annotations
 
-import os
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,12 +20,7 @@ import pytest
 
 from ipgan_jax import attacks as A
 from ipgan_jax.attacks import losses as L
-
-try:
-    import attack_fixtures as af
-except ImportError:  # importmode=importlib: tests/ is not on sys.path
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import attack_fixtures as af
+from ipgan_jax.testing import attack_fixtures as af
 
 SCALE = 5.0
 N_GRAD = 128   # images for the sign check (x 784 pixels)

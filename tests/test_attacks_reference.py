@@ -20,9 +20,6 @@ Run with ``-s`` to see the measured differences.
 """
 from __future__ import annotations
 
-import os
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,12 +29,7 @@ fb = pytest.importorskip("foolbox", reason="foolbox (optional reference implemen
                          "`pip install foolbox==3.3.4` to run the cross-check")
 
 from ipgan_jax import attacks as A  # noqa: E402
-
-try:
-    import attack_fixtures as af
-except ImportError:  # importmode=importlib: tests/ is not on sys.path
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import attack_fixtures as af
+from ipgan_jax.testing import attack_fixtures as af  # noqa: E402
 
 
 @pytest.fixture(scope="session")

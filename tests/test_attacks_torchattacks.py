@@ -13,7 +13,6 @@ run with ``resc_schedule=False``, the AutoAttack setting and our default.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import jax
@@ -25,14 +24,8 @@ torch = pytest.importorskip("torch", reason="torch is not installed (optional cr
 torchattacks = pytest.importorskip("torchattacks", reason="torchattacks==3.5.1 is not installed (optional)")
 
 from ipgan_jax import attacks as A  # noqa: E402
-
-try:
-    import attack_fixtures as af
-    from torch_models import TorchLeNet, port
-except ImportError:  # importmode=importlib: tests/ is not on sys.path
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import attack_fixtures as af
-    from torch_models import TorchLeNet, port
+from ipgan_jax.testing import attack_fixtures as af  # noqa: E402
+from ipgan_jax.testing.torch_models import TorchLeNet, port  # noqa: E402
 
 N = int(os.environ.get("IPGAN_TORCHATTACKS_N", "512"))
 EPS = 0.1            # LeNet's robust accuracy is mid-range at this eps, so the comparison is informative

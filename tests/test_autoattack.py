@@ -1,12 +1,10 @@
 """Tests for APGD / APGD-T / Square / the autoattack ensemble: invariants on a tiny MLP, the
-paper's schedules, query counts, and strength on the trained LeNet fixture (tests/attack_fixtures.py).
+paper's schedules, query counts, and strength on the trained LeNet fixture (ipgan_jax/testing/attack_fixtures.py).
 """
 from __future__ import annotations
 
 import functools
 import importlib
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,14 +12,10 @@ import numpy as np
 import pytest
 
 from ipgan_jax import attacks as A
+from ipgan_jax.testing import attack_fixtures as af
+
 apgd_mod = importlib.import_module("ipgan_jax.attacks.apgd")      # the package exports functions
 square_mod = importlib.import_module("ipgan_jax.attacks.square")  # of the same names
-
-try:
-    import attack_fixtures as af
-except ImportError:  # importmode=importlib: tests/ is not on sys.path
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import attack_fixtures as af
 
 
 def _mlp(num_classes=10, in_dim=64, hidden=32, seed=0, scale=3.0):

@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import sharing_classifier
 from ipgan_jax.defenses import defense_dir, load_defense, losses, train_defense
 from ipgan_jax.defenses.ipgan import IPGANTrainer
 from ipgan_jax.models.discriminator import get_discriminator
 from ipgan_jax.models.fusion import fuse
 from ipgan_jax.models.generator import get_generator
+from ipgan_jax.testing.suite import sharing_classifier
 from ipgan_jax.training.classifier import load_classifier
 from ipgan_jax.training.logging import read_metrics
 

@@ -8,11 +8,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from conftest import sharing_classifier
 from ipgan_jax.defenses import defense_dir, load_defense, train_defense
 from ipgan_jax.defenses.ipgan_adaptive import AdaptiveIPGANTrainer
 from ipgan_jax.defenses.registry import binarize, resolve_defense
 from ipgan_jax.models.fusion import FUSION_VIEWS, HYBRID_MIN_GRAD, fuse, fuse_straight_through
+from ipgan_jax.testing.suite import sharing_classifier
 from ipgan_jax.training.classifier import load_classifier
 from ipgan_jax.training.logging import read_metrics
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import COLLECTIVE_TIMEOUTS
+from ipgan_jax.testing.suite import COLLECTIVE_TIMEOUTS
 
 WORKER = Path(__file__).with_name("multiprocess_worker.py")
 

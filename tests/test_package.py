@@ -1,4 +1,5 @@
-"""Package hygiene: every module imports on its own, and the import graph has no cycle.
+"""Package hygiene: every module imports on its own, the import graph has no cycle, and nothing in
+the library imports ``ipgan_jax.testing`` (the helpers of tests/ and benchmarks/, the top layer).
 
 The graph is read from the source (AST), function-local imports included: an import inside a
 function still ties the two modules together, it only hides the cycle until that call.
@@ -90,6 +91,26 @@ def test_package_has_no_import_cycle():
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
 
 
+TESTING = "ipgan_jax.testing"
+
+
+def imports_of_testing(graph: dict, testing: str = TESTING) -> list:
+    """'module -> imported' edges from a module outside package ``testing`` into it."""
+    def inside(m):
+        return m == testing or m.startswith(testing + ".")
+    return sorted(f"{m} -> {t}" for m, edges in graph.items() if not inside(m) for t in edges if inside(t))
+
+
+def test_library_does_not_import_testing():
+    """``ipgan_jax.testing`` is the top layer: it may import anything of the package, and no module
+    of the package outside it imports it (function-local imports included)."""
+    graph = import_graph(ROOT)
+    assert {"ipgan_jax.testing.attack_fixtures", "ipgan_jax.testing.torch_models"} <= set(graph)
+    assert graph["ipgan_jax.testing.attack_fixtures"], "the fixtures import the library"
+    bad = imports_of_testing(graph)
+    assert not bad, "the library imports ipgan_jax.testing: " + ", ".join(bad)
+
+
 def _write_pkg(tmp_path, files):
     for rel, text in files.items():
         p = tmp_path / rel
@@ -115,6 +136,20 @@ def test_cycle_check_finds_a_planted_cycle(tmp_path):
     assert cycle is not None and set(cycle) == {"pkg", "pkg.registry"}
     (tmp_path / "pkg/registry.py").write_text("REG = {}\n")
     assert find_cycle(import_graph(tmp_path, ("pkg",))) is None
+
+
+def test_testing_layer_check_finds_a_planted_import(tmp_path):
+    """The layer check is not vacuous: a library module importing the testing package (in a
+    function, or its __init__ through a relative import) is found; the testing package importing
+    the library is fine."""
+    _write_pkg(tmp_path, {"pkg/__init__.py": "", "pkg/lib.py": "X = 1\n",
+                          "pkg/testing/__init__.py": "", "pkg/testing/fix.py": "from pkg.lib import X\n"})
+    graph = import_graph(tmp_path, ("pkg",))
+    assert graph["pkg.testing.fix"] == {"pkg.lib"} and imports_of_testing(graph, "pkg.testing") == []
+    (tmp_path / "pkg/lib.py").write_text("X = 1\n\ndef f():\n    from pkg.testing import fix\n    return fix\n")
+    (tmp_path / "pkg/__init__.py").write_text("from . import testing\n")
+    assert imports_of_testing(import_graph(tmp_path, ("pkg",)), "pkg.testing") == [
+        "pkg -> pkg.testing", "pkg.lib -> pkg.testing.fix"]
 
 
 def import_alone_failures(names, packages, cwd, extra_path=None) -> list:

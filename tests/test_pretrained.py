@@ -6,7 +6,6 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from conftest import sharing_classifier
 
 from configs import mnist
 from ipgan_jax import pretrained
@@ -14,6 +13,7 @@ from ipgan_jax.defenses import load_defense, train_defense
 from ipgan_jax.eval.evaluate import Evaluator
 from ipgan_jax.pretrained.export import CLASSIFIER_CHECK_N, add, clean_accuracy
 from ipgan_jax.provenance import read_segments
+from ipgan_jax.testing.suite import sharing_classifier
 from ipgan_jax.training.classifier import load_classifier
 from ipgan_jax.training.loop import RecipeChangedError
 

@@ -3,9 +3,9 @@ and a run refuses to resume (or re-export) under a changed recipe."""
 import jax
 import numpy as np
 import pytest
-from conftest import sharing_classifier
 
 from ipgan_jax.defenses import load_defense, train_defense
+from ipgan_jax.testing.suite import sharing_classifier
 from ipgan_jax.training.checkpoint import CheckpointError
 
 

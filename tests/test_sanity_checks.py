@@ -1,9 +1,9 @@
-"""The sanity checks flag gradient masking: each mock masked defense (tests/masked_defenses.py)
+"""The sanity checks flag gradient masking: each mock masked defense (ipgan_jax/testing/masked_defenses.py)
 fails the check named for it, on the tiny trained LeNet. (The identity and a trained IP-GAN
 passing every check is asserted by tests/test_eval.py::test_run_eval_end_to_end.)"""
 import pytest
 
-from masked_defenses import MASKED
+from ipgan_jax.testing.masked_defenses import MASKED
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +66,8 @@ def test_whitebox_suite_bpda_and_square_see_through_a_zero_gradient_defense(mask
     """The stop_gradient mock holds against the default gradient suite (its gradient is zero), but
     not when the same suite differentiates it with BPDA (whitebox_per_defense.<d>.bpda), nor against
     the gradient-free Square member; the identity is broken by all three."""
-    from masked_defenses import stop_gradient
     from ipgan_jax.eval.evaluate import suite_members
+    from ipgan_jax.testing.masked_defenses import stop_gradient
     ev = masked_eval
     assert suite_members("pgd_ce,autoattack_full,apgd_ce") == ["pgd_ce", "apgd_ce", "apgd_t", "square"]
     with pytest.raises(ValueError, match="unknown eval.whitebox_suite entry 'fab'"):
@@ -105,10 +105,10 @@ def test_whitebox_transfer_between_pipelines_flags_a_masked_pipeline(trained_tin
     """With no oblivious block, the stop_gradient mock looks robust to its own white-box suite;
     the same suite crafted through the identity pipeline (``eval.whitebox_cross``) breaks it, and
     ``transfer_vs_whitebox`` fails on that alone. Without the cross records the check is skipped."""
-    from masked_defenses import stop_gradient
     from ipgan_jax.eval.checks import ChecksBlock
     from ipgan_jax.eval.evaluate import CROSS_BLOCK, Evaluator, WhiteboxBlock
     from ipgan_jax.eval.report import markdown
+    from ipgan_jax.testing.masked_defenses import stop_gradient
     c = trained_tiny.copy_and_resolve_references()
     c.eval.whitebox_num_examples = 32
     c.eval.whitebox_steps, c.eval.whitebox_restarts = 20, 1
@@ -176,9 +176,9 @@ def test_attack_views_run_every_member_per_view_and_the_block_takes_the_worst_ca
     ``<member>~straight_through``; the straight-through view breaks what the exact one cannot, and the
     block's worst case per image takes it. A view the defense lacks is a clear error."""
     import numpy as np
-    from masked_defenses import stop_gradient
     from ipgan_jax.eval.evaluate import WhiteboxBlock
     from ipgan_jax.eval.records import block_metrics
+    from ipgan_jax.testing.masked_defenses import stop_gradient
     ev = masked_eval
 
     def masked(x):          # value of the identity, zero gradient: a saturated fusion's exact view

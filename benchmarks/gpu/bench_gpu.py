@@ -25,6 +25,7 @@ skips the remaining cases once exceeded (recorded as skipped).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -32,8 +33,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 if "--dry-run" in sys.argv[1:]:
     # a smoke run: at tiny sizes compiling is most of the time; these flags make XLA:CPU compile ~3x faster
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
@@ -42,7 +41,16 @@ if "--dry-run" in sys.argv[1:]:
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-import bench_roofline as roofline  # noqa: E402
+
+def _load_benchmark(name):
+    """benchmarks/<name>.py as a module, loaded from its file (benchmarks/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+roofline = _load_benchmark("bench_roofline")
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 FULL = dict(matmul_n=8192, attack_batch=1024, pgd_steps=40, mnist_batch=256, imagenet_batch=64,
