@@ -18,6 +18,7 @@ import time
 from absl import app, flags, logging
 
 from ipgan_jax.cli import define_config_flag
+from ipgan_jax.errors import ConfigError
 
 _CONFIG = define_config_flag("configs/mnist.py", lock=False)
 flags.DEFINE_integer("num_examples", None, "test images per cell (default config.eval.num_examples)")
@@ -59,9 +60,9 @@ def main(argv):
     if n is None and FLAGS.merge is None and FLAGS.compare is None:
         n = config.eval.num_examples   # (a merge without it reads every image all runs saw)
     if n is not None and n < 1:
-        raise ValueError(f"--num_examples must be positive, got {n}")
+        raise ConfigError(f"--num_examples must be positive, got {n}")
     if FLAGS.merge is not None and FLAGS.compare is not None:
-        raise ValueError("--merge and --compare are two separate commands: give one of them")
+        raise ConfigError("--merge and --compare are two separate commands: give one of them")
     if FLAGS.merge is not None:   # reads finished runs only: nothing is created until they merge
         return merge_runs(out_dir)
     if FLAGS.compare is not None:   # reads finished runs only, writes nothing
@@ -79,10 +80,10 @@ def main(argv):
     for flag, given in (("classifiers", classifiers), ("defenses", defenses), ("attacks", attacks), ("blocks", names)):
         twice = sorted({x for x in given if given.count(x) > 1})
         if twice:
-            raise ValueError(f"--{flag} lists {', '.join(twice)} more than once: give each once")
+            raise ConfigError(f"--{flag} lists {', '.join(twice)} more than once: give each once")
     unknown = set(names) - set(_split(ALL_BLOCKS))
     if unknown:
-        raise ValueError(f"unknown --blocks {sorted(unknown)}; choose from {ALL_BLOCKS}")
+        raise ConfigError(f"unknown --blocks {sorted(unknown)}; choose from {ALL_BLOCKS}")
     t0 = time.time()
     ev = Evaluator(config, classifiers, defenses, attacks, n, seed=config.seed, allow_missing=FLAGS.allow_partial)
     blocks = make_blocks(ev, names)
@@ -118,12 +119,12 @@ def merge_runs(out_dir) -> None:
     from ipgan_jax.eval.report import print_and_write
     ignored = [f for f in ("attacks", "blocks", "allow_partial") if FLAGS[f].present]
     if ignored:
-        raise ValueError(f"--merge runs no attack: drop --{', --'.join(ignored)} (the merged runs fix them)")
+        raise ConfigError(f"--merge runs no attack: drop --{', --'.join(ignored)} (the merged runs fix them)")
     sources = _split(FLAGS.merge)
     target = (Path(out_dir) / "results.json").resolve()
     if any(results_path(s).resolve() == target for s in sources):
-        raise ValueError(f"--config.eval.out_dir={out_dir} is one of the merged runs: its results.json would be "
-                         "overwritten; give another --config.eval.out_dir")
+        raise ConfigError(f"--config.eval.out_dir={out_dir} is one of the merged runs: its results.json would be "
+                          "overwritten; give another --config.eval.out_dir")
     runs = [load_results(s) for s in sources]
     mr = merge_results(runs, sources, classifiers=_split(FLAGS.classifiers) if FLAGS.classifiers else None,
                        defenses=_split(FLAGS.defenses) if FLAGS.defenses else None,
@@ -141,8 +142,8 @@ def compare_runs(num_examples) -> None:
     from ipgan_jax.eval.paired import PairedError, compare, markdown
     ignored = [f for f in ("attacks", "defenses", "allow_partial", "merge") if FLAGS[f].present]
     if ignored:
-        raise ValueError(f"--compare runs no attack: drop --{', --'.join(ignored)} (the compared runs fix them; "
-                         "the defenses are named after each run's @)")
+        raise ConfigError(f"--compare runs no attack: drop --{', --'.join(ignored)} (the compared runs fix them; "
+                          "the defenses are named after each run's @)")
     sides = _split(FLAGS.compare)
     parsed = [s.rpartition("@") for s in sides]
     if len(sides) != 2 or any(not run or not at or not d for run, at, d in parsed):
@@ -161,4 +162,4 @@ def compare_runs(num_examples) -> None:
 
 if __name__ == "__main__":
     from ipgan_jax.cli import run_with_clear_errors
-    run_with_clear_errors(lambda: app.run(main))
+    run_with_clear_errors(main)

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from ipgan_jax.errors import UserError
+
 
 def sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
@@ -78,7 +80,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode())
 
 
-class NotWritableError(RuntimeError):
+class NotWritableError(UserError, RuntimeError):
     """A folder the run must write to cannot be written (read-only, a file in the way, ...)."""
 
 

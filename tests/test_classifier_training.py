@@ -144,6 +144,144 @@ def test_cli_missing_dataset(tmp_path):
     assert "python -m ipgan_jax.data.fetch mnist" in r.stderr and "Traceback" not in r.stderr
 
 
+# run_train.py with one library function replaced: ``registry.resolve_defense``, which main calls right
+# after check_config, before anything is trained (issue 46: the CLI must not hide bugs)
+_PATCHED_RUN_TRAIN = """
+import runpy, sys
+from ipgan_jax.defenses import registry
+from ipgan_jax.errors import ConfigError
+
+def resolve_defense(config):
+{body}
+
+registry.resolve_defense = resolve_defense
+sys.argv[0] = "run_train.py"
+runpy.run_path("run_train.py", run_name="__main__")
+"""
+
+
+def _run_patched(body, *args):
+    code = _PATCHED_RUN_TRAIN.format(body="\n".join("    " + ln for ln in body.splitlines()))
+    return _run("-c", code, "--config", "configs/mnist_tiny.py", *args)
+
+
+def _assert_traceback(r, *needles):
+    """Exit status 1, Python's traceback, and not the CLI's one-line error."""
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "Traceback (most recent call last)" in r.stderr, r.stderr[-3000:]
+    assert not any(ln.startswith("error:") for ln in r.stderr.splitlines()), r.stderr[-3000:]
+    for n in needles:
+        assert n in r.stderr, r.stderr[-3000:]
+
+
+def _assert_one_line(r, *needles):
+    assert r.returncode == 2, r.stderr[-3000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr[-3000:]
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_cli_shows_the_traceback_of_an_internal_value_error(tmp_path):
+    """A ValueError of a bug in library code is not a user error: its traceback is shown."""
+    r = _run_patched('raise ValueError("internal: shapes (3,) and (4,) do not match")', f"--config.workdir={tmp_path}")
+    _assert_traceback(r, "ValueError: internal: shapes (3,) and (4,) do not match", "in resolve_defense")
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_shows_the_traceback_of_a_config_typo_in_library_code(tmp_path):
+    """``config.train.num_stpes`` in library code raises AttributeError inside ml_collections: a bug,
+    shown with its traceback, never reported as an unknown key of the user's overrides."""
+    r = _run_patched("return config.train.num_stpes", f"--config.workdir={tmp_path}", "--config.train.num_steps=3")
+    _assert_traceback(r, "AttributeError", "num_stpes", "in resolve_defense")
+    assert "unknown config key" not in r.stderr
+
+
+def test_cli_bad_config_key_on_the_command_line_is_one_line():
+    r = _run("run_train.py", "--config", "configs/mnist_tiny.py", "--config.train.num_stpes=3")
+    _assert_one_line(r, "unknown config key 'num_stpes'", "--config.train.num_stpes=3", 'Did you mean "num_steps"')
+
+
+def test_cli_prints_a_user_error_raised_in_library_code_as_one_line(tmp_path):
+    r = _run_patched('raise ConfigError("config.ipgan.eps_inv=7 must be in (0, 1]")', f"--config.workdir={tmp_path}")
+    _assert_one_line(r, "error: config.ipgan.eps_inv=7 must be in (0, 1]")
+
+
+def test_stage_defense_with_a_missing_classifier_names_the_command(tmp_path):
+    """No hidden training: --config.stage=defense on a workdir without the target is one line that names
+    the command training it, and nothing is trained or created."""
+    wd = tmp_path / "wd"
+    r = _run("run_train.py", "--config", "configs/mnist_tiny.py", f"--config.workdir={wd}", "--config.stage=defense")
+    _assert_one_line(r, "lenet", f"python run_train.py --config configs/mnist.py --config.stage=classifier "
+                              f"--config.classifier=lenet --config.workdir={wd}", "--config.stage=all")
+    assert not wd.exists()
+
+
+def test_stage_all_trains_the_missing_classifiers_explicitly_before_the_defense(tmp_path):
+    """The default stage on a fresh workdir trains, in the open, the target and the surrogate of
+    config.ipgan.attack_sources, then the defense; a second run trains no classifier again."""
+    wd = tmp_path / "wd"
+    args = ("run_train.py", "--config", "configs/mnist_tiny.py", f"--config.workdir={wd}",
+            "--config.ipgan.attack_sources=target,lenet_s1", "--config.classifier_train.num_steps=10",
+            "--config.train.num_steps=2", "--config.train.eval_every=2", "--config.train.sample_every=2")
+    r = _run(*args, env={"IPGAN_PROGRESS": "0"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    trained = [ln.split()[2] for ln in lines if ln.startswith("training classifier ")]
+    assert trained == ["lenet", "lenet_s1"], r.stdout
+    assert lines[-1].startswith("defense ipgan on lenet:")
+    for name in ("lenet", "lenet_s1"):
+        assert (wd / "classifiers" / name / "params").is_dir()
+    assert (wd / "defenses" / "ipgan" / "lenet" / "params").is_dir()
+    r = _run(*args, "--config.train.num_steps=4", env={"IPGAN_PROGRESS": "0"})   # resumes the defense only
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not [ln for ln in r.stdout.splitlines() if ln.startswith(("training classifier", "classifier "))], r.stdout
+
+
+def test_constructors_never_train_a_missing_surrogate(trained_tiny, tmp_path):
+    """IP-GAN's constructor loads the surrogates of config.ipgan.attack_sources and train_defense checks
+    every classifier it needs first; a missing one is a ClassifierNotFoundError naming its command, and
+    no classifier is trained."""
+    from ipgan_jax.defenses import train_defense
+    from ipgan_jax.defenses.ipgan import IPGANTrainer
+    from ipgan_jax.defenses.train import missing_classifiers, required_classifiers
+    from ipgan_jax.errors import UserError
+    from ipgan_jax.training.classifier import ClassifierNotFoundError
+    c = trained_tiny.copy_and_resolve_references()
+    c.workdir = str(tmp_path / "wd")
+    assert missing_classifiers(c) == ["lenet"]
+    with pytest.raises(ClassifierNotFoundError, match=r"lenet.*--config.stage=classifier --config.classifier=lenet"):
+        train_defense(c)
+    os.makedirs(classifier_dir(c, "lenet").parent)
+    os.symlink(classifier_dir(trained_tiny, "lenet"), classifier_dir(c, "lenet"))
+    c.ipgan.attack_sources = "target,lenet_s1,target"
+    c.train.monitor_sources = "mcnn_s1"
+    assert required_classifiers(c) == ["lenet", "lenet_s1", "mcnn_s1"]
+    assert missing_classifiers(c) == ["lenet_s1", "mcnn_s1"]
+    with pytest.raises(ClassifierNotFoundError, match="--config.classifier=lenet_s1") as e:
+        IPGANTrainer(c, *load_classifier(c))
+    assert isinstance(e.value, UserError) and isinstance(e.value, FileNotFoundError)
+    with pytest.raises(ClassifierNotFoundError, match=r"lenet_s1, mcnn_s1.*classifier=lenet_s1.*classifier=mcnn_s1"):
+        train_defense(c)
+    assert sorted(p.name for p in classifier_dir(c, "lenet").parent.iterdir()) == ["lenet"]   # nothing trained
+    assert not (tmp_path / "wd" / "defenses").exists()
+
+
+def test_required_classifiers_follow_the_method_config(tiny_config):
+    """The surrogates a defense needs are read as its trainer reads them: a variant's own section overrides
+    config.ipgan.attack_sources; a defense without attack sources needs only the target (and the monitor's)."""
+    from ipgan_jax.defenses.train import required_classifiers
+    c = tiny_config
+    c.ipgan.attack_sources = "target,target,lenet_s1,alexnet_s1"
+    c.train.monitor_sources = "mcnn_s1,lenet_s1"
+    assert required_classifiers(c) == ["lenet", "lenet_s1", "alexnet_s1", "mcnn_s1"]
+    c.ipgan.adaptive = True                                           # trains ipgan_adaptive
+    c.ipgan_adaptive.attack_sources = "target,mcnn"
+    assert required_classifiers(c) == ["lenet", "mcnn", "mcnn_s1", "lenet_s1"]
+    c.ipgan.adaptive, c.defense = False, "dae"
+    assert required_classifiers(c) == ["lenet", "mcnn_s1", "lenet_s1"]
+
+
 def test_resumes_a_checkpoint_of_the_old_flax_trainstate(tiny_config, tmp_path):
     """Train-state checkpoints written before the one-loop refactor held a flax ``TrainState``;
     the dict state has its field names, so such a checkpoint resumes to the same result."""

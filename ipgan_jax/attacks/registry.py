@@ -46,6 +46,7 @@ from ipgan_jax.attacks.cw import cw_l2
 from ipgan_jax.attacks.deepfool import deepfool
 from ipgan_jax.attacks.gradient import LINF_STEP_RATIO, bim, fgsm, mifgsm, pgd
 from ipgan_jax.attacks.square import square
+from ipgan_jax.errors import ConfigError
 
 ATTACKS: Dict[str, Callable] = {
     "fgsm": fgsm,
@@ -100,7 +101,7 @@ def attack_params(name: str) -> Dict[str, Any]:
 
 def _lookup(name):
     if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; accepted names: {sorted(ATTACKS)}")
+        raise ConfigError(f"unknown attack {name!r}; accepted names: {sorted(ATTACKS)}")
     return ATTACKS[name]
 
 
@@ -128,37 +129,40 @@ def make_attack(cfg, dataset: Optional[str] = None) -> Callable:
     parameters, e.g. ``{'name': 'pgd', 'eps': 0.3, 'steps': 40, 'step_size': 0.01,
     'random_start': True, 'restarts': 1, 'loss': 'ce', 'norm': 'linf', 'targeted': False}``.
     Missing parameters come from ``DEFAULTS[dataset][name]`` when ``dataset`` is given, else from
-    the function signature (the MNIST values). Raises ValueError for an unknown name, parameter
-    or dataset, and for a bad value (eps < 0 or NaN, step size <= 0, steps < 1, ...:
+    the function signature (the MNIST values). Raises ConfigError (a ValueError) for an unknown name,
+    parameter or dataset, and for a bad value (eps < 0 or NaN, step size <= 0, steps < 1, ...:
     ``contracts.PARAM_RULES``). The returned function closes over the (static) parameters and is jit-able:
     ``jax.jit(lambda x, y, k: attack(logits_fn, x, y, k))``; ``key`` may be None for
     deterministic attacks.
     """
     cfg = _as_dict(cfg)
     if "name" not in cfg:
-        raise ValueError(f"attack config needs a 'name'; accepted names: {sorted(ATTACKS)}")
+        raise ConfigError(f"attack config needs a 'name'; accepted names: {sorted(ATTACKS)}")
     name = cfg.pop("name")
     fn = _lookup(name)
     accepted = attack_params(name)
     unknown = sorted(set(cfg) - set(accepted))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for attack {name!r}; "
-                         f"accepted parameters: {sorted(accepted)}")
+        raise ConfigError(f"unknown parameter(s) {unknown} for attack {name!r}; "
+                          f"accepted parameters: {sorted(accepted)}")
     if dataset is None:
         base = dict(accepted)
     else:
         if dataset not in DEFAULTS:
-            raise ValueError(f"unknown dataset {dataset!r} for attack defaults; choose one of {sorted(DEFAULTS)}")
+            raise ConfigError(f"unknown dataset {dataset!r} for attack defaults; choose one of {sorted(DEFAULTS)}")
         base = dict(DEFAULTS[dataset][name])
     params = dict(base)
     params.update(cfg)
-    if params.get("norm") is not None:
-        check_norm(params["norm"])
-    if "step_size" in accepted and "step_size" not in cfg:
-        params["step_size"] = _default_step(name, base, params, accepted)
-    if isinstance(params.get("loss"), str):
-        losses.objective(params["loss"])  # raises ValueError naming the accepted losses
-    contracts.check_attack_params(params, f"{name} ")   # eps, step sizes, counts: fail here, not mid-run
+    try:   # a bad value in a config is the user's (ConfigError); the attack functions raise plain ValueError
+        if params.get("norm") is not None:
+            check_norm(params["norm"])
+        if "step_size" in accepted and "step_size" not in cfg:
+            params["step_size"] = _default_step(name, base, params, accepted)
+        if isinstance(params.get("loss"), str):
+            losses.objective(params["loss"])  # raises ValueError naming the accepted losses
+        contracts.check_attack_params(params, f"{name} ")   # eps, step sizes, counts: fail here, not mid-run
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
     def attack(logits_fn: Callable, x, y, key=None):
         # fn checks x, y and the model's output at entry (contracts.attack_contract): shapes and

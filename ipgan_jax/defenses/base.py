@@ -36,6 +36,13 @@ class DefenseTrainer(abc.ABC):
     name: str = "defense"               # also the config section read by num_steps()
     change_label: str = "change x10"    # the sample-grid row of defend(x_adv) - x_adv (amplified)
 
+    @classmethod
+    def surrogate_classifiers(cls, config) -> list[str]:
+        """The trained classifiers besides the target that the constructor loads for ``config``
+        (none here; IP-GAN's attack sources). Constructors load them, never train them: the
+        caller makes sure they exist (``run_train.py``'s stage ``all`` trains the missing ones)."""
+        return []
+
     def __init__(self, config, target_module, target_variables):
         self.config = config
         self.dtype = precision.compute_dtype(config)

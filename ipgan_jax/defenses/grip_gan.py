@@ -40,8 +40,13 @@ class GRIPGANTrainer(IPGANTrainer):
     name = "grip_gan"
     change_label = "change x10"
 
+    @classmethod
+    def method_config(cls, config):
+        """``config`` with ``config.grip_gan``'s overrides of ``config.ipgan`` fields applied."""
+        return with_ipgan_overrides(config, "grip_gan", _OWN_FIELDS)
+
     def __init__(self, config, target_module, target_variables):
-        super().__init__(with_ipgan_overrides(config, "grip_gan", _OWN_FIELDS), target_module, target_variables)
+        super().__init__(config, target_module, target_variables)   # reads method_config(config)
         own = config.grip_gan if "grip_gan" in config else {}
         self.input_noise = float(own.get("input_noise", 0.0))
         self.l_margin, self.margin = float(own.get("l_margin", 0.0)), float(own.get("margin", 0.0))

@@ -17,6 +17,7 @@ import optax
 from ipgan_jax.defenses import losses
 from ipgan_jax.defenses.base import DefenseTrainer
 from ipgan_jax.defenses.training_attacks import make_training_attack
+from ipgan_jax.errors import ConfigError
 from ipgan_jax.models.discriminator import get_discriminator
 from ipgan_jax.models.fusion import FUSION_VIEWS
 from ipgan_jax.models.generator import get_generator
@@ -50,13 +51,13 @@ def lr_scale(cfg, step):
         if len(bounds) != len(raw):
             raise ValueError
     except (TypeError, ValueError):
-        raise ValueError(f"config.ipgan.lr_decay_steps={cfg.get('lr_decay_steps')!r} must be a tuple of step numbers, "
-                         "e.g. \"--config.ipgan.lr_decay_steps=(3000,)\"") from None
+        raise ConfigError(f"config.ipgan.lr_decay_steps={cfg.get('lr_decay_steps')!r} must be a tuple of step numbers, "
+                          "e.g. \"--config.ipgan.lr_decay_steps=(3000,)\"") from None
     if any(b < 1 for b in bounds):
-        raise ValueError(f"config.ipgan.lr_decay_steps={tuple(bounds)} must be positive step numbers")
+        raise ConfigError(f"config.ipgan.lr_decay_steps={tuple(bounds)} must be positive step numbers")
     factor = float(cfg.get("lr_decay_factor", 0.1))
     if not 0.0 < factor <= 1.0:
-        raise ValueError(f"config.ipgan.lr_decay_factor={factor} must be in (0, 1]")
+        raise ConfigError(f"config.ipgan.lr_decay_factor={factor} must be in (0, 1]")
     if not bounds:
         return None
     return jnp.asarray(factor, jnp.float32) ** boundaries_reached(bounds, step)
@@ -70,22 +71,60 @@ def with_ipgan_overrides(config, section: str, own_fields):
     over = config[section].to_dict() if section in config else {}
     unknown = sorted(k for k in over if k not in own_fields and k not in merged.ipgan)
     if unknown:
-        raise ValueError(f"config.{section} has unknown field(s) {unknown}; it takes {sorted(own_fields)} "
-                         f"and any field of config.ipgan: {sorted(merged.ipgan)}")
+        raise ConfigError(f"config.{section} has unknown field(s) {unknown}; it takes {sorted(own_fields)} "
+                          f"and any field of config.ipgan: {sorted(merged.ipgan)}")
     merged.ipgan.update({k: v for k, v in over.items() if k not in own_fields})
     return merged
+
+
+def attack_source_names(cfg, target: str) -> list[str]:
+    """The entries of ``cfg.attack_sources`` (``cfg`` is ``config.ipgan`` or a variant's merged
+    section), in order, repeats kept (a name listed twice is drawn twice as often): 'target' is f,
+    any other name a trained classifier.
+
+    Args:
+        cfg: the IP-GAN config section.
+        target: the name of the target classifier (``config.classifier``), which must be written
+            'target'.
+
+    Returns:
+        The list of names.
+
+    Raises:
+        ConfigError: 'target' is missing, or the target is listed under its own name.
+    """
+    names = [n.strip() for n in str(cfg.get("attack_sources", "target")).split(",") if n.strip()]
+    if "target" not in names:
+        raise ConfigError(f"config.ipgan.attack_sources={cfg.get('attack_sources')!r} must include 'target'")
+    if target in names:
+        raise ConfigError(f"attack source {target!r} is the target itself: write 'target'")
+    return names
 
 
 class IPGANTrainer(DefenseTrainer):
     name = "ipgan"
     change_label = "inv. pert. (scaled)"
 
+    @classmethod
+    def method_config(cls, config):
+        """``config`` as this trainer reads it: IP-GAN reads it unchanged; a variant overrides
+        ``config.ipgan`` fields from its own section (:func:`with_ipgan_overrides`)."""
+        return config
+
+    @classmethod
+    def surrogate_classifiers(cls, config) -> list[str]:
+        """The trained classifiers besides the target that the constructor loads: those of
+        ``config.ipgan.attack_sources`` (as this trainer reads it), each once, in order."""
+        cfg = cls.method_config(config)
+        return list(dict.fromkeys(n for n in attack_source_names(cfg.ipgan, cfg.classifier) if n != "target"))
+
     def __init__(self, config, target_module, target_variables):
+        config = self.method_config(config)
         super().__init__(config, target_module, target_variables)
         cfg = self.cfg = config.ipgan
         if not (isinstance(cfg.eps_inv, (int, float)) and 0 < cfg.eps_inv <= 1):
-            raise ValueError(f"config.ipgan.eps_inv={cfg.eps_inv!r} must be in (0, 1] (pixel units): 0 would train "
-                             "and export the identity as a defense")
+            raise ConfigError(f"config.ipgan.eps_inv={cfg.eps_inv!r} must be in (0, 1] (pixel units): 0 would train "
+                              "and export the identity as a defense")
         self.generator = get_generator(cfg.generator, config.channels, cfg.gen_width, config.image_size,
                                        dtype=self.dtype)
         self.discriminator = get_discriminator(cfg.discriminator, cfg.disc_width, dtype=self.dtype)
@@ -94,23 +133,19 @@ class IPGANTrainer(DefenseTrainer):
         self.make_adversarial = make_training_attack(config, self.attack_source_logits())
 
     def attack_source_logits(self):
-        """Frozen logits fns of ``config.ipgan.attack_sources``, in order: 'target' is f, any other
-        name a trained classifier (trained first if missing). A name listed twice is drawn twice
-        as often."""
-        names = [n.strip() for n in str(self.cfg.get("attack_sources", "target")).split(",") if n.strip()]
-        if "target" not in names:
-            raise ValueError(f"config.ipgan.attack_sources={self.cfg.attack_sources!r} must include 'target'")
+        """Frozen logits fns of ``config.ipgan.attack_sources``, in order (:func:`attack_source_names`):
+        'target' is f, any other name a trained classifier, loaded, never trained: a missing one
+        is a ``ClassifierNotFoundError`` naming the command that trains it. A name listed twice is
+        drawn twice as often."""
         fns, loaded = [], {}
-        for n in names:
+        for n in attack_source_names(self.cfg, self.config.classifier):
             if n == "target":
                 fns.append(self.target_logits)
                 continue
             if n in loaded:
                 fns.append(loaded[n])
                 continue
-            if n == self.config.classifier:
-                raise ValueError(f"attack source {n!r} is the target itself: write 'target'")
-            module, variables = load_classifier(self.config, n, train_if_missing=True)
+            module, variables = load_classifier(self.config, n)
             module, v = with_dtype(module, self.dtype), jax.lax.stop_gradient(variables)
             loaded[n] = lambda x, m=module, v=v: m.apply(v, x, train=False)
             fns.append(loaded[n])

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from ipgan_jax.attacks import make_attack
 from ipgan_jax.data.pipeline import dataset_family
 from ipgan_jax.defenses.ipgan import IPGANTrainer, boundaries_reached, with_ipgan_overrides
+from ipgan_jax.errors import ConfigError
 
 _OWN_FIELDS = ("num_steps", "fraction", "attack", "attack_phases", "l_kl", "monitor_steps", "monitor_attack")
 MONITOR_ATTACKS = ("pgd", "apgd")
@@ -58,25 +59,29 @@ def parse_attack_phases(phases) -> tuple[tuple[int, int, float], ...]:
         except (TypeError, ValueError):
             ok = False
         if not ok or start_i < 1 or steps_i < 1 or not size_f > 0:
-            raise ValueError(f"config.ipgan_adaptive.attack_phases: {ph!r} is not (start_step >= 1, steps >= 1, "
-                             f"step_size > 0), e.g. ((4000, 20, 0.0375),)")
+            raise ConfigError(f"config.ipgan_adaptive.attack_phases: {ph!r} is not (start_step >= 1, steps >= 1, "
+                              f"step_size > 0), e.g. ((4000, 20, 0.0375),)")
         out.append((start_i, steps_i, size_f))
     out.sort()
     if len({p[0] for p in out}) != len(out):
-        raise ValueError(f"config.ipgan_adaptive.attack_phases={tuple(phases)!r}: two phases start at the same step")
+        raise ConfigError(f"config.ipgan_adaptive.attack_phases={tuple(phases)!r}: two phases start at the same step")
     return tuple(out)
 
 
 class AdaptiveIPGANTrainer(IPGANTrainer):
     name = "ipgan_adaptive"
 
+    @classmethod
+    def method_config(cls, config):
+        """``config`` with ``config.ipgan_adaptive``'s overrides of ``config.ipgan`` fields applied."""
+        return with_ipgan_overrides(config, "ipgan_adaptive", _OWN_FIELDS)
+
     def __init__(self, config, target_module, target_variables):
-        super().__init__(with_ipgan_overrides(config, "ipgan_adaptive", _OWN_FIELDS), target_module,
-                         target_variables)
+        super().__init__(config, target_module, target_variables)   # reads method_config(config)
         own = config.get("ipgan_adaptive") or {}
         self.fraction = float(own.get("fraction", 0.5))
         if not 0.0 <= self.fraction <= 1.0:
-            raise ValueError(f"config.ipgan_adaptive.fraction={self.fraction} must be in [0, 1]")
+            raise ConfigError(f"config.ipgan_adaptive.fraction={self.fraction} must be in [0, 1]")
         self.l_kl = float(own.get("l_kl", 0.0))
         spec = dict(own.get("attack") or dict(name="pgd", eps=0.3, steps=7, step_size=0.1, random_start=True))
         self.attack_spec = spec
@@ -88,8 +93,8 @@ class AdaptiveIPGANTrainer(IPGANTrainer):
                 self.phase_attacks.append(make_attack({**spec, "steps": steps, "step_size": size},
                                                       dataset=dataset_family(config.dataset)))
             except ValueError as e:
-                raise ValueError(f"config.ipgan_adaptive.attack_phases: the phase from step {start} sets steps "
-                                 f"and step_size of attack {spec.get('name')!r}: {e}") from None
+                raise ConfigError(f"config.ipgan_adaptive.attack_phases: the phase from step {start} sets steps "
+                                  f"and step_size of attack {spec.get('name')!r}: {e}") from None
         self.monitor_steps = int(own.get("monitor_steps", 20))
         self.monitor_attack = str(own.get("monitor_attack", "pgd"))
         self.monitor_attack_fn = self._make_monitor_attack(config)   # bad values fail here, not mid-training
@@ -100,10 +105,10 @@ class AdaptiveIPGANTrainer(IPGANTrainer):
         not share the training PGD's fixed step, so a G fitted to that PGD's dynamics does not look
         better than it is."""
         if self.monitor_attack not in MONITOR_ATTACKS:
-            raise ValueError(f"config.ipgan_adaptive.monitor_attack={self.monitor_attack!r}; "
-                             f"accepted: {list(MONITOR_ATTACKS)}")
+            raise ConfigError(f"config.ipgan_adaptive.monitor_attack={self.monitor_attack!r}; "
+                              f"accepted: {list(MONITOR_ATTACKS)}")
         if self.monitor_steps < 1:
-            raise ValueError(f"config.ipgan_adaptive.monitor_steps={self.monitor_steps} must be >= 1")
+            raise ConfigError(f"config.ipgan_adaptive.monitor_steps={self.monitor_steps} must be >= 1")
         eps = float(self.attack_spec["eps"])
         if self.monitor_attack == "apgd":
             spec = {"name": "apgd", "eps": eps, "steps": self.monitor_steps, "loss": "ce", "restarts": 1}

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 import jax
+from absl import logging
 
 from ipgan_jax import contracts, pretrained
 from ipgan_jax.defenses.ape_gan import APEGANTrainer
@@ -25,9 +26,16 @@ from ipgan_jax.defenses.grip_gan import GRIPGANTrainer
 from ipgan_jax.defenses.ipgan import IPGANTrainer
 from ipgan_jax.defenses.ipgan_adaptive import AdaptiveIPGANTrainer
 from ipgan_jax.defenses.uipd import UIPDTrainer
+from ipgan_jax.errors import ConfigError, ModelNotFoundError
 from ipgan_jax.training.checkpoint import CheckpointError, params_meta, restore_params, tree_fingerprint
 from ipgan_jax.training.classifier import load_classifier
 from ipgan_jax.training.loop import recipe_diff
+
+
+class DefenseNotFoundError(ModelNotFoundError):
+    """A trained defense that a command needs is not in the workdir; the message names the command
+    that trains it (and ``--config.pretrained=True`` for the shipped ones)."""
+
 
 DEFENSES = {"ipgan": IPGANTrainer, "ipgan_adaptive": AdaptiveIPGANTrainer, "ape_gan": APEGANTrainer,
             "defense_gan": DefenseGANTrainer, "dae": DAETrainer, "uipd": UIPDTrainer, "grip_gan": GRIPGANTrainer}
@@ -52,9 +60,9 @@ def split_tag(name: str) -> tuple[str, str]:
     parameter-free defense (nothing is trained, so copies cannot differ), raises ValueError."""
     base, sep, tag = str(name).partition(":")
     if sep and not _TAG.fullmatch(tag):
-        raise ValueError(f"defense {name!r}: a tag after ':' must match {_TAG.pattern} (e.g. ipgan_adaptive:s1)")
+        raise ConfigError(f"defense {name!r}: a tag after ':' must match {_TAG.pattern} (e.g. ipgan_adaptive:s1)")
     if tag and base in PARAMETER_FREE:
-        raise ValueError(f"defense {name!r}: {base} has no parameters, so it takes no tag")
+        raise ConfigError(f"defense {name!r}: {base} has no parameters, so it takes no tag")
     return base, tag
 
 
@@ -86,8 +94,8 @@ def trained_method(name: str) -> str:
     it is not a trainable defense (also run early by ``cli.check_config``)."""
     base = base_defense(name)
     if base not in DEFENSES:
-        raise ValueError(f"config.defense={name!r}: choose one of {sorted(DEFENSES)} "
-                         "(optionally tagged, <defense>:<tag>, for an independently trained copy)")
+        raise ConfigError(f"config.defense={name!r}: choose one of {sorted(DEFENSES)} "
+                          "(optionally tagged, <defense>:<tag>, for an independently trained copy)")
     return base
 
 
@@ -150,7 +158,7 @@ def load_defense(config, defense: str, classifier: str | None = None, target=Non
     if base in PARAMETER_FREE:
         return PARAMETER_FREE[base], None
     if base not in DEFENSES:
-        raise ValueError(f"unknown defense {defense!r}; choose one of {[*PARAMETER_FREE, *sorted(DEFENSES)]}")
+        raise ConfigError(f"unknown defense {defense!r}; choose one of {[*PARAMETER_FREE, *sorted(DEFENSES)]}")
     cfg = config.copy_and_resolve_references()
     cfg.defense, cfg.classifier = defense, classifier
     cfg.train.compute_dtype = "float32"   # attacks through the defense always run in float32
@@ -161,7 +169,7 @@ def load_defense(config, defense: str, classifier: str | None = None, target=Non
         meta, where = pretrained.entry(pretrained.root(cfg), key), f"shipped {key}"
     else:
         if not path.exists():
-            raise FileNotFoundError(
+            raise DefenseNotFoundError(
                 f"no trained {defense} defense for {classifier} at {path}; train it with "
                 f"`python run_train.py --config <config> --config.defense={defense} --config.classifier={classifier}`"
                 f" (or use the shipped models: --config.pretrained=True)")
@@ -185,8 +193,8 @@ def load_defense(config, defense: str, classifier: str | None = None, target=Non
             return defend_fn
         views = getattr(trainer, "views", ("exact",))
         if name not in views:
-            raise ValueError(f"defense {defense} has no attack view {name!r}; its views: {', '.join(views)} "
-                             "(and 'bpda', the identity's gradient, for every defense)")
+            raise ConfigError(f"defense {defense} has no attack view {name!r}; its views: {', '.join(views)} "
+                              "(and 'bpda', the identity's gradient, for every defense)")
 
         def viewed(x):
             contracts.check_images(x, f"{defense} input")
@@ -230,7 +238,7 @@ def apply_recipe(cfg, method: str, recorded: dict, where: str) -> None:
                     cfg[sect][k] = type(now)(want) if isinstance(now, (int, float, str)) and want is not None \
                         else want
     if ignored:
-        print(f"note: {where} is evaluated with the recipe it was trained with; ignoring {', '.join(ignored)}")
+        logging.warning("%s is evaluated with the recipe it was trained with; ignoring %s", where, ", ".join(ignored))
 
 
 def check_target(config, meta: dict, variables, path) -> None:
@@ -245,4 +253,4 @@ def check_target(config, meta: dict, variables, path) -> None:
            f"classifier retrained?)")
     if not config.get("allow_other_classifier", False):
         raise CheckpointError(msg + ". Retrain the defense, or set --config.allow_other_classifier=True.")
-    print(f"note: {msg}; using it anyway (allowed by the config)")
+    logging.warning("%s; using it anyway (allowed by the config)", msg)

@@ -1,6 +1,8 @@
 """Training a defense: the target classifier, the trainer, and the shared loop with its monitor.
 
-``train_defense(config)``: load (or first train) the frozen target classifier, build the
+``train_defense(config)``: load the frozen target classifier (and the surrogates the trainer and the
+monitor attack through: :func:`required_classifiers`; nothing is trained here, a missing one is a
+``ClassifierNotFoundError`` naming the command that trains it), build the
 defense trainer named by ``config.defense``, then run it through the one training loop
 (``ipgan_jax.training.loop``: jitted, donated, data-parallel steps, exact resume from orbax
 checkpoints, progress bar, metrics as JSON lines + TensorBoard) with two periodic actions:
@@ -16,16 +18,19 @@ import zlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from ipgan_jax import metrics as M
 from ipgan_jax import pretrained, provenance
 from ipgan_jax.attacks import make_attack
 from ipgan_jax.data.pipeline import config_loader, dataset_family
-from ipgan_jax.defenses.registry import (RECIPE_SECTIONS, RESUMABLE_KEYS, defense_dir, defense_recipe,
+from ipgan_jax.defenses.registry import (DEFENSES, RECIPE_SECTIONS, RESUMABLE_KEYS, defense_dir, defense_recipe,
                                          make_trainer, resolve_defense, trained_method)
+from ipgan_jax.errors import ConfigError
 from ipgan_jax.images import image_grid
 from ipgan_jax.training.checkpoint import CheckpointError, export_params, tree_fingerprint
-from ipgan_jax.training.classifier import load_classifier
+from ipgan_jax.training.classifier import (ClassifierNotFoundError, classifier_trained, load_classifier,
+                                          train_classifier_command)
 from ipgan_jax.training.loop import Periodic, RecipeChangedError, TrainLoop, recipe_diff
 
 
@@ -44,9 +49,46 @@ def monitor_sources(config) -> list[str]:
     names = [n.strip() for n in str(config.train.get("monitor_sources", "") or "").split(",") if n.strip()]
     for n in names:
         if n in ("target", config.classifier):
-            raise ValueError(f"config.train.monitor_sources={config.train.monitor_sources!r}: {n!r} is the "
-                             "target itself, which the monitor always attacks; list other classifiers")
+            raise ConfigError(f"config.train.monitor_sources={config.train.monitor_sources!r}: {n!r} is the "
+                              "target itself, which the monitor always attacks; list other classifiers")
     return names
+
+
+def required_classifiers(config) -> list[str]:
+    """Every trained classifier that training ``config.defense`` loads, each once, in order: the target
+    ``config.classifier``, the surrogates its trainer crafts training attacks on (IP-GAN's
+    ``config.ipgan.attack_sources``) and those of ``config.train.monitor_sources``.
+
+    Args:
+        config: the run's config.
+
+    Returns:
+        Classifier names, e.g. ``['lenet', 'lenet_s1', 'alexnet_s1']``.
+    """
+    config = resolve_defense(config)
+    trainer_cls = DEFENSES[trained_method(config.defense)]
+    return list(dict.fromkeys([config.classifier, *trainer_cls.surrogate_classifiers(config),
+                               *monitor_sources(config)]))
+
+
+def missing_classifiers(config) -> list[str]:
+    """The classifiers of :func:`required_classifiers` that are not trained yet (never any with
+    ``config.pretrained`` or for ImageNet, whose classifiers are shipped or ported, not trained)."""
+    return [n for n in required_classifiers(config) if not classifier_trained(config, n)]
+
+
+def check_classifiers(config) -> None:
+    """Raise ``ClassifierNotFoundError`` naming every missing classifier of :func:`required_classifiers`
+    and the commands that train them; nothing is trained here."""
+    missing = missing_classifiers(config)
+    if not missing:
+        return
+    cmds = " && ".join(f"`{train_classifier_command(config, n)}`" for n in missing)
+    raise ClassifierNotFoundError(
+        f"training {resolve_defense(config).defense} against {config.classifier} needs the trained classifier(s) "
+        f"{', '.join(missing)}, not found in {config.workdir}/classifiers: train them with {cmds}, or run "
+        f"run_train.py with --config.stage=all (the default), which trains the missing ones before the defense "
+        f"(or use the shipped classifiers: --config.pretrained=True)")
 
 
 def make_monitor(config, trainer):
@@ -114,18 +156,30 @@ def shipped_train_state(config, abstract, fingerprint: str, out) -> tuple:
     if jax.process_index() == 0 and not provenance.read_segments(out):
         for seg in e.get("training", {}).get("segments", []):
             provenance.write_segment(out, seg)
-    print(f"note: continuing the shipped {config.defense}/{config.classifier} from step {int(state['step'])}")
+    logging.warning("continuing the shipped %s/%s from step %d", config.defense, config.classifier, int(state["step"]))
     return state, int(state["step"])
 
 
 def train_defense(config, *, max_steps: int | None = None) -> dict:
     """Train (or resume) ``config.defense`` against ``config.classifier``; returns final monitor metrics.
 
-    ``max_steps`` stops after that many total steps without exporting (simulates a kill in tests).
+    The classifiers it needs (:func:`required_classifiers`) must be trained already: this never trains
+    one (``run_train.py``'s stage ``all`` does, explicitly, before calling it).
+
+    Args:
+        config: the run's config.
+        max_steps: stop after that many total steps without exporting (simulates a kill in tests).
+
+    Returns:
+        The final monitor metrics and ``steps``.
+
+    Raises:
+        ClassifierNotFoundError: a classifier of :func:`required_classifiers` is not trained.
     """
     config = resolve_defense(config)
     out = defense_dir(config)
-    target = load_classifier(config, train_if_missing=True)
+    check_classifiers(config)   # every missing one named at once, before anything is built
+    target = load_classifier(config)
     fingerprint = tree_fingerprint(target[1])   # of the frozen f: a defense is tied to these params
     trainer = make_trainer(config, *target)
     init_rng, step_rng, mon_rng = jax.random.split(jax.random.fold_in(

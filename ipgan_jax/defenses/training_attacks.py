@@ -18,12 +18,13 @@ import jax.numpy as jnp
 
 from ipgan_jax.attacks import make_attack
 from ipgan_jax.data.pipeline import dataset_family
+from ipgan_jax.errors import ConfigError
 
 
 def make_training_attack(config, logits_fn, clean_fraction=None):
     specs = [dict(s) for s in config.train_attacks]
     if not specs:
-        raise ValueError("config.train_attacks is empty: give at least one attack")
+        raise ConfigError("config.train_attacks is empty: give at least one attack")
     attacks, eps_bounds = [], []
     for s in specs:
         eps_min = s.pop("eps_min", s.get("eps"))

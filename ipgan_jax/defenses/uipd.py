@@ -16,6 +16,7 @@ import optax
 
 from ipgan_jax.defenses import losses
 from ipgan_jax.defenses.base import DefenseTrainer
+from ipgan_jax.errors import ConfigError
 from ipgan_jax.images import amplify
 
 
@@ -26,7 +27,7 @@ class UIPDTrainer(DefenseTrainer):
         super().__init__(config, target_module, target_variables)
         cfg = self.cfg = config.uipd
         if cfg.parametrization not in ("project", "tanh"):
-            raise ValueError(f"config.uipd.parametrization={cfg.parametrization!r}: choose 'project' or 'tanh'")
+            raise ConfigError(f"config.uipd.parametrization={cfg.parametrization!r}: choose 'project' or 'tanh'")
         self.tx = optax.adam(cfg.lr)
 
     def delta(self, w):

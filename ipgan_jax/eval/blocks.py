@@ -1,6 +1,7 @@
 """The block table of ``run_eval.py``: name -> block class (evaluate.py's blocks and the checks)."""
 from __future__ import annotations
 
+from ipgan_jax.errors import ConfigError
 from ipgan_jax.eval.checks import ChecksBlock
 from ipgan_jax.eval.evaluate import (CurveBlock, CWBlock, Evaluator, ObliviousBlock, TransferBlock,
                                      WhiteboxBlock)
@@ -12,5 +13,5 @@ def make_blocks(ev: Evaluator, names) -> list:
              "curve": CurveBlock, "checks": ChecksBlock}
     unknown = set(names) - set(table)
     if unknown:
-        raise ValueError(f"unknown blocks {sorted(unknown)}; choose from {list(table)}")
+        raise ConfigError(f"unknown blocks {sorted(unknown)}; choose from {list(table)}")
     return [table[n](ev) for n in table if n in names]

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ipgan_jax.attacks import margin
+from ipgan_jax.errors import ConfigError
 from ipgan_jax.eval.records import attack_metrics, block_metrics
 from ipgan_jax.eval.evaluate import Block
 
@@ -59,13 +60,13 @@ def check_names(spec) -> tuple:
     attacks through the defense and can be left out where one defense step is expensive)."""
     names = [n.strip() for n in str(spec or "").split(",") if n.strip()]
     if not names:
-        raise ValueError(f"eval.checks.names={spec!r} names no check: give 'all' or a comma list of "
-                         f"{', '.join(CHECKS)} (drop 'checks' from --blocks to run none)")
+        raise ConfigError(f"eval.checks.names={spec!r} names no check: give 'all' or a comma list of "
+                          f"{', '.join(CHECKS)} (drop 'checks' from --blocks to run none)")
     if names == ["all"]:
         return CHECKS
     unknown = sorted(set(names) - set(CHECKS))
     if unknown:
-        raise ValueError(f"eval.checks.names: unknown checks {unknown}; choose from {', '.join(CHECKS)} (or 'all')")
+        raise ConfigError(f"eval.checks.names: unknown checks {unknown}; choose from {', '.join(CHECKS)} (or 'all')")
     return tuple(n for n in CHECKS if n in names)
 
 
@@ -176,7 +177,7 @@ class ChecksBlock(Block):
         ev, s = self.ev, self.settings()
         unknown = set(only) - set(CHECKS)
         if unknown:
-            raise ValueError(f"unknown checks {sorted(unknown)}; choose from {CHECKS}")
+            raise ConfigError(f"unknown checks {sorted(unknown)}; choose from {CHECKS}")
         n = ev.num_images(clf, costly=True)
         tol = tolerance(n, s["tol"])
         eps, (few, many) = ev.eps, s["steps"]

@@ -31,6 +31,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from ipgan_jax.attacks import make_attack
 from ipgan_jax.attacks.autoattack import autoattack
@@ -40,6 +41,7 @@ from ipgan_jax.defenses import load_defense
 from ipgan_jax.defenses.registry import base_defense
 from ipgan_jax import metrics as M
 from ipgan_jax import pretrained
+from ipgan_jax.errors import ConfigError, ModelNotFoundError
 from ipgan_jax.eval.records import AttackRecord, block_metrics
 from ipgan_jax.training.checkpoint import NonFiniteError, tree_fingerprint
 from ipgan_jax.training.classifier import classifier_dir, load_classifier
@@ -139,13 +141,13 @@ def suite_members(spec: str) -> list:
         if not n:
             continue
         if n not in WHITEBOX_ATTACKS and n not in WHITEBOX_GROUPS:
-            raise ValueError(f"unknown eval.whitebox_suite entry {n!r}; known: "
-                             f"{sorted(WHITEBOX_ATTACKS) + sorted(WHITEBOX_GROUPS)}")
+            raise ConfigError(f"unknown eval.whitebox_suite entry {n!r}; known: "
+                              f"{sorted(WHITEBOX_ATTACKS) + sorted(WHITEBOX_GROUPS)}")
         for m in WHITEBOX_GROUPS.get(n, (n,)):
             if m not in names:
                 names.append(m)
     if not names:
-        raise ValueError("eval.whitebox_suite is empty")
+        raise ConfigError("eval.whitebox_suite is empty")
     return names
 
 
@@ -161,7 +163,7 @@ def parse_views(views) -> tuple:
     """``'exact,straight_through'`` (or a sequence) -> ``('exact', 'straight_through')``; order kept, no repeats."""
     names = [v.strip() for v in (views.split(",") if isinstance(views, str) else views) if str(v).strip()]
     if not names:
-        raise ValueError("eval.whitebox_per_defense.<defense>.views is empty; give e.g. 'exact,straight_through'")
+        raise ConfigError("eval.whitebox_per_defense.<defense>.views is empty; give e.g. 'exact,straight_through'")
     return tuple(dict.fromkeys(names))
 
 
@@ -219,14 +221,14 @@ class Evaluator:
         for c in self.classifiers:
             try:
                 self.targets[c] = load_classifier(config, c)
-            except FileNotFoundError as e:
+            except ModelNotFoundError as e:
                 if not allow_missing:
-                    raise FileNotFoundError(f"{e} (or pass --allow_partial to evaluate without it)") from e
-                print(f"warning: skipping classifier {c}: {e}")
+                    raise type(e)(f"{e} (or pass --allow_partial to evaluate without it)") from e
+                logging.warning("skipping classifier %s: %s", c, e)
                 self.missing.append((c, None))
         self.classifiers = [c for c in self.classifiers if c in self.targets]
         if not self.classifiers:
-            raise FileNotFoundError("none of the requested classifiers is trained; nothing to evaluate")
+            raise ModelNotFoundError("none of the requested classifiers is trained; nothing to evaluate")
         self.defend_fns, self.trainers = {}, {}
         for c in self.classifiers:
             for d in self.defenses:
@@ -237,14 +239,15 @@ class Evaluator:
 
     def add_defense(self, clf, name, defend_fn=None, trainer=None):
         """Register a defense (loaded by name when ``defend_fn`` is None). One that has not been
-        trained raises FileNotFoundError, or is skipped with a warning when ``allow_missing``."""
+        trained raises ``ModelNotFoundError`` (a FileNotFoundError), or is skipped with a logged
+        warning when ``allow_missing``."""
         if defend_fn is None:
             try:
                 defend_fn, trainer = load_defense(self.config, name, clf, target=self.targets[clf])
-            except FileNotFoundError as e:
+            except ModelNotFoundError as e:
                 if not self.allow_missing:
-                    raise FileNotFoundError(f"{e} (or pass --allow_partial to evaluate without it)") from e
-                print(f"warning: skipping defense {name} on {clf}: {e}")
+                    raise type(e)(f"{e} (or pass --allow_partial to evaluate without it)") from e
+                logging.warning("skipping defense %s on %s: %s", name, clf, e)
                 self.missing.append((clf, name))
                 return
         if name not in self.defenses:
@@ -392,16 +395,16 @@ class Evaluator:
             if view == "exact":
                 return g
             if not hasattr(g, "view"):
-                raise ValueError(f"defense {d} has no attack view {view!r} (it is parameter-free); "
-                                 "use 'exact' or 'bpda'")
+                raise ConfigError(f"defense {d} has no attack view {view!r} (it is parameter-free); "
+                                  "use 'exact' or 'bpda'")
             return g.view(view)
         f, fns = self.logits(clf), [self.defend_fns[(clf, d)]]
         if s.eot_samples > 1:
             trainer = self.trainers.get((clf, d))
             field = getattr(trainer, "seed_field", None)
             if field is None:
-                raise ValueError(f"eval.whitebox_per_defense.{d}.eot_samples={s.eot_samples}, but defense {d} "
-                                 "declares no seed_field to redraw; set eot_samples to 1")
+                raise ConfigError(f"eval.whitebox_per_defense.{d}.eot_samples={s.eot_samples}, but defense {d} "
+                                  "declares no seed_field to redraw; set eot_samples to 1")
             for k in range(1, s.eot_samples):
                 cfg = self.config.copy_and_resolve_references()
                 sect = base_defense(d)   # a tagged copy reads its method's config section

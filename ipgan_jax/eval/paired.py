@@ -22,13 +22,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ipgan_jax.errors import UserError
 from ipgan_jax.eval.merge import MergeError, check_same_models, merge_results
 from ipgan_jax.eval.records import worst_case
 from ipgan_jax.eval.report import _ci, _pct
 from ipgan_jax.metrics import wilson_interval
 
 
-class PairedError(ValueError):
+class PairedError(UserError, ValueError):
     """Two sides that cannot be compared image by image."""
 
 

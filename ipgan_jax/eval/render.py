@@ -34,6 +34,7 @@ import re
 import sys
 from pathlib import Path
 
+from ipgan_jax.errors import UserError
 from ipgan_jax.eval.paper import CLASSIFIER_NAMES, DEFENSE_NAMES, paper_dsr
 from ipgan_jax.eval.resultset import ResultSet, ResultsError
 
@@ -43,7 +44,7 @@ DOC_FILES = ("README.md", "docs/*.md")
 _MARKER = re.compile(r"<!-- results (?P<spec>[^>]*?) -->\n(?P<body>.*?)<!-- /results -->", re.S)
 
 
-class RenderError(ValueError):
+class RenderError(UserError, ValueError):
     """A marker that names an unknown table, a bad option or results that cannot be read."""
 
 

@@ -21,13 +21,14 @@ from typing import Mapping
 
 import numpy as np
 
+from ipgan_jax.errors import UserError
 from ipgan_jax.eval.records import AttackMetrics, AttackRecord, BlockMetrics, attack_metrics, block_metrics, \
     record_from_json, unpack_bits
 
 SCHEMAS = ("ipgan-eval/2",)
 
 
-class ResultsError(ValueError):
+class ResultsError(UserError, ValueError):
     """A results.json that cannot be read: missing, not JSON, another schema, or a damaged record."""
 
 

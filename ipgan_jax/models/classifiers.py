@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ipgan_jax.errors import ConfigError
 from ipgan_jax.models.fast_conv import conv_general_dilated as _fast_conv
 from ipgan_jax.models.precision import canonical, to_float32
 
@@ -136,4 +137,4 @@ def get_classifier(name: str, num_classes: int = 10, dtype=None) -> nn.Module:
     if imagenet is not None and name in getattr(imagenet, "IMAGENET_CLASSIFIERS", {}):
         return imagenet.get_imagenet_classifier(name, num_classes=num_classes, dtype=dtype)
     known = sorted(MNIST_CLASSIFIERS) + sorted(getattr(imagenet, "IMAGENET_CLASSIFIERS", {}))
-    raise ValueError(f"unknown classifier {name!r}; choose one of {known}")
+    raise ConfigError(f"unknown classifier {name!r}; choose one of {known}")

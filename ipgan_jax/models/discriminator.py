@@ -14,6 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ipgan_jax.errors import ConfigError
 from ipgan_jax.models.precision import canonical, to_float32
 
 
@@ -53,4 +54,4 @@ def get_discriminator(name: str, width: int = 64, dtype=None) -> nn.Module:
         return DCGANDiscriminator(width, canonical(dtype))
     if name == "patchgan":
         return PatchGANDiscriminator(width, canonical(dtype))
-    raise ValueError(f"unknown discriminator {name!r}; choose 'dcgan' or 'patchgan'")
+    raise ConfigError(f"unknown discriminator {name!r}; choose 'dcgan' or 'patchgan'")

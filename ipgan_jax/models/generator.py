@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ipgan_jax.errors import ConfigError
 from ipgan_jax.models.fast_conv import conv_general_dilated as _fast_conv
 from ipgan_jax.models.precision import canonical, to_float32
 
@@ -89,7 +90,7 @@ def get_generator(name: str, channels: int, width: int = 32, image_size: int = 2
     """'unet' picks the MNIST-size U-Net for small images and the ImageNet-size one for >= 128;
     ``dtype`` is its compute dtype."""
     if name != "unet":
-        raise ValueError(f"unknown generator {name!r}; choose 'unet'")
+        raise ConfigError(f"unknown generator {name!r}; choose 'unet'")
     depth, num_res_blocks = (4, 6) if image_size >= 128 else (2, 2)
     return UNetGenerator(out_channels=channels, width=width, depth=depth, num_res_blocks=num_res_blocks,
                          dtype=canonical(dtype))

@@ -16,6 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ipgan_jax.errors import ConfigError
+
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -23,7 +25,7 @@ def compute_dtype(config):
     """``config.train.compute_dtype`` ('float32' when absent) as a jnp dtype; ValueError otherwise."""
     name = config.train.get("compute_dtype", "float32") if "train" in config else "float32"
     if name not in COMPUTE_DTYPES:
-        raise ValueError(f"config.train.compute_dtype={name!r}: choose one of {sorted(COMPUTE_DTYPES)}")
+        raise ConfigError(f"config.train.compute_dtype={name!r}: choose one of {sorted(COMPUTE_DTYPES)}")
     return COMPUTE_DTYPES[name]
 
 

@@ -38,6 +38,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ipgan_jax import files
+from ipgan_jax.errors import UserError
 
 FORMAT = "ipgan-pretrained/1"
 MANIFEST = "MANIFEST.json"
@@ -46,7 +47,7 @@ SIZE_BUDGET = 50 * 1024 * 1024     # bytes, all shipped files together
 KINDS = ("classifier", "defense", "train_state")
 
 
-class PretrainedError(RuntimeError):
+class PretrainedError(UserError, RuntimeError):
     """A shipped model is missing, not shipped, or does not match its manifest entry."""
 
 

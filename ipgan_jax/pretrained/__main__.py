@@ -26,6 +26,7 @@ from absl import app, flags, logging
 
 from ipgan_jax import files, pretrained
 from ipgan_jax.cli import define_config_flag, run_with_clear_errors
+from ipgan_jax.errors import ConfigError
 from ipgan_jax.pretrained.export import add
 
 _CONFIG = define_config_flag("configs/mnist.py")
@@ -70,7 +71,7 @@ def main(argv):
     if len(rest) != 1:
         raise app.UsageError("add takes one key, e.g. classifiers/lenet or defenses/ipgan/lenet")
     if config.pretrained:
-        raise ValueError("add ships a model of --config.workdir: drop --config.pretrained=True")
+        raise ConfigError("add ships a model of --config.workdir: drop --config.pretrained=True")
     t0 = time.time()
     e = add(config, rest[0], FLAGS.replace, FLAGS.reason)
     print(f"shipped {rest[0]}: {e['size'] / 1024:.0f} KB, sha256 {e['sha256'][:12]}, "
@@ -81,4 +82,4 @@ def main(argv):
 
 if __name__ == "__main__":
     sys.argv[0] = "python -m ipgan_jax.pretrained"
-    run_with_clear_errors(lambda: app.run(main))
+    run_with_clear_errors(main)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 from ipgan_jax import files, pretrained, provenance
+from ipgan_jax.errors import ConfigError, UserFileNotFoundError
 
 CLASSIFIER_CHECK_N = 500    # clean accuracy of a shipped classifier on the first N test images
 DEFENSE_CHECK_N = 1000      # clean accuracy f(d(x)) of a shipped defense on the first N test images
@@ -45,8 +46,8 @@ def _collect(config, key: str) -> tuple:
     parts = key.split("/")
     kind = {"classifiers": "classifier", "defenses": "defense", "train_states": "train_state"}.get(parts[0])
     if kind is None or len(parts) != (2 if kind == "classifier" else 3):
-        raise ValueError(f"key {key!r}: use classifiers/<name>, defenses/<defense>/<classifier> or "
-                         "train_states/<defense>/<classifier>")
+        raise ConfigError(f"key {key!r}: use classifiers/<name>, defenses/<defense>/<classifier> or "
+                          "train_states/<defense>/<classifier>")
     if kind == "classifier":
         name = parts[1]
         run = classifier_dir(config, name)
@@ -86,12 +87,12 @@ def _collect(config, key: str) -> tuple:
     finally:
         ckpt.close()
     if state is None:
-        raise FileNotFoundError(f"no checkpoint under {run / 'checkpoints'} to ship as a train state")
+        raise UserFileNotFoundError(f"no checkpoint under {run / 'checkpoints'} to ship as a train state")
     if step != result["steps"]:
-        raise ValueError(f"the newest checkpoint of {run} is step {step}, its export step {result['steps']}: "
-                         "ship the train state of the exported model (rerun its training command to export)")
+        raise ConfigError(f"the newest checkpoint of {run} is step {step}, its export step {result['steps']}: "
+                          "ship the train state of the exported model (rerun its training command to export)")
     if tree_fingerprint(trainer.defense_params(state)) != defend.source["fingerprint"]:
-        raise ValueError(f"the checkpoint of {run} at step {step} does not hold the exported params")
+        raise ConfigError(f"the checkpoint of {run} at step {step} does not hold the exported params")
     return state, run, result, {"kind": kind, **common, "steps": step,
                                 "fingerprint": tree_fingerprint(state), "metrics": metrics}
 
@@ -102,10 +103,10 @@ def add(config, key: str, replace: bool = False, reason: str | None = None) -> d
     man = pretrained.read_manifest(folder)
     old = man["models"].get(key)
     if old is not None and not replace:
-        raise ValueError(f"{key} is shipped already (sha256 {old['sha256'][:12]}); pass --replace --reason '...' "
-                         "to replace it (only with a better model from a documented recipe)")
+        raise ConfigError(f"{key} is shipped already (sha256 {old['sha256'][:12]}); pass --replace --reason '...' "
+                          "to replace it (only with a better model from a documented recipe)")
     if replace and not reason:
-        raise ValueError("--replace needs --reason: the manifest keeps why a shipped model was replaced")
+        raise ConfigError("--replace needs --reason: the manifest keeps why a shipped model was replaced")
     tree, run, result, fields = _collect(config, key)
     data = pretrained.to_bytes(tree)
     rel = f"{key}.msgpack"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -34,19 +33,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from ipgan_jax import files
+from ipgan_jax.errors import UserError
 
 
 MANIFEST = "ipgan_manifest.json"
 MANIFEST_FORMAT = "ipgan-manifest/1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint exists but cannot be used (corrupt, or of another model/config)."""
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(UserError, RuntimeError):
     """A loss, a state or a restored value is NaN/Inf (training diverged or a file is corrupt)."""
 
 
@@ -128,7 +129,7 @@ def verify_folder(folder: str | os.PathLike) -> tuple[Optional[dict], Optional[s
 
 
 def _note(msg: str) -> None:
-    print(f"note: {msg}", file=sys.stderr, flush=True)
+    logging.warning("%s", msg)
 
 
 # ---- training checkpoints -------------------------------------------------------------------

@@ -5,7 +5,9 @@ shared :class:`~ipgan_jax.training.loop.TrainLoop`, checkpoints under
 ``<workdir>/classifiers/<name>/``, evaluates on the validation and test splits and exports the
 final parameters to ``<workdir>/classifiers/<name>/params`` (+ ``result.json``).
 ``load_classifier(config, name)`` returns ``(module, variables)``: the exported MNIST params,
-or converted pretrained ImageNet weights (``config.classifier_ckpt``).
+or converted pretrained ImageNet weights (``config.classifier_ckpt``). Loading never trains: a
+missing MNIST classifier is a :class:`ClassifierNotFoundError` naming the command that trains it
+(``run_train.py``'s stage ``all`` trains the missing ones explicitly, before the defense).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import optax
 
 from ipgan_jax import pretrained, provenance
 from ipgan_jax.data.pipeline import config_loader
+from ipgan_jax.errors import ModelNotFoundError
 from ipgan_jax.models.classifiers import get_classifier
 from ipgan_jax.models.imagenet.weights.port import convert, load_pretrained
 from ipgan_jax.training import parallel
@@ -26,8 +29,31 @@ from ipgan_jax.training.checkpoint import export_params, restore_params, tree_fi
 from ipgan_jax.training.loop import TrainLoop
 
 
+class ClassifierNotFoundError(ModelNotFoundError):
+    """A trained classifier that a command needs is not in the workdir; the message names the
+    command that trains it (and ``--config.pretrained=True`` for the shipped ones)."""
+
+
 def classifier_dir(config, name: str) -> Path:
+    """``<workdir>/classifiers/<name>``: checkpoints, metrics and the exported ``params``."""
     return Path(config.workdir) / "classifiers" / name
+
+
+def classifier_trained(config, name: str | None = None) -> bool:
+    """Whether classifier ``name`` (default ``config.classifier``) needs no training before
+    :func:`load_classifier` can load it: a shipped one (``config.pretrained``), an ImageNet one (ported,
+    or converted on first use), or an MNIST one exported to ``<workdir>/classifiers/<name>/params``."""
+    name = name or config.classifier
+    if config.pretrained or config.dataset != "mnist":
+        return True
+    return (classifier_dir(config, name) / "params").exists()
+
+
+def train_classifier_command(config, name: str) -> str:
+    """The command that trains MNIST classifier ``name`` into ``config.workdir``."""
+    workdir = "" if config.workdir == "workdir/mnist" else f" --config.workdir={config.workdir}"
+    return (f"python run_train.py --config configs/mnist.py --config.stage=classifier "
+            f"--config.classifier={name}{workdir}")
 
 
 def make_optimizer(cfg, total_steps: int):
@@ -138,15 +164,26 @@ def train_classifier(config, name: str | None = None, *, max_steps: int | None =
     return {"test_accuracy": acc, "validation_accuracy": val_acc, "steps": total}
 
 
-def load_classifier(config, name: str | None = None, *, train_if_missing: bool = False):
-    """``(module, variables)`` for classifier ``name`` (frozen target f).
+def load_classifier(config, name: str | None = None):
+    """``(module, variables)`` for classifier ``name`` (default ``config.classifier``), frozen.
 
     MNIST classifiers come from ``<workdir>/classifiers/<name>/params`` (trained by
     ``run_train.py``); ImageNet classifiers from ``config.classifier_ckpt`` (converted with
     ``python -m ipgan_jax.models.imagenet.weights.port``) or, for efficientnet_lite0, from the
     weights shipped in a package. ``config.pretrained``: the classifier shipped in
     ``pretrained/<dataset>/classifiers/<name>.msgpack`` (verified against its manifest), never
-    the workdir's; ``train_if_missing`` is then ignored (a shipped model is never retrained).
+    the workdir's. Nothing is ever trained here.
+
+    Args:
+        config: the run's config (``dataset``, ``workdir``, ``pretrained``, ...).
+        name: the classifier, e.g. ``lenet`` or ``lenet_s1``; default ``config.classifier``.
+
+    Returns:
+        ``(module, {"params": ...})``.
+
+    Raises:
+        ClassifierNotFoundError: an MNIST classifier that has not been trained (the message names
+            the command that trains it).
     """
     name = name or config.classifier
     module = get_classifier(name, config.num_classes)
@@ -166,10 +203,8 @@ def load_classifier(config, name: str | None = None, *, train_if_missing: bool =
         return module, {"params": params}
     path = classifier_dir(config, name) / "params"
     if not path.exists():
-        if not train_if_missing:
-            raise FileNotFoundError(
-                f"no trained classifier {name!r} at {path}. Train it with "
-                f"`python run_train.py --config configs/mnist.py --config.classifier={name} --config.stage=classifier` "
-                f"(or let run_train.py train it before IP-GAN).")
-        train_classifier(config, name)
+        raise ClassifierNotFoundError(
+            f"no trained classifier {name!r} at {path}: train it with `{train_classifier_command(config, name)}` "
+            f"(run_train.py's default --config.stage=all trains the missing classifiers before the defense), "
+            f"or use the shipped classifiers: --config.pretrained=True")
     return module, {"params": restore_params(path, abstract, "classifier params")}

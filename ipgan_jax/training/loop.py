@@ -37,6 +37,7 @@ import numpy as np
 from absl import logging
 
 from ipgan_jax import files, provenance
+from ipgan_jax.errors import UserError
 from ipgan_jax.training import parallel
 from ipgan_jax.training.checkpoint import (CheckpointError, Checkpointer, NonFiniteError,
                                              abstract_like)
@@ -95,7 +96,7 @@ def recipe_diff(old: dict, new: dict) -> list[str]:
             if norm(a.get(k)) != norm(b.get(k))]
 
 
-class WorkdirLockedError(RuntimeError):
+class WorkdirLockedError(UserError, RuntimeError):
     """Another live process trains in the same workdir."""
 
 

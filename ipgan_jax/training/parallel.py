@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ipgan_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -55,8 +57,8 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
 def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
     n = mesh.devices.size
     if global_batch_size % n:
-        raise ValueError(f"batch_size={global_batch_size} must be divisible by the number of devices ({n}); "
-                         f"use a multiple of {n}")
+        raise ConfigError(f"batch_size={global_batch_size} must be divisible by the number of devices ({n}); "
+                          f"use a multiple of {n}")
 
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:

