@@ -25,11 +25,10 @@ def masked_eval(trained_tiny):
     return ev
 
 
-@pytest.mark.parametrize("mock", sorted(MASKED))
-def test_masked_defense_is_flagged_by_its_named_check(masked_eval, mock):
+@pytest.mark.parametrize("mock,expected", [(m, k) for m in sorted(MASKED) for k in MASKED[m][1]])
+def test_masked_defense_is_flagged_by_its_named_check(masked_eval, mock, expected):
     from ipgan_jax.eval.checks import ChecksBlock
     ev = masked_eval
-    expected = MASKED[mock][1]
     if expected == "transfer_vs_whitebox":
         for d in ("none", mock):
             for r in ev.run_suite("whitebox", "lenet", [d], d, through=True)[d]:

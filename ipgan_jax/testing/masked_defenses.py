@@ -74,6 +74,7 @@ def _ng_bwd(x, g):
 
 noisy_gradient.defvjp(lambda x: (x, x), _ng_bwd)
 
+
 def half_masked(x):
     """Identity forward; zero gradient on every other image of the batch (rows 0, 2, 4, ...), the exact
     gradient on the rest: masking of part of the images, as a learned generator may do. Gradient attacks
@@ -82,14 +83,38 @@ def half_masked(x):
     return jnp.where(masked, jax.lax.stop_gradient(x), x)
 
 
-# mock -> the check (eval.checks.CHECKS) that must flag it
+TRAP_PERIOD = 0.06      # pixel units: longer than PGD-100's step at eps 0.3 (0.0075), shorter than PGD-10's (0.075)
+
+
+@jax.custom_vjp
+def trapping_gradient(x):
+    """Identity forward; the backward pass flips the gradient's sign on the pixels whose value lies in
+    the third of each ``TRAP_PERIOD`` band where cos(2 pi x / TRAP_PERIOD) < -0.5. An attack with small
+    steps walks into a flipped band and is pushed back to its edge, where it stays (a trap a few steps
+    from its random start); one with steps longer than the band lands at a pseudo-random phase, right
+    two times in three, and drifts to the adversary's side. More PGD steps at a smaller step size then
+    attack *worse*: the sign of a deceptive loss landscape that the `steps` check is there to see. The
+    identity's gradient (BPDA) is exact, so `bpda` flags it too."""
+    return x
+
+
+def _tg_bwd(x, g):
+    flipped = jnp.cos(2.0 * jnp.pi * x / TRAP_PERIOD) < -0.5
+    return (jnp.where(flipped, -g, g),)
+
+
+trapping_gradient.defvjp(lambda x: (x, x), _tg_bwd)
+
+
+# mock -> (function, the checks (eval.checks.CHECKS) that must flag it)
 MASKED = {
-    "stop_gradient": (stop_gradient, "gradient"),
-    "round_8bit": (round_8bit, "gradient"),
-    "binarize": (binarize, "large_eps"),
-    "steep_sigmoid": (steep_sigmoid, "large_eps"),
-    "saturated_clip": (saturated_clip, "large_eps"),
-    "random_noise": (random_noise, "fgsm_vs_pgd"),
-    "noisy_gradient": (noisy_gradient, "transfer_vs_whitebox"),
-    "half_masked": (half_masked, "blackbox_vs_whitebox"),
+    "stop_gradient": (stop_gradient, ("gradient", "bpda")),
+    "round_8bit": (round_8bit, ("gradient",)),
+    "binarize": (binarize, ("large_eps",)),
+    "steep_sigmoid": (steep_sigmoid, ("large_eps",)),
+    "saturated_clip": (saturated_clip, ("large_eps",)),
+    "random_noise": (random_noise, ("fgsm_vs_pgd",)),
+    "noisy_gradient": (noisy_gradient, ("transfer_vs_whitebox",)),
+    "half_masked": (half_masked, ("blackbox_vs_whitebox",)),
+    "trapping_gradient": (trapping_gradient, ("steps", "bpda")),
 }
