@@ -22,7 +22,8 @@ from ipgan_jax.errors import ConfigError
 
 _CONFIG = define_config_flag("configs/mnist.py", lock=False)
 flags.DEFINE_integer("num_examples", None, "test images per cell (default config.eval.num_examples)")
-flags.DEFINE_string("attacks", None, "comma list (default config.eval.attacks): fgsm,pgd,bim,mifgsm,cw_l2,cw_hc,deepfool")
+flags.DEFINE_string("attacks", None,
+                    "comma list (default config.eval.attacks): fgsm,pgd,bim,mifgsm,cw_l2,cw_hc,deepfool")
 flags.DEFINE_string("defenses", None, "comma list (default config.eval.defenses), e.g. none,ipgan")
 flags.DEFINE_string("classifiers", None, "comma list (default config.classifiers)")
 flags.DEFINE_string("blocks", None, "comma list (default config.eval.blocks) of the parts to run: "
@@ -31,12 +32,12 @@ flags.DEFINE_bool("allow_partial", False, "skip requested defenses / classifiers
                   "(default: exit with an error naming the missing one)")
 flags.DEFINE_string("merge", None, "comma list of run_eval.py out_dirs (or results.json files) of runs on the same "
                     "trained models: pool their per-image records into one worst case per image (no attack is run; "
-                    "writes to --config.eval.out_dir, which must not be one of them; with --num_examples N, only the first N "
-                    "images are kept, and one run is enough; see ipgan_jax/eval/merge.py)")
+                    "writes to --config.eval.out_dir, which must not be one of them; with --num_examples N, only the "
+                    "first N images are kept, and one run is enough; see ipgan_jax/eval/merge.py)")
 flags.DEFINE_string("compare", None, "<out_dir_a>@<defense_a>,<out_dir_b>@<defense_b>: a paired, per-image comparison "
                     "of two defenses' worst-case robust accuracy on the images both runs evaluated (block --blocks, "
-                    "default whitebox; --classifiers and --num_examples select; McNemar's exact test; no attack is run; "
-                    "see ipgan_jax/eval/paired.py)")
+                    "default whitebox; --classifiers and --num_examples select; McNemar's exact test; no attack is "
+                    "run; see ipgan_jax/eval/paired.py)")
 FLAGS = flags.FLAGS
 ALL_BLOCKS = "oblivious,transfer,whitebox,cw,curve,checks"
 
@@ -97,7 +98,8 @@ def main(argv):
         print(f"\nnote: --num_examples={n} requested, but the test split has {evaluated} images: all {evaluated} "
               f"were evaluated (recorded as num_examples)")
     meta = {"num_examples": evaluated, "num_examples_requested": n,
-            "missing": [list(m) for m in ev.missing], "classifiers": ev.classifiers, "defenses": ev.defenses, "attacks": attacks,
+            "missing": [list(m) for m in ev.missing], "classifiers": ev.classifiers, "defenses": ev.defenses,
+            "attacks": attacks,
             "blocks": names, "seconds": round(time.time() - t0, 1), "dataset": config.dataset, "eps": ev.eps,
             "whitebox_suite": config.eval.whitebox_suite, "whitebox_steps": config.eval.whitebox_steps,
             "whitebox_restarts": config.eval.whitebox_restarts,
@@ -114,9 +116,10 @@ def main(argv):
 def merge_runs(out_dir) -> None:
     """``--merge``: one per-image worst case over earlier runs' records (ipgan_jax/eval/merge.py)."""
     from pathlib import Path
+
     from ipgan_jax.eval.merge import merge_results, merged_meta
-    from ipgan_jax.eval.resultset import load_results, results_path
     from ipgan_jax.eval.report import print_and_write
+    from ipgan_jax.eval.resultset import load_results, results_path
     ignored = [f for f in ("attacks", "blocks", "allow_partial") if FLAGS[f].present]
     if ignored:
         raise ConfigError(f"--merge runs no attack: drop --{', --'.join(ignored)} (the merged runs fix them)")
@@ -138,8 +141,8 @@ def merge_runs(out_dir) -> None:
 
 def compare_runs(num_examples) -> None:
     """``--compare``: a paired per-image comparison of two defenses (ipgan_jax/eval/paired.py)."""
-    from ipgan_jax.eval.resultset import load_results
     from ipgan_jax.eval.paired import PairedError, compare, markdown
+    from ipgan_jax.eval.resultset import load_results
     ignored = [f for f in ("attacks", "defenses", "allow_partial", "merge") if FLAGS[f].present]
     if ignored:
         raise ConfigError(f"--compare runs no attack: drop --{', --'.join(ignored)} (the compared runs fix them; "
@@ -147,7 +150,8 @@ def compare_runs(num_examples) -> None:
     sides = _split(FLAGS.compare)
     parsed = [s.rpartition("@") for s in sides]
     if len(sides) != 2 or any(not run or not at or not d for run, at, d in parsed):
-        raise PairedError(f"--compare wants exactly two entries <out_dir>@<defense>, comma-separated, got {FLAGS.compare!r}")
+        raise PairedError("--compare wants exactly two entries <out_dir>@<defense>, comma-separated, "
+                          f"got {FLAGS.compare!r}")
     blocks = _split(FLAGS.blocks) if FLAGS.blocks else ["whitebox"]
     if len(blocks) != 1:
         raise PairedError(f"--compare reads one block, got --blocks={FLAGS.blocks}")

@@ -3,14 +3,16 @@
     python benchmarks/bench_attacks.py [--batch 256] [--pgd_steps 40] [--cw_steps 100]
                                        [--cw_bss 5] [--repeats 3] [--cw_repeats 1]
                                        [--cw_no_abort] [--no_foolbox]
-    python benchmarks/bench_attacks.py --torchattacks [--batch 256] [--apgd_steps 100] [--square_queries 5000] [--eps 0.3]
+    python benchmarks/bench_attacks.py --torchattacks [--batch 256] [--apgd_steps 100] [--square_queries 5000]
+                                       [--eps 0.3]
     python benchmarks/bench_attacks.py --square_overhead [--batch 128] [--square_queries 500] [--repeats 2]
 
 For each attack: compile time of our jitted attack (``jit(...).lower(...).compile()``), then the
 best of ``--repeats`` (C&W: ``--cw_repeats``) timed runs after compilation -> images/s; foolbox
 runs the same attack (same hyper-parameters) on the same jitted model after one warm-up call,
-interleaved with ours run by run, and the ratio ours / foolbox is printed. Both C&W versions abort early (ours per example, foolbox per batch),
-so their work is data-dependent; ``--cw_no_abort`` times a fixed number of steps instead.
+interleaved with ours run by run, and the ratio ours / foolbox is printed. Both C&W versions abort early
+(ours per example, foolbox per batch), so their work is data-dependent; ``--cw_no_abort`` times a fixed
+number of steps instead.
 The classifier is the cached LeNet-5 of ``ipgan_jax/testing/attack_fixtures.py`` (trained on first use).
 
 ``--torchattacks``: APGD-CE (``--apgd_steps``) and Square (``--square_queries``) at Linf ``--eps`` (0.3)
@@ -114,7 +116,8 @@ def main(argv=None):
         rows.append(row)
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
 
-    print("\n| attack | compile (s) | ours run (s) | ours img/s | foolbox run (s) | foolbox img/s | ours / foolbox | robust acc ours / foolbox |")
+    print("\n| attack | compile (s) | ours run (s) | ours img/s | foolbox run (s) | foolbox img/s | ours / foolbox "
+          "| robust acc ours / foolbox |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         fbcols = (f"{r['fb_s']:.2f} | {r['fb_ips']:.0f} | {r['ips'] / r['fb_ips']:.2f}x | "
@@ -155,6 +158,7 @@ def bench_torchattacks(args):
     import numpy as np
     import torch
     import torchattacks
+
     from ipgan_jax.testing.torch_models import TorchLeNet
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -204,7 +208,8 @@ def bench_torchattacks(args):
             acc_b = float((tm(xb).argmax(1) == yt).float().mean())
         rows.append((name, compile_s, min(ours_t), min(ta_t), acc, acc_b))
         print(rows[-1], flush=True)
-    print("\n| attack | compile (s) | ours run (s) | torchattacks run (s) | ours / torchattacks time | robust acc ours / torchattacks |")
+    print("\n| attack | compile (s) | ours run (s) | torchattacks run (s) | ours / torchattacks time "
+          "| robust acc ours / torchattacks |")
     print("|---|---|---|---|---|---|")
     for name, c, a, b, acc, acc_b in rows:
         print(f"| {name} | {c:.1f} | {a:.2f} | {b:.2f} | {a / b:.2f}x | {acc:.3f} / {acc_b:.3f} |")

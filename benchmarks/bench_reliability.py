@@ -63,7 +63,8 @@ def interleave(variants: dict, repeats: int) -> dict:
 def report(title: str, times: dict, checked: str, bare: str, unit: str = "s") -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     spread = {k: (min(v), max(v)) for k, v in times.items()}
-    print(f"{title}: {checked} {med[checked]:.4f} {unit} (min {spread[checked][0]:.4f}, max {spread[checked][1]:.4f}) | "
+    print(f"{title}: {checked} {med[checked]:.4f} {unit} "
+          f"(min {spread[checked][0]:.4f}, max {spread[checked][1]:.4f}) | "
           f"{bare} {med[bare]:.4f} {unit} (min {spread[bare][0]:.4f}, max {spread[bare][1]:.4f}) | "
           f"ratio {checked}/{bare} = {med[checked] / med[bare]:.3f}   [load {loadavg()}]", flush=True)
 
@@ -102,12 +103,13 @@ def bench_attacks(args) -> None:
 
 
 def bench_train(args) -> None:
+    import orbax.checkpoint as ocp
+
     from configs import mnist
     from ipgan_jax.data.pipeline import config_loader
     from ipgan_jax.defenses.registry import make_trainer
     from ipgan_jax.training import checkpoint as ckpt_mod
     from ipgan_jax.training import loop as loop_mod
-    import orbax.checkpoint as ocp
 
     config = mnist.get_config()
     config.train.checkpoint_every = args.checkpoint_every

@@ -142,6 +142,7 @@ def _reference_runners(name, label, f, params, x, y, steps, cw_steps):
     try:
         import torch
         import torchattacks
+
         from ipgan_jax.testing.torch_models import port
         torch.set_num_threads(os.cpu_count() or 1)
         tm = port(name, params)

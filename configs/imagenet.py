@@ -1,4 +1,4 @@
-"""ImageNet: IP-GAN against ported ResNet-50 / VGG-19 / Inception-v3 (or EfficientNet-Lite0).
+r"""ImageNet: IP-GAN against ported ResNet-50 / VGG-19 / Inception-v3 (or EfficientNet-Lite0).
 
     python run_train.py --config configs/imagenet.py                       # resnet50 (default)
     python run_train.py --config configs/imagenet.py:vgg19
@@ -8,7 +8,10 @@
 The argument after ':' is ``<classifier>[,demo][,tiny]``. ``image_size`` follows the classifier
 (224, or 299 for Inception-v3). Data: TFDS ``imagenet2012`` prepared from the official tars in
 ``--config.manual_dir`` (see README). Weights: convert the Keras weight file once with
-``python -m ipgan_jax.models.imagenet.weights.port --model resnet50 --weights FILE --out <workdir>/classifiers/resnet50/pretrained``
+
+    python -m ipgan_jax.models.imagenet.weights.port --model resnet50 --weights FILE \
+        --out <workdir>/classifiers/resnet50/pretrained
+
 (EfficientNet-Lite0's weights ship in a package and are converted automatically).
 
 ``demo``: no ImageNet on the machine: train and evaluate on the 20 labelled sample photos

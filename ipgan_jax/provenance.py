@@ -4,7 +4,8 @@ Every call of :meth:`ipgan_jax.training.loop.TrainLoop.run` that trains at least
 *segment* to ``<run dir>/provenance.jsonl``::
 
     {"from_step": 0, "to_step": 3000, "wall_s": 1116.2, "command": "python run_train.py --config ...",
-     "commit": "eb6c61b...", "dirty": false, "hardware": "2 x AMD EPYC (cpu), jax 0.10.2", "started": "2026-12-07T06:01:02Z"}
+     "commit": "eb6c61b...", "dirty": false, "hardware": "2 x AMD EPYC (cpu), jax 0.10.2",
+     "started": "2026-12-07T06:01:02Z"}
 
 so a run resumed on another machine keeps the history of every sitting. The exporters copy the
 segments into ``result.json``, and the shipped-model manifest (:mod:`ipgan_jax.pretrained`) takes

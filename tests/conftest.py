@@ -15,7 +15,8 @@ os.environ.setdefault("IPGAN_PROGRESS", "0")
 # IPGAN_COMPILATION_CACHE=0 measures a cold suite.
 if os.environ.get("IPGAN_COMPILATION_CACHE", "1").strip().lower() not in ("0", "off", "false", "no", ""):
     import tempfile
-    _cache = os.path.join(os.environ.get("IPGAN_TEST_CACHE", os.path.join(tempfile.gettempdir(), "ipgan_jax_test_cache")), "xla")
+    _cache = os.path.join(
+        os.environ.get("IPGAN_TEST_CACHE", os.path.join(tempfile.gettempdir(), "ipgan_jax_test_cache")), "xla")
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 

@@ -26,6 +26,7 @@ def main(workdir, out, process_id=None, num_processes=None, port=None):
         from ipgan_jax.training.parallel import maybe_initialize_distributed
         maybe_initialize_distributed(True)
     import numpy as np
+
     from configs import mnist_tiny
     if os.environ.get("IPGAN_WORKER_FAIL_VERIFY") == "1" and jax.process_index() == 0:
         # process 0 alone sees its freshly written checkpoint fail to verify (a disk error)

@@ -374,7 +374,8 @@ def test_pgd_more_steps_and_restarts_never_lower_success():
 def test_targeted_attacks_hit_their_target(lenet_fn, mnist128):
     x, y = mnist128[0][:64], mnist128[1][:64]
     t = _targets(y, seed=1)
-    hit = lambda xa, t: float(jnp.mean(jnp.argmax(lenet_fn(xa), -1) == t))
+    def hit(xa, t):
+        return float(jnp.mean(jnp.argmax(lenet_fn(xa), -1) == t))
     x_pgd = jax.jit(lambda x, t, k: A.pgd(lenet_fn, x, t, key=k, targeted=True, steps=20,
                                           step_size=0.02))(x, t, jax.random.key(0))
     assert hit(x_pgd, t) >= 0.9

@@ -165,7 +165,8 @@ def _robust_accs(models, data, precision, loss):
 
 @pytest.fixture(scope="module")
 def accs(models, data):
-    out = {"f32": _robust_accs(models, data, "f32", "ce"), "old_f32": _robust_accs(models, data, "f32", old_cross_entropy)}
+    out = {"f32": _robust_accs(models, data, "f32", "ce"),
+           "old_f32": _robust_accs(models, data, "f32", old_cross_entropy)}
     with jax.enable_x64(True):
         out["f64"] = _robust_accs(models, data, "f64", "ce")
     return out

@@ -63,7 +63,8 @@ def test_elementwise_match_float64(lenet):
     x32, y = af.mnist_test_batch(64)
     with jax.enable_x64(True):
         params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float64), lenet.params)
-        f = lambda x: lenet.module.apply({"params": params}, x, train=False)
+        def f(x):
+            return lenet.module.apply({"params": params}, x, train=False)
         x = jnp.asarray(np.asarray(x32), jnp.float64)
         fmodel = fb.JAXModel(jax.jit(f), bounds=(0.0, 1.0))
         for name, (ours, theirs, eps) in _elementwise_cases(f).items():

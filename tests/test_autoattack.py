@@ -174,7 +174,8 @@ def test_square_never_spends_a_query_on_a_window_that_leaves_the_image_unchanged
     that changes the image is -); drawing the sign without the reference's redraw rule wastes half the queries."""
     b = 256
     x = jnp.full((b, 1, 1, 1), 0.5, jnp.float32)
-    f = lambda z: jnp.concatenate([10.0 * (z.reshape(-1, 1) - 0.5), jnp.zeros((z.shape[0], 1))], -1)
+    def f(z):
+        return jnp.concatenate([10.0 * (z.reshape(-1, 1) - 0.5), jnp.zeros((z.shape[0], 1))], -1)
     y = jnp.zeros((b,), jnp.int32)
     xa, info = A.square(f, x, y, key=jax.random.key(1), eps=0.3, n_queries=50, return_info=True)
     q = np.asarray(info.queries)

@@ -230,6 +230,7 @@ def test_tagged_defense_is_an_independent_copy(trained_tiny, tmp_path):
     ``dae``'s), loads and evaluates as one more defense with its own label; bad tags and unknown
     methods fail before anything trains."""
     import os
+
     from ipgan_jax.cli import check_config
     from ipgan_jax.defenses.registry import resolve_defense, split_tag
     from ipgan_jax.eval.evaluate import Evaluator

@@ -104,7 +104,8 @@ def test_corrupt_checkpoint_gives_clear_error(tiny_config):
     result = train_classifier(c)
     assert result["steps"] == c.classifier_train.num_steps
     moved = classifier_dir(c, "lenet") / "checkpoints.corrupt" / "10"
-    assert moved.is_dir() and sorted(p.read_bytes() for p in moved.rglob("*") if p.is_file()) == [b"garbage"] * len(files)
+    assert moved.is_dir()
+    assert sorted(p.read_bytes() for p in moved.rglob("*") if p.is_file()) == [b"garbage"] * len(files)
 
 
 def test_missing_classifier_message(tiny_config):

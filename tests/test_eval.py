@@ -63,7 +63,8 @@ def test_ssim_matches_independent_implementation():
     rng = np.random.default_rng(0)
     from ipgan_jax.data.pipeline import make_loader
     x = make_loader("mnist", "test", 4, train=False, num_examples=4).batch(0)["image"]
-    pairs = [(x, np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1)), (x, x), (x, np.clip(x + 0.3 * np.sign(rng.normal(size=x.shape)), 0, 1))]
+    pairs = [(x, np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1)), (x, x),
+             (x, np.clip(x + 0.3 * np.sign(rng.normal(size=x.shape)), 0, 1))]
     for a, b in pairs:
         ours = np.asarray(M.ssim(a, b))
         ref = np.array([_ssim_reference(a[i], b[i]) for i in range(len(a))])
@@ -132,7 +133,7 @@ def test_whitebox_denominators_are_the_pipeline_and_min_norm_medians_count_failu
 
 
 def test_records_round_trip_through_json():
-    from ipgan_jax.eval.records import record_from_json, record_to_json, unpack_bits, pack_bits
+    from ipgan_jax.eval.records import pack_bits, record_from_json, record_to_json, unpack_bits
     rng = np.random.default_rng(0)
     bits = rng.random(37) > 0.5
     assert np.array_equal(unpack_bits(pack_bits(bits), 37), bits)
@@ -221,13 +222,15 @@ def test_run_eval_end_to_end(trained_workdir):
 def test_markdown_leaves_out_blocks_that_did_not_run():
     """A white-box-only run prints Block 3 but no empty Block 1 or per-attack table."""
     from types import SimpleNamespace
+
     from ipgan_jax.eval.evaluate import Evaluator
     from ipgan_jax.eval.report import markdown
     t, f = True, False
     ok = np.array([t, t, t, t])
     r = _rec(ok, ok, ok, np.array([f, t, t, f]), "pgd_ce", through=True)
     r.block, r.classifier, r.defense = "whitebox", "lenet", "ipgan"
-    ev = SimpleNamespace(classifiers=["lenet"], defenses=["none", "ipgan"], records={("whitebox", "pgd_ce", "lenet", "ipgan"): r},
+    ev = SimpleNamespace(classifiers=["lenet"], defenses=["none", "ipgan"],
+                         records={("whitebox", "pgd_ce", "lenet", "ipgan"): r},
                          pipe_clean={("lenet", "none"): ok, ("lenet", "ipgan"): ok}, curves={})
     ev.block_records = lambda b, c, d: Evaluator.block_records(ev, b, c, d)
     ev.clean_accuracy = lambda: {k: float(np.mean(v)) for k, v in ev.pipe_clean.items()}
@@ -241,7 +244,9 @@ def test_markdown_leaves_out_blocks_that_did_not_run():
 def test_markdown_header_counts_the_images_of_a_curve_only_run():
     """A run of only the curve block (no per-attack records) still says how many images it used."""
     from types import SimpleNamespace
+
     import ml_collections
+
     from ipgan_jax.eval.evaluate import Evaluator
     from ipgan_jax.eval.report import markdown
     cfg = ml_collections.ConfigDict({"eval": {"whitebox_suite": "pgd_ce"}})
@@ -255,6 +260,7 @@ def test_markdown_header_counts_the_images_of_a_curve_only_run():
 
 def test_image_grid_tile_scale_follows_image_size(tmp_path):
     from PIL import Image
+
     from ipgan_jax.images import image_grid
     small, large = np.random.rand(8, 28, 28, 1), np.random.rand(8, 224, 224, 3)
     w_small = Image.open(image_grid([small, small], ["clean", "x_rec"], tmp_path / "s.png")).size[0]

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ipgan_jax.models.imagenet.weights import port
 from ipgan_jax.data.pipeline import make_loader
 from ipgan_jax.models.classifiers import get_classifier
 from ipgan_jax.models.imagenet import IMAGENET_CLASSIFIERS, INPUT_SIZE, get_imagenet_classifier
+from ipgan_jax.models.imagenet.weights import port
 
 # Keras' JAX backend calls np.array(x) on jax arrays (noise from keras, not from this project)
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")

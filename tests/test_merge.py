@@ -11,8 +11,8 @@ import pytest
 
 from ipgan_jax.eval.evaluate import cross_source
 from ipgan_jax.eval.merge import MergeError, merge_results
-from ipgan_jax.eval.resultset import ResultsError, load_results
 from ipgan_jax.eval.records import AttackRecord, block_metrics, pack_bits, record_to_json
+from ipgan_jax.eval.resultset import ResultsError, load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 8

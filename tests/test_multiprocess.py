@@ -1,5 +1,6 @@
 """The multi-host path with real processes: two JAX processes (2 CPU devices each, gloo
-collectives, jax.distributed over loopback) train the same classifier and IP-GAN generator as one process with 4 devices.
+collectives, jax.distributed over loopback) train the same classifier and IP-GAN generator as one
+process with 4 devices.
 
 Each process loads only its slice of every global batch (Loader host sharding), the arrays are
 assembled with ``make_array_from_process_local_data``, and the checkpoint and export go through

@@ -25,7 +25,8 @@ def test_mcnemar_exact_refuses_counts_that_are_not_counts():
 def _two_defenses(broken_a, broken_b, n=N, clean_b=None, attacks_b=("pgd_ce",)):
     """One run with defenses 'ga' and 'gb' on the same n images."""
     recs = [_rec("pgd_ce", broken_a, defense="ga", n=n)]
-    recs += [_rec(a, broken_b if i == 0 else [], defense="gb", n=n, pipe_clean=clean_b) for i, a in enumerate(attacks_b)]
+    recs += [_rec(a, broken_b if i == 0 else [], defense="gb", n=n, pipe_clean=clean_b)
+             for i, a in enumerate(attacks_b)]
     ones = np.ones(n, bool)
     return _run(recs, clean={("lenet", "ga"): ones, ("lenet", "gb"): ones if clean_b is None else clean_b})
 

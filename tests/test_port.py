@@ -13,8 +13,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from ipgan_jax.models.imagenet.weights import port
 from ipgan_jax.data.wheels import efficientnet_lite0_pth
+from ipgan_jax.models.imagenet.weights import port
 from ipgan_jax.models.imagenet.weights.torch_pickle import TorchPickleError, load_state_dict
 
 
@@ -137,7 +137,8 @@ def _write_ckpt(d, variables, model="efficientnet_lite0"):
 
 
 def test_load_errors_name_the_file_and_parameter(lite_ckpt, tmp_path):
-    with pytest.raises(port.CheckpointNotFoundError, match=r"nowhere.*python -m ipgan_jax.models.imagenet.weights.port"):
+    with pytest.raises(port.CheckpointNotFoundError,
+                       match=r"nowhere.*python -m ipgan_jax.models.imagenet.weights.port"):
         port.load_pretrained("efficientnet_lite0", tmp_path / "nowhere")
     with pytest.raises(port.PortError, match="holds 'efficientnet_lite0' weights, not 'resnet50'"):
         port.load_pretrained("resnet50", lite_ckpt)

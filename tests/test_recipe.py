@@ -6,7 +6,6 @@ import pytest
 
 from ipgan_jax.defenses import load_defense, train_defense
 from ipgan_jax.testing.suite import sharing_classifier
-from ipgan_jax.training.checkpoint import CheckpointError
 
 
 def _x():

@@ -18,8 +18,14 @@ import orbax.checkpoint as ocp
 import pytest
 
 from ipgan_jax import contracts, files
-from ipgan_jax.training.checkpoint import (MANIFEST, Checkpointer, CheckpointError, NonFiniteError, export_params,
-                                           restore_params)
+from ipgan_jax.training.checkpoint import (
+    MANIFEST,
+    Checkpointer,
+    CheckpointError,
+    NonFiniteError,
+    export_params,
+    restore_params,
+)
 from ipgan_jax.training.classifier import classifier_dir, load_classifier, train_classifier
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,7 +11,7 @@ import pytest
 from ipgan_jax.eval import render
 from ipgan_jax.eval.paper import PAPER_DSR
 from ipgan_jax.eval.records import AttackRecord, pack_bits, record_to_json
-from ipgan_jax.eval.resultset import ResultSet, ResultsError
+from ipgan_jax.eval.resultset import ResultsError, ResultSet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,8 @@ def test_block_and_whitebox_tables_read_the_worst_case_per_image(tmp_path):
     src = _write_run(tmp_path / "wb", [_rec("whitebox", "pgd_ce", "ipgan", ok, a),
                                        _rec("whitebox", "square", "ipgan", ok, b)])
     out = render.render("whitebox", str(src), tmp_path).splitlines()
-    assert out[0] == "| classifier | defense | images | clean f(d(x)) | robust acc. (upper bound) | under pgd_ce | under square |"
+    assert out[0] == ("| classifier | defense | images | clean f(d(x)) | robust acc. (upper bound) | under pgd_ce "
+                      "| under square |")
     # worst case: 0, 1, 4, 9 lost -> 60%, not min(80, 80)
     assert out[2].startswith("| LeNet | IP-GAN | 10 | 100.00 | 60.00 (")
     assert out[2].endswith("| 80.00 | 80.00 |")
@@ -75,7 +76,8 @@ def test_render_names_what_is_wrong(tmp_path):
                          (lambda: render.render("table1", "nowhere", tmp_path), "no evaluation results"),
                          (lambda: render.render("table1", src, tmp_path, classifiers="mcnn"),
                           r"classifiers \['mcnn'\] not in the results"),
-                         (lambda: render.render("clean", src, tmp_path, block="x"), r"takes options classifiers=, defenses=; got \['block'\]"),
+                         (lambda: render.render("clean", src, tmp_path, block="x"),
+                          r"takes options classifiers=, defenses=; got \['block'\]"),
                          (lambda: render.parse_spec("table1"), "needs '<table> <results path>"),
                          (lambda: render.parse_spec("table1 r classifiers"), "is not key=value")):
         with pytest.raises(render.RenderError, match=needle):

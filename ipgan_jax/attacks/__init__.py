@@ -49,21 +49,36 @@ from ipgan_jax.attacks import losses, transforms
 from ipgan_jax.attacks.apgd import apgd, apgd_targeted
 from ipgan_jax.attacks.autoattack import autoattack
 from ipgan_jax.attacks.core import (
-    AttackInfo, clip_box, get_init, get_projection, l1_norm, linf_bounds, l2_norm, linf_norm, momentum_steepest_descent,
-    normalize, project_l2, project_linf, projected_gradient_attack, steepest_descent,
-    uniform_l2_init, uniform_linf_init, zero_init,
+    AttackInfo,
+    clip_box,
+    get_init,
+    get_projection,
+    l1_norm,
+    l2_norm,
+    linf_bounds,
+    linf_norm,
+    momentum_steepest_descent,
+    normalize,
+    project_l2,
+    project_linf,
+    projected_gradient_attack,
+    steepest_descent,
+    uniform_l2_init,
+    uniform_linf_init,
+    zero_init,
 )
 from ipgan_jax.attacks.cw import cw_l2
 from ipgan_jax.attacks.deepfool import deepfool
 from ipgan_jax.attacks.gradient import bim, fgsm, mifgsm, pgd
 from ipgan_jax.attacks.losses import cross_entropy, dlr, dlr_targeted, is_adversarial, margin, objective
+from ipgan_jax.attacks.registry import ATTACKS, DEFAULTS, IMAGENET_EPS, attack_params, make_attack
 from ipgan_jax.attacks.square import square, square_compacting
 from ipgan_jax.attacks.transforms import bpda, call_model, eot, fix_key, is_randomized, randomized
-from ipgan_jax.attacks.registry import ATTACKS, DEFAULTS, IMAGENET_EPS, attack_params, make_attack
 
 __all__ = [
     "ATTACKS", "DEFAULTS", "IMAGENET_EPS", "attack_params", "make_attack",
-    "fgsm", "bim", "pgd", "mifgsm", "cw_l2", "deepfool", "apgd", "apgd_targeted", "square", "square_compacting", "autoattack",
+    "fgsm", "bim", "pgd", "mifgsm", "cw_l2", "deepfool", "apgd", "apgd_targeted", "square", "square_compacting",
+    "autoattack",
     "AttackInfo", "transforms", "bpda", "eot", "randomized", "is_randomized", "fix_key", "call_model",
     "losses", "cross_entropy", "margin", "dlr", "dlr_targeted", "objective", "is_adversarial",
     "projected_gradient_attack", "steepest_descent", "momentum_steepest_descent", "normalize",

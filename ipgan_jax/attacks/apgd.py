@@ -40,7 +40,6 @@ from ipgan_jax import contracts
 from ipgan_jax.attacks import core, losses
 from ipgan_jax.attacks.transforms import call_model, is_randomized
 
-
 CLEAN_CALL = 0x7FFFFFFF  # model-key index of APGD-T's clean forward pass (picks the targets)
 
 

@@ -100,5 +100,6 @@ def mifgsm(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax
     """
     return core.projected_gradient_attack(
         logits_fn, x, y, key=key, targeted=targeted, eps=eps, steps=steps,
-        optimizer=core.momentum_steepest_descent(_step("mifgsm", step_size, norm, eps, steps), decay, norm), loss=loss, norm=norm,
+        optimizer=core.momentum_steepest_descent(_step("mifgsm", step_size, norm, eps, steps), decay, norm),
+        loss=loss, norm=norm,
         random_start=False, restarts=1, keep_best=keep_best, return_info=return_info)

@@ -40,8 +40,8 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 from ipgan_jax import contracts
 from ipgan_jax.attacks import losses
-from ipgan_jax.attacks.core import check_norm, default_step_size
 from ipgan_jax.attacks.apgd import apgd, apgd_targeted
+from ipgan_jax.attacks.core import check_norm, default_step_size
 from ipgan_jax.attacks.cw import cw_l2
 from ipgan_jax.attacks.deepfool import deepfool
 from ipgan_jax.attacks.gradient import LINF_STEP_RATIO, bim, fgsm, mifgsm, pgd

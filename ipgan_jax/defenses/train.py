@@ -24,13 +24,25 @@ from ipgan_jax import metrics as M
 from ipgan_jax import pretrained, provenance
 from ipgan_jax.attacks import make_attack
 from ipgan_jax.data.pipeline import config_loader, dataset_family
-from ipgan_jax.defenses.registry import (DEFENSES, RECIPE_SECTIONS, RESUMABLE_KEYS, defense_dir, defense_recipe,
-                                         make_trainer, resolve_defense, trained_method)
+from ipgan_jax.defenses.registry import (
+    DEFENSES,
+    RECIPE_SECTIONS,
+    RESUMABLE_KEYS,
+    defense_dir,
+    defense_recipe,
+    make_trainer,
+    resolve_defense,
+    trained_method,
+)
 from ipgan_jax.errors import ConfigError
 from ipgan_jax.images import image_grid
 from ipgan_jax.training.checkpoint import CheckpointError, export_params, tree_fingerprint
-from ipgan_jax.training.classifier import (ClassifierNotFoundError, classifier_trained, load_classifier,
-                                          train_classifier_command)
+from ipgan_jax.training.classifier import (
+    ClassifierNotFoundError,
+    classifier_trained,
+    load_classifier,
+    train_classifier_command,
+)
 from ipgan_jax.training.loop import Periodic, RecipeChangedError, TrainLoop, recipe_diff
 
 

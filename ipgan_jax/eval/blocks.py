@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from ipgan_jax.errors import ConfigError
 from ipgan_jax.eval.checks import ChecksBlock
-from ipgan_jax.eval.evaluate import (CurveBlock, CWBlock, Evaluator, ObliviousBlock, TransferBlock,
-                                     WhiteboxBlock)
+from ipgan_jax.eval.evaluate import CurveBlock, CWBlock, Evaluator, ObliviousBlock, TransferBlock, WhiteboxBlock
 
 
 def make_blocks(ev: Evaluator, names) -> list:

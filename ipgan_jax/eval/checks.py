@@ -38,8 +38,8 @@ import numpy as np
 
 from ipgan_jax.attacks import margin
 from ipgan_jax.errors import ConfigError
-from ipgan_jax.eval.records import attack_metrics, block_metrics
 from ipgan_jax.eval.evaluate import Block
+from ipgan_jax.eval.records import attack_metrics, block_metrics
 
 CHECKS = ("steps", "fgsm_vs_pgd", "large_eps", "gradient", "bpda", "transfer_vs_whitebox", "blackbox_vs_whitebox")
 SCORE_BASED = ("square",)   # white-box suite members that use no gradient

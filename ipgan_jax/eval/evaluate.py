@@ -10,9 +10,9 @@ objects to ``Evaluator.records[(block, attack, classifier, defense)]``:
 * ``whitebox``: a suite of attacks (``eval.whitebox_suite``; default PGD with CE and with margin
   loss, ``whitebox_restarts`` random restarts of ``whitebox_steps`` steps of 2.5 eps / steps;
   also ``apgd_ce``, ``apgd_dlr``, ``apgd_t``, ``square``, ``autoattack`` (the cascade) and the group
-  ``autoattack_full`` = APGD-CE + APGD-T + Square on every image) on the whole pipeline f(d(.)), with BPDA and EOT over a defense's
-  random draws where configured (``eval.whitebox_per_defense.<d>``: ``suite``, ``steps``,
-  ``restarts``, ``eot_samples``, ``bpda``); worst case per image over the suite;
+  ``autoattack_full`` = APGD-CE + APGD-T + Square on every image) on the whole pipeline f(d(.)), with
+  BPDA and EOT over a defense's random draws where configured (``eval.whitebox_per_defense.<d>``:
+  ``suite``, ``steps``, ``restarts``, ``eot_samples``, ``bpda``); worst case per image over the suite;
 * ``cw``: C&W-L2 (``eval.cw``) on the pipeline: median L2 (failures +inf) and success rate;
 * ``curve``: the white-box suite on f (oblivious) and on f(d(.)) at every eps of ``eval.eps_curve``;
 * ``checks``: the sanity checks of :mod:`ipgan_jax.eval.checks`.
@@ -33,14 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from ipgan_jax import metrics as M
+from ipgan_jax import pretrained
 from ipgan_jax.attacks import make_attack
 from ipgan_jax.attacks.autoattack import autoattack
 from ipgan_jax.attacks.transforms import bpda
 from ipgan_jax.data.pipeline import dataset_family, make_loader
 from ipgan_jax.defenses import load_defense
 from ipgan_jax.defenses.registry import base_defense
-from ipgan_jax import metrics as M
-from ipgan_jax import pretrained
 from ipgan_jax.errors import ConfigError, ModelNotFoundError
 from ipgan_jax.eval.records import AttackRecord, block_metrics
 from ipgan_jax.training.checkpoint import NonFiniteError, tree_fingerprint
@@ -339,7 +339,8 @@ class Evaluator:
     def whitebox_settings(self, d) -> WhiteboxSettings:
         cfg = self.config.eval
         per = self._per_defense(d)
-        return WhiteboxSettings(int(per.get("steps", cfg.whitebox_steps)), int(per.get("restarts", cfg.whitebox_restarts)),
+        return WhiteboxSettings(int(per.get("steps", cfg.whitebox_steps)),
+                                int(per.get("restarts", cfg.whitebox_restarts)),
                                 int(per.get("eot_samples", 1)), bool(per.get("bpda", False)),
                                 parse_views(per.get("views", "exact")) if d else ("exact",))
 

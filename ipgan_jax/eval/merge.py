@@ -31,7 +31,7 @@ import numpy as np
 
 from ipgan_jax.eval.checks import Check
 from ipgan_jax.eval.evaluate import Evaluator
-from ipgan_jax.eval.records import AttackRecord, record_from_json, unpack_bits
+from ipgan_jax.eval.records import record_from_json, unpack_bits
 from ipgan_jax.eval.resultset import ResultsError
 
 # defenses whose test-time output depends on evaluation settings (Defense-GAN's z-search: seed, steps, restarts),
@@ -92,7 +92,8 @@ def check_same_models(runs: list, labels: list, keep, error=None) -> list:
             fp = rec.get("fingerprint")
             if key in seen and fp != seen[key][1]:
                 raise error(f"{key} differs between {seen[key][0]} ({str(seen[key][1])[:12]}) and {lab} "
-                            f"({str(fp)[:12]}): the runs evaluated different weights under one name; not combining them")
+                            f"({str(fp)[:12]}): the runs evaluated different weights under one name; "
+                            "not combining them")
             seen.setdefault(key, (lab, fp))
     return notes
 
@@ -170,7 +171,8 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
                                          "image(s), and this defense is deterministic: the runs evaluated different "
                                          "models (or test images); not merging")
                     notes.append(f"{k[1]} on {k[0]}: clean f(d(x)) differs between runs (its z-search depends on the "
-                                 "evaluation's seed and budget); an image counts as clean-correct only if it is in every run")
+                                 "evaluation's seed and budget); an image counts as clean-correct only if it is in "
+                                 "every run")
                 pipe[k] = (v, first)
             else:
                 pipe[k] = (v, lab)
@@ -220,7 +222,8 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
             logs.append({**log, "block": f"{log['block']} ({lab})"})
         if run.get("curves"):
             notes.append(f"{lab}: its robust-accuracy curves are not merged (not per image); see its own results")
-    order = lambda key, seen: list(dict.fromkeys(x for run in runs for x in run["meta"].get(key, []) if x in seen))
+    def order(key, seen):   # the runs' own order of their classifiers / defenses, only those in ``seen``
+        return list(dict.fromkeys(x for run in runs for x in run["meta"].get(key, []) if x in seen))
     seen_c = {r.classifier for r in records.values()}
     seen_d = {r.defense for r in records.values()} | {d for (_, d) in pipe}
     return MergedRun(records, pipe, order("classifiers", seen_c), order("defenses", seen_d), checks, logs, notes)

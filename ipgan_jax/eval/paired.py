@@ -86,12 +86,13 @@ def side(run: dict, label: str, defense: str, classifier: str | None = None, blo
     if not recs:
         raise PairedError(f"{label}: {defense!r} on {classifier!r} has no bounded attack in block {block!r}")
     w = worst_case(recs)
-    return Side(label=f"{label}@{defense}", classifier=classifier, defense=defense, attacks=tuple(r.attack for r in recs),
-                robust=w.robust, f_clean=w.f_clean)
+    return Side(label=f"{label}@{defense}", classifier=classifier, defense=defense,
+                attacks=tuple(r.attack for r in recs), robust=w.robust, f_clean=w.f_clean)
 
 
 def compare(run_a: dict, label_a: str, defense_a: str, run_b: dict, label_b: str, defense_b: str,
-            classifier: str | None = None, block: str = "whitebox", num_examples: int | None = None) -> PairedComparison:
+            classifier: str | None = None, block: str = "whitebox",
+            num_examples: int | None = None) -> PairedComparison:
     """A against B on the images both evaluated (the first ``num_examples`` of them, if given)."""
     if num_examples is not None and (isinstance(num_examples, bool) or not isinstance(num_examples, int)
                                      or num_examples < 1):

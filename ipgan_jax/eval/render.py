@@ -36,7 +36,7 @@ from pathlib import Path
 
 from ipgan_jax.errors import UserError
 from ipgan_jax.eval.paper import CLASSIFIER_NAMES, DEFENSE_NAMES, paper_dsr
-from ipgan_jax.eval.resultset import ResultSet, ResultsError
+from ipgan_jax.eval.resultset import ResultsError, ResultSet
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOC_FILES = ("README.md", "docs/*.md")

@@ -91,7 +91,8 @@ def _per_attack_table(ev, block, lines):
         attacks = _attacks(ev, block, bounded)
         if not attacks:
             continue
-        kind = "bounded (Linf)" if bounded else "minimum-norm, unbounded (own rows; median L2 over clean-correct images, failures +inf)"
+        kind = ("bounded (Linf)" if bounded else
+                "minimum-norm, unbounded (own rows; median L2 over clean-correct images, failures +inf)")
         lines.append(f"\n**Per attack, {block} block, {kind}: ACC / ASR of f; DSR and robust accuracy per defense; "
                      "SSIM(x, d(x_adv)) per defense [SSIM(x, x_adv)]**\n")
         extra = " median L2 |" if not bounded else ""
@@ -119,8 +120,8 @@ def _whitebox_table(ev, lines):
     lines.append(f"\n**{BLOCK_TITLES['whitebox']}** ({', '.join(attacks)}; {n} images; clean and adversarial "
                  "accuracy both through the pipeline: ACC = f(d(x)), ASR among those, robust accuracy = right on "
                  "f(d(x)) and on f(d(x_adv)) for every attack; SSIM(x, d(x_adv)) of the worst-case iterate)\n")
-    lines.append("| classifier | defense | ACC f(d(x)) | ASR | rob. acc | " + " | ".join(f"rob. acc {a}" for a in attacks)
-                 + " | SSIM |")
+    lines.append("| classifier | defense | ACC f(d(x)) | ASR | rob. acc | "
+                 + " | ".join(f"rob. acc {a}" for a in attacks) + " | SSIM |")
     lines.append("|---" * (6 + len(attacks)) + "|")
     for c in ev.classifiers:
         for d in ev.defenses:
@@ -146,7 +147,8 @@ def _whitebox_transfer_table(ev, lines):
                  "examples the white-box suite crafted through the column's pipeline (worst case per image over the "
                  "suite; the diagonal is Block 3). A row that is lower off the diagonal than on it is masking its "
                  "own gradient.\n")
-    lines.append("| classifier | judged (row) vs crafted through (column) | " + " | ".join(_dname(s) for s in sources) + " |")
+    lines.append("| classifier | judged (row) vs crafted through (column) | "
+                 + " | ".join(_dname(s) for s in sources) + " |")
     lines.append("|---" * (2 + len(sources)) + "|")
     for c in ev.classifiers:
         for d in ev.defenses:
@@ -179,7 +181,8 @@ def _attack_log_table(ev, lines):
     lines.append("|---" * 8 + "|")
     for (b, c, d, e), r in rows.items():
         broken = ", ".join(f"{a} {v}" for a, v in r["broken"].items())
-        lines.append(f"| {b} | {_cname(c)} | {_dname(d)} | {e:g} | {r['n']} | {r['clean']} | {broken} | {r['robust']} |")
+        lines.append(f"| {b} | {_cname(c)} | {_dname(d)} | {e:g} | {r['n']} | {r['clean']} | {broken} "
+                     f"| {r['robust']} |")
 
 
 def _cw_table(ev, lines):
@@ -203,7 +206,8 @@ def _curve_table(ev, lines):
     cur0 = next(iter(ev.curves.values()))
     eps = cur0["eps"]
     lines.append(f"\n**Robust accuracy (%) vs eps, the white-box suite ({ev.config.eval.whitebox_suite}; step "
-                 f"2.5 eps / steps): oblivious (attack f, then d) / white-box (attack f(d(.))) ({cur0['n']} images)**\n")
+                 "2.5 eps / steps): oblivious (attack f, then d) / white-box (attack f(d(.))) "
+                 f"({cur0['n']} images)**\n")
     lines.append("| classifier | defense | " + " | ".join(f"eps {e:g}" for e in eps) + " |")
     lines.append("|---" * (2 + len(eps)) + "|")
     for (c, d), cur in ev.curves.items():

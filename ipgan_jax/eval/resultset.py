@@ -22,8 +22,15 @@ from typing import Mapping
 import numpy as np
 
 from ipgan_jax.errors import UserError
-from ipgan_jax.eval.records import AttackMetrics, AttackRecord, BlockMetrics, attack_metrics, block_metrics, \
-    record_from_json, unpack_bits
+from ipgan_jax.eval.records import (
+    AttackMetrics,
+    AttackRecord,
+    BlockMetrics,
+    attack_metrics,
+    block_metrics,
+    record_from_json,
+    unpack_bits,
+)
 
 SCHEMAS = ("ipgan-eval/2",)
 
@@ -141,7 +148,8 @@ class ResultSet:
     def defenses(self) -> list:
         """The defenses in the run's order (those with at least one record)."""
         have = {k[3] for k in self.records}
-        return [d for d in self.meta.get("defenses", []) if d in have] + sorted(have - set(self.meta.get("defenses", [])))
+        return ([d for d in self.meta.get("defenses", []) if d in have]
+                + sorted(have - set(self.meta.get("defenses", []))))
 
     def attacks(self, block: str, bounded: bool = True) -> list:
         """The attacks of ``block`` (bounded ones by default), in the run's order."""

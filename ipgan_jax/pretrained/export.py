@@ -22,6 +22,7 @@ def clean_accuracy(config, logits_fn, n: int) -> float:
     """Top-1 accuracy of ``logits_fn`` (images [B,H,W,C] in [0,1] -> logits) on the first ``n`` test images."""
     import jax
     import numpy as np
+
     from ipgan_jax.data.pipeline import config_loader
     loader = config_loader(config, "test", min(n, 500), train=False, num_examples=n)
     fn = jax.jit(lambda x: jax.numpy.argmax(logits_fn(x), -1))
@@ -40,6 +41,7 @@ def _training(segments: list) -> dict:
 def _collect(config, key: str) -> tuple:
     """(tree, fields of the manifest entry) of the workdir model ``key``."""
     import jax
+
     from ipgan_jax.defenses.registry import defense_dir, load_defense, split_tag
     from ipgan_jax.training.checkpoint import Checkpointer, abstract_like, tree_fingerprint
     from ipgan_jax.training.classifier import classifier_dir, load_classifier

@@ -38,7 +38,6 @@ from absl import logging
 from ipgan_jax import files
 from ipgan_jax.errors import UserError
 
-
 MANIFEST = "ipgan_manifest.json"
 MANIFEST_FORMAT = "ipgan-manifest/1"
 

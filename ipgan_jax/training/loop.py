@@ -39,8 +39,7 @@ from absl import logging
 from ipgan_jax import files, provenance
 from ipgan_jax.errors import UserError
 from ipgan_jax.training import parallel
-from ipgan_jax.training.checkpoint import (CheckpointError, Checkpointer, NonFiniteError,
-                                             abstract_like)
+from ipgan_jax.training.checkpoint import Checkpointer, CheckpointError, NonFiniteError, abstract_like
 from ipgan_jax.training.logging import MetricsWriter, progress
 
 

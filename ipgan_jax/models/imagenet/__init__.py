@@ -19,15 +19,13 @@ efficientnet_lite0  TF efficientnet/lite (torch)     224    lite: (255x - 127)/1
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from ipgan_jax.errors import ConfigError
-from ipgan_jax.models.precision import canonical
-
 from ipgan_jax.models.imagenet.efficientnet_lite import EfficientNetLite0
 from ipgan_jax.models.imagenet.inception import InceptionV3
 from ipgan_jax.models.imagenet.resnet import ResNet50
 from ipgan_jax.models.imagenet.vgg import VGG19
+from ipgan_jax.models.precision import canonical
 
 IMAGENET_CLASSIFIERS = {"resnet50": ResNet50, "vgg19": VGG19, "inception_v3": InceptionV3,
                         "efficientnet_lite0": EfficientNetLite0}

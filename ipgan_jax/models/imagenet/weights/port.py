@@ -185,28 +185,28 @@ def read_keras_h5(path) -> tuple:
 def _assign_layers(spec: KerasSpec, layers, source) -> dict:
     """flax module name -> H5Layer."""
     out = {}
-    if all(l.name is not None for l in layers):
+    if all(layer.name is not None for layer in layers):
         auto = {}
-        for l in layers:
-            if l.name in spec.explicit:
-                out[spec.explicit[l.name]] = l
+        for layer in layers:
+            if layer.name in spec.explicit:
+                out[spec.explicit[layer.name]] = layer
                 continue
-            m = _AUTO.match(l.name)
+            m = _AUTO.match(layer.name)
             if not m or m.group(1) not in spec.creation:
-                raise PortError(f"{source}: unexpected layer {l.name!r} (at {l.group}); is this the weight file "
-                                f"of the right model?")
-            auto.setdefault(m.group(1), []).append((int(m.group(2) or 0), l))
+                raise PortError(f"{source}: unexpected layer {layer.name!r} (at {layer.group}); "
+                                "is this the weight file of the right model?")
+            auto.setdefault(m.group(1), []).append((int(m.group(2) or 0), layer))
         for cls, wanted in spec.creation.items():
             got = sorted(auto.get(cls, []), key=lambda t: t[0])
             if len(got) != len(wanted):
                 raise PortError(f"{source}: expected {len(wanted)} auto-named {cls} layers, found {len(got)}")
-            out.update({fl: l for fl, (_, l) in zip(wanted, got)})
+            out.update({fl: layer for fl, (_, layer) in zip(wanted, got)})
     else:  # Keras-3 file without layer names: numbered per class in Keras' model.layers order
         by_cls = {}
-        for l in layers:
-            by_cls.setdefault(l.cls, []).append(l)
+        for layer in layers:
+            by_cls.setdefault(layer.cls, []).append(layer)
         for cls in set(by_cls) | set(spec.model_order):
-            got = sorted(by_cls.get(cls, []), key=lambda l: l.rank)
+            got = sorted(by_cls.get(cls, []), key=lambda layer: layer.rank)
             wanted = spec.model_order.get(cls, [])
             if len(got) != len(wanted):
                 raise PortError(f"{source}: expected {len(wanted)} {cls} layers, found {len(got)}")
@@ -402,11 +402,13 @@ def read_metadata(ckpt_dir, name=None) -> dict:
     meta = ckpt_dir / METADATA_FILE
     if not ckpt_dir.exists():
         raise CheckpointNotFoundError(
-            f"pretrained checkpoint {ckpt_dir} does not exist; create it with `python -m ipgan_jax.models.imagenet.weights.port "
+            f"pretrained checkpoint {ckpt_dir} does not exist; create it with "
+            "`python -m ipgan_jax.models.imagenet.weights.port "
             f"--model {name or 'MODEL'} --weights FILE --out {ckpt_dir}` (see its --help for which file to "
             "download)")
     if not meta.exists():
-        raise PortError(f"{meta} is missing: {ckpt_dir} was not written by `python -m ipgan_jax.models.imagenet.weights.port`")
+        raise PortError(f"{meta} is missing: {ckpt_dir} was not written by "
+                        "`python -m ipgan_jax.models.imagenet.weights.port`")
     try:
         info = json.loads(meta.read_text())
     except (OSError, ValueError) as e:
