@@ -96,7 +96,8 @@ def test_whitebox_suite_bpda_and_square_see_through_a_zero_gradient_defense(mask
     assert list(logs[0]["broken"]) == ["apgd-ce", "apgd-t", "square"]
     from ipgan_jax.eval.report import markdown
     table = markdown(ev)
-    assert "**AutoAttack log**" in table and "| whitebox | LeNet | none_aa |" in table.split("**AutoAttack log**")[1], table
+    assert "**AutoAttack log**" in table, table
+    assert "| whitebox | LeNet | none_aa |" in table.split("**AutoAttack log**")[1], table
 
 
 @pytest.mark.parametrize("cross", [True, False])
@@ -130,7 +131,7 @@ def test_whitebox_transfer_between_pipelines_flags_a_masked_pipeline(trained_tin
     table = markdown(ev)
     assert "**White-box transfer between pipelines**" in table, table
     section = table.split("**White-box transfer between pipelines**")[1]
-    row = next(l for l in section.splitlines() if l.startswith("| LeNet | sg |"))
+    row = next(line for line in section.splitlines() if line.startswith("| LeNet | sg |"))
     via_none, own = (float(v) / 100 for v in row.strip("| ").split(" | ")[2:])   # columns: none, sg
     assert via_none == pytest.approx(check.values["white-box via none"], abs=1e-4), row
     assert own == pytest.approx(check.values["whitebox"], abs=1e-4), row
@@ -175,7 +176,7 @@ def test_attack_views_run_every_member_per_view_and_the_block_takes_the_worst_ca
     ``<member>~straight_through``; the straight-through view breaks what the exact one cannot, and the
     block's worst case per image takes it. A view the defense lacks is a clear error."""
     import numpy as np
-    from ipgan_jax.eval.evaluate import WhiteboxBlock
+
     from ipgan_jax.eval.records import block_metrics
     from ipgan_jax.testing.masked_defenses import stop_gradient
     ev = masked_eval
@@ -201,3 +202,26 @@ def test_attack_views_run_every_member_per_view_and_the_block_takes_the_worst_ca
         ev.run_suite("whitebox", "lenet", ["no_views"], "no_views", through=True)
     for d in ("viewed", "no_views"):
         ev.defenses.remove(d)
+
+
+def test_learned_binariser_views_break_what_the_exact_gradient_cannot(masked_eval):
+    """IP-GAN's fusion with a binarising 'generator' (masked_defenses.learned_binariser) through the
+    white-box block with every attack view: the exact gradient is stuck, the views that pass the
+    saturated tanh and clip (straight_through, hybrid, smooth) break far more, and the block's worst case
+    per image takes them. (The parametrised test above shows the bpda check failing on it.)"""
+    import numpy as np
+
+    from ipgan_jax.eval.records import block_metrics
+    from ipgan_jax.testing.masked_defenses import learned_binariser
+    ev = masked_eval
+    with ev.config.unlocked():
+        ev.config.eval.whitebox_per_defense["lb_views"] = dict(views="exact,straight_through,hybrid,smooth",
+                                                               suite="pgd_ce")
+    ev.add_defense("lenet", "lb_views", learned_binariser)
+    ev.run_clean()
+    recs = ev.run_suite("whitebox", "lenet", ["lb_views"], "lb_views", through=True)["lb_views"]
+    acc = {r.attack: float(np.mean(r.robust)) for r in recs}
+    assert list(acc) == ["pgd_ce", "pgd_ce~straight_through", "pgd_ce~hybrid", "pgd_ce~smooth"]
+    for view in ("straight_through", "hybrid", "smooth"):
+        assert acc[f"pgd_ce~{view}"] <= acc["pgd_ce"] - 0.2, acc
+    assert block_metrics(recs).robust_acc <= min(acc.values()), acc

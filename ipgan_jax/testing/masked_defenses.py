@@ -106,6 +106,31 @@ def _tg_bwd(x, g):
 trapping_gradient.defvjp(lambda x: (x, x), _tg_bwd)
 
 
+LEARNED_BINARISER_SCALE = 50.0    # raw = scale * (x - 0.5): tanh and the clip saturate beyond |x - 0.5| ~ 0.05
+
+
+def _binariser_raw(x):
+    return LEARNED_BINARISER_SCALE * (x - 0.5)
+
+
+def learned_binariser(x):
+    """IP-GAN's real fusion, clip(x + 0.5 tanh(raw)), with a 'generator' that learned to binarise:
+    raw = 50 (x - 0.5). The output is ~{0, 1} and the exact gradient vanishes wherever tanh or the clip
+    saturates (all but the pixels near 0.5), which is how a trained G could mask. It carries the fusion's
+    attack views (``learned_binariser.view(name)``, :data:`ipgan_jax.models.fusion.FUSION_VIEWS`), as
+    the real IP-GAN pipelines do."""
+    from ipgan_jax.models.fusion import fuse
+    return fuse(x, _binariser_raw(x), 0.5)
+
+
+def _binariser_view(name):
+    from ipgan_jax.models.fusion import FUSION_VIEWS
+    return lambda x: FUSION_VIEWS[name](x, _binariser_raw(x), 0.5)
+
+
+learned_binariser.view = _binariser_view
+
+
 # mock -> (function, the checks (eval.checks.CHECKS) that must flag it)
 MASKED = {
     "stop_gradient": (stop_gradient, ("gradient", "bpda")),
@@ -117,4 +142,5 @@ MASKED = {
     "noisy_gradient": (noisy_gradient, ("transfer_vs_whitebox",)),
     "half_masked": (half_masked, ("blackbox_vs_whitebox",)),
     "trapping_gradient": (trapping_gradient, ("steps", "bpda")),
+    "learned_binariser": (learned_binariser, ("bpda",)),
 }
