@@ -6,6 +6,8 @@ LeNet's clean accuracy roughly as is; what differs is the gradient an attacker g
 import jax
 import jax.numpy as jnp
 
+from ipgan_jax.models.fusion import FUSION_VIEWS
+
 
 def _hash_key(x):
     """A key from each batch's 8-bit content (pure: the same input gives the same noise)."""
@@ -109,26 +111,16 @@ trapping_gradient.defvjp(lambda x: (x, x), _tg_bwd)
 LEARNED_BINARISER_SCALE = 50.0    # raw = scale * (x - 0.5): tanh and the clip saturate beyond |x - 0.5| ~ 0.05
 
 
-def _binariser_raw(x):
-    return LEARNED_BINARISER_SCALE * (x - 0.5)
-
-
-def learned_binariser(x):
+def learned_binariser(x, view: str = "exact"):
     """IP-GAN's real fusion, clip(x + 0.5 tanh(raw)), with a 'generator' that learned to binarise:
     raw = 50 (x - 0.5). The output is ~{0, 1} and the exact gradient vanishes wherever tanh or the clip
-    saturates (all but the pixels near 0.5), which is how a trained G could mask. It carries the fusion's
-    attack views (``learned_binariser.view(name)``, :data:`ipgan_jax.models.fusion.FUSION_VIEWS`), as
-    the real IP-GAN pipelines do."""
-    from ipgan_jax.models.fusion import fuse
-    return fuse(x, _binariser_raw(x), 0.5)
+    saturates (all but the pixels near 0.5), which is how a trained G could mask. ``view`` picks the
+    fusion's backward pass (:data:`ipgan_jax.models.fusion.FUSION_VIEWS`), and ``learned_binariser.view(name)``
+    offers them to the evaluator as the real IP-GAN pipelines do."""
+    return FUSION_VIEWS[view](x, LEARNED_BINARISER_SCALE * (x - 0.5), 0.5)
 
 
-def _binariser_view(name):
-    from ipgan_jax.models.fusion import FUSION_VIEWS
-    return lambda x: FUSION_VIEWS[name](x, _binariser_raw(x), 0.5)
-
-
-learned_binariser.view = _binariser_view
+learned_binariser.view = lambda name: (lambda x: learned_binariser(x, name))
 
 
 # mock -> (function, the checks (eval.checks.CHECKS) that must flag it)
