@@ -82,7 +82,7 @@ def bench_attacks(args) -> None:
     key = jax.random.PRNGKey(1)
     for cfg in ({"name": "fgsm", "eps": 0.3}, {"name": "pgd", "eps": 0.3, "steps": 40}):
         wrapped = registry.make_attack(cfg, dataset="mnist")
-        attack = registry._lookup(cfg["name"])
+        attack = registry.ATTACKS[cfg["name"]]
         bare_fn = functools.partial(getattr(attack, "__wrapped__", attack), **wrapped.params)   # no contract
         jit_wrapped = jax.jit(lambda x, y, k, a=wrapped: a(logits_fn, x, y, k))
         jit_bare = jax.jit(lambda x, y, k, f=bare_fn: f(logits_fn, x, y, key=k))

@@ -45,12 +45,15 @@ NaN pixels and scalar values only when concrete (skipped for tracers). An empty 
 an empty result without calling the model. ``bpda`` checks that ``backward`` has fn's output
 shape; ``eot`` refuses a model that takes no key (deterministic).
 """
-from ipgan_jax.attacks import losses, transforms
+from ipgan_jax.attacks import core, losses, transforms
 from ipgan_jax.attacks.apgd import apgd, apgd_targeted
 from ipgan_jax.attacks.autoattack import autoattack
 from ipgan_jax.attacks.core import (
+    NORMS,
     AttackInfo,
     clip_box,
+    default_step_size,
+    expand_per_example,
     get_init,
     get_projection,
     l1_norm,
@@ -81,6 +84,7 @@ __all__ = [
     "autoattack",
     "AttackInfo", "transforms", "bpda", "eot", "randomized", "is_randomized", "fix_key", "call_model",
     "losses", "cross_entropy", "margin", "dlr", "dlr_targeted", "objective", "is_adversarial",
+    "core", "NORMS", "default_step_size", "expand_per_example",
     "projected_gradient_attack", "steepest_descent", "momentum_steepest_descent", "normalize",
     "project_linf", "project_l2", "linf_bounds", "clip_box", "get_projection",
     "zero_init", "uniform_linf_init", "uniform_l2_init", "get_init",

@@ -63,10 +63,10 @@ def checkpoints(steps: int):
 def _init(key, x, eps, norm):
     if norm == "linf":
         u = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
-        u = u / core._expand(core.linf_norm(u) + 1e-12, u)
+        u = u / core.expand_per_example(core.linf_norm(u) + 1e-12, u)
         return core.project_linf(x + eps * u, x, eps)
     u = jax.random.normal(key, x.shape, x.dtype)
-    u = u / core._expand(core.l2_norm(u) + 1e-12, u)
+    u = u / core.expand_per_example(core.l2_norm(u) + 1e-12, u)
     return core.project_l2(x + eps * u, x, eps)
 
 
@@ -112,7 +112,7 @@ def apgd_run(logits_fn, x, *, key, eps, norm, steps, value_fn, grad_fn, success_
         return jnp.mean(vals, 0), succ[0], jnp.mean(grads, 0)
 
     def direction(g):
-        return core.normalize(g, norm) if norm == "linf" else g / core._expand(core.l2_norm(g) + 1e-12, g)
+        return core.normalize(g, norm) if norm == "linf" else g / core.expand_per_example(core.l2_norm(g) + 1e-12, g)
 
     x0 = _init(jax.random.fold_in(key, run_index), x, eps, norm)
     v0, s0, g0 = evaluate(x0, 0)
@@ -125,15 +125,15 @@ def apgd_run(logits_fn, x, *, key, eps, norm, steps, value_fn, grad_fn, success_
         st, hist = carry
         a = jnp.where(i > 0, 0.75, 1.0).astype(x.dtype)
         momentum = st.x - st.x_old
-        z = project(st.x + core._expand(st.step, x).astype(x.dtype) * direction(st.grad), x, eps)
+        z = project(st.x + core.expand_per_example(st.step, x).astype(x.dtype) * direction(st.grad), x, eps)
         xn = project(st.x + a * (z - st.x) + (1 - a) * momentum, x, eps)
         v, succ, g = evaluate(xn, i + 1)
-        x_adv = jnp.where(core._expand(succ, x), xn, st.x_adv)
+        x_adv = jnp.where(core.expand_per_example(succ, x), xn, st.x_adv)
         success = st.success | succ
         n_inc = st.n_increase + (v > st.loss_prev).astype(jnp.int32)
         better = v > st.loss_best
-        x_best = jnp.where(core._expand(better, x), xn, st.x_best)
-        grad_best = jnp.where(core._expand(better, x), g, st.grad_best)
+        x_best = jnp.where(core.expand_per_example(better, x), xn, st.x_best)
+        grad_best = jnp.where(core.expand_per_example(better, x), g, st.grad_best)
         loss_best = jnp.where(better, v, st.loss_best)
         # checkpoint: halve the step where progress stalled and restart from the best point
         check = is_check[i]
@@ -141,8 +141,8 @@ def apgd_run(logits_fn, x, *, key, eps, norm, steps, value_fn, grad_fn, success_
         cond2 = ~st.reduced & (st.best_at_check >= loss_best)
         reduce = check & (cond1 | cond2)
         step = jnp.where(reduce, st.step / 2, st.step)
-        x_next = jnp.where(core._expand(reduce, x), x_best, xn)
-        g_next = jnp.where(core._expand(reduce, x), grad_best, g)
+        x_next = jnp.where(core.expand_per_example(reduce, x), x_best, xn)
+        g_next = jnp.where(core.expand_per_example(reduce, x), grad_best, g)
         reduced = jnp.where(check, reduce, st.reduced)
         best_at_check = jnp.where(check, loss_best, st.best_at_check)
         n_inc = jnp.where(check, 0, n_inc)
@@ -155,7 +155,7 @@ def apgd_run(logits_fn, x, *, key, eps, norm, steps, value_fn, grad_fn, success_
     if history:
         hist = tuple(jnp.zeros((int(steps) + 1, b), v0.dtype).at[0].set(v_) for v_ in (v0, step0.astype(v0.dtype), v0))
     st, hist = jax.lax.fori_loop(0, int(steps), body, (st, hist))
-    x_out = jnp.where(core._expand(st.success, x), st.x_adv, st.x_best)
+    x_out = jnp.where(core.expand_per_example(st.success, x), st.x_adv, st.x_best)
     if history:
         return x_out, st.success, st.loss_best, hist
     return x_out, st.success, st.loss_best

@@ -38,8 +38,17 @@ def _feature_axes(x):
     return tuple(range(1, x.ndim))
 
 
-def _expand(v, x):
-    """Per-example [B] -> broadcastable against x [B, ...]."""
+def expand_per_example(v, x):
+    """Reshapes a per-example value so that it broadcasts against a batch.
+
+    Args:
+      v: a per-example array [B] (a norm, a step size, a mask, ...).
+      x: the batch it applies to, [B, ...] (e.g. NHWC images [B, H, W, C]).
+
+    Returns:
+      ``v`` as [B, 1, ..., 1], with ``x.ndim`` axes: ``x * expand_per_example(s, x)`` scales each
+      example by its own ``s``, ``jnp.where(expand_per_example(mask, x), a, b)`` picks per example.
+    """
     return v.reshape(v.shape + (1,) * (x.ndim - 1))
 
 
@@ -77,7 +86,7 @@ def normalize(g, norm: str):
     """
     if check_norm(norm) == "linf":
         return jnp.sign(g)
-    return g * _expand(1.0 / jnp.maximum(l2_norm(g), 1e-12), g)
+    return g * expand_per_example(1.0 / jnp.maximum(l2_norm(g), 1e-12), g)
 
 
 # ----------------------------------------------------------------------------- projections
@@ -117,7 +126,7 @@ def project_l2(x, x0, eps, box=BOX):
     """
     d = x - x0
     factor = jnp.minimum(1.0, eps / jnp.maximum(l2_norm(d), 1e-12)).astype(x.dtype)
-    return clip_box(x0 + d * _expand(factor, d), box)
+    return clip_box(x0 + d * expand_per_example(factor, d), box)
 
 
 def get_projection(norm: str) -> Callable:
@@ -146,7 +155,7 @@ def uniform_l2_init(key, x0, eps, box=BOX):
     for s in x0.shape[1:]:
         n *= s
     r = eps * jax.random.uniform(krad, (x0.shape[0],), x0.dtype) ** (1.0 / n)
-    d = z * _expand(r / jnp.maximum(l2_norm(z), 1e-12), z)
+    d = z * expand_per_example(r / jnp.maximum(l2_norm(z), 1e-12), z)
     return project_l2(x0 + d, x0, eps, box)
 
 
@@ -203,7 +212,7 @@ def momentum_steepest_descent(step_size, decay: float = 1.0, norm: str = "linf")
     def update_fn(updates, state, params=None):
         del params
         v = jax.tree_util.tree_map(
-            lambda v, g: decay * v + g * _expand(1.0 / jnp.maximum(l1_norm(g), 1e-12), g),
+            lambda v, g: decay * v + g * expand_per_example(1.0 / jnp.maximum(l1_norm(g), 1e-12), g),
             state.velocity, updates)
         return jax.tree_util.tree_map(lambda v: -step_size * normalize(v, norm), v), MomentumState(v)
 
@@ -229,7 +238,7 @@ def update_best(best: Best, x, objective, success) -> Best:
     the same success status and the candidate's objective is strictly higher."""
     objective = objective.astype(best.objective.dtype)
     better = (success & ~best.success) | ((success == best.success) & (objective > best.objective))
-    return Best(jnp.where(_expand(better, x), x, best.x),
+    return Best(jnp.where(expand_per_example(better, x), x, best.x),
                 jnp.where(better, objective, best.objective),
                 jnp.where(better, success, best.success))
 

@@ -98,7 +98,7 @@ def cw_l2(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.
         adv = losses.is_adversarial(logits, y, targeted, confidence) & s.active
         norm = jnp.sum(jnp.square(xa - x), axis=tuple(range(1, x.ndim)))
         new_best = adv & (norm < s.best_norm)
-        best_x = jnp.where(core._expand(new_best, x), xa, s.best_x)
+        best_x = jnp.where(core.expand_per_example(new_best, x), xa, s.best_x)
         best_norm = jnp.where(new_best, norm, s.best_norm)
         found = s.found | adv
         active, prev = s.active, s.prev_loss
@@ -108,7 +108,7 @@ def cw_l2(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.
             active = jnp.where(check, active & ~stalled, active)
             prev = jnp.where(check, per_ex, prev)
         updates, opt_state = opt.update(g, s.opt_state, s.delta)
-        delta = jnp.where(core._expand(active, x), s.delta + updates.astype(dt), s.delta)
+        delta = jnp.where(core.expand_per_example(active, x), s.delta + updates.astype(dt), s.delta)
         return _Inner(s.step + 1, delta, opt_state, active, prev, found, best_x, best_norm)
 
     def outer_body(i, o: _Outer):
@@ -128,7 +128,7 @@ def cw_l2(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.
     o0 = _Outer(jnp.full((b,), initial_const, dt), jnp.zeros((b,), dt), jnp.full((b,), jnp.inf, dt),
                 x, jnp.full((b,), jnp.inf, dt))
     o = jax.lax.fori_loop(0, bss, outer_body, o0)
-    x_adv = jnp.where(core._expand(jnp.isfinite(o.best_norm), x), o.best_x, x)
+    x_adv = jnp.where(core.expand_per_example(jnp.isfinite(o.best_norm), x), o.best_x, x)
     if eps is not None:
         x_adv = core.project_l2(x_adv, x, eps)
     return x_adv.astype(out_dtype)

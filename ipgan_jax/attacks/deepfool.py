@@ -49,7 +49,7 @@ def deepfool(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[j
         fixed_cand = jnp.concatenate([y[:, None], others], axis=1)          # [B, c]
 
     def rowwise(v):
-        return core._expand(v, x)
+        return core.expand_per_example(v, x)
 
     def body(carry):
         i, xc, p_total, _ = carry

@@ -120,7 +120,7 @@ def _l2_init(key, x, eps):
     flips = jax.random.bernoulli(kt, 0.5, (n, b))
     chosen = jnp.where(flips[:, :, None, None, None], pats[1][:, None], pats[0][:, None])  # [n, B, H, W, 1]
     delta = jnp.sum(chosen * signs, axis=0)
-    delta = delta / core._expand(core.l2_norm(delta) + 1e-12, delta)
+    delta = delta / core.expand_per_example(core.l2_norm(delta) + 1e-12, delta)
     return core.project_l2(x + eps * delta.astype(x.dtype), x, eps)
 
 
@@ -172,7 +172,7 @@ def _search(logits_fn, key, targeted, eps, norm, n_queries, p_init, rescale_sche
 
         def redraw(carry):     # the reference code redraws the signs of such a window instead of spending a query
             t, xn = carry
-            return t + 1, jnp.where(core._expand(unchanged(xn), x), draw(jax.random.fold_in(ks, t + 1)), xn)
+            return t + 1, jnp.where(core.expand_per_example(unchanged(xn), x), draw(jax.random.fold_in(ks, t + 1)), xn)
 
         _, xn = jax.lax.while_loop(lambda c_: (c_[0] < MAX_REDRAWS) & jnp.any(unchanged(c_[1])), redraw,
                                    (jnp.zeros((), jnp.int32), draw(ks)))
@@ -186,7 +186,7 @@ def _search(logits_fn, key, targeted, eps, norm, n_queries, p_init, rescale_sche
         m2, _, _ = _window(k2, b, h, w, s)
         ax = (1, 2)
         nw1 = jnp.sqrt(jnp.sum(jnp.where(m1, delta, 0.0) ** 2, ax, keepdims=True))
-        n_img = core._expand(core.l2_norm(delta), delta)
+        n_img = core.expand_per_example(core.l2_norm(delta), delta)
         nwin = jnp.sqrt(jnp.sum(jnp.where(m1 | m2, delta, 0.0) ** 2, ax, keepdims=True))
         sign = jax.random.rademacher(ks, (b, 1, 1, c), jnp.float32)
         new = eta_pattern(s, vh, vw, h, w, jax.random.bernoulli(kt, 0.5, (b,))) * sign
@@ -196,7 +196,7 @@ def _search(logits_fn, key, targeted, eps, norm, n_queries, p_init, rescale_sche
         new = new / (1e-12 + new_norm) * budget
         delta = jnp.where(m2, 0.0, delta)
         delta = jnp.where(m1, new, delta)
-        delta = delta / core._expand(core.l2_norm(delta) + 1e-12, delta)
+        delta = delta / core.expand_per_example(core.l2_norm(delta) + 1e-12, delta)
         return core.project_l2(x + (eps * delta).astype(x.dtype), x, eps)
 
     candidate = candidate_linf if norm == "linf" else candidate_l2
@@ -212,7 +212,7 @@ def _search(logits_fn, key, targeted, eps, norm, n_queries, p_init, rescale_sche
             active = ~st.success
             accept = active & ((o > st.obj_best) | succ)
             return _State(st.i + 1,
-                          jnp.where(core._expand(accept, x), xn, st.x_best),
+                          jnp.where(core.expand_per_example(accept, x), xn, st.x_best),
                           jnp.where(accept, o, st.obj_best),
                           st.success | (active & succ),
                           st.queries + active.astype(jnp.int32))
@@ -248,7 +248,7 @@ def _better(best: _State, st: _State) -> _State:
     """Per example: keep ``best`` if it is adversarial, else take ``st`` if it is or has a higher objective;
     queries add up."""
     take = ~best.success & (st.success | (st.obj_best > best.obj_best))
-    return _State(st.i, jnp.where(core._expand(take, st.x_best), st.x_best, best.x_best),
+    return _State(st.i, jnp.where(core.expand_per_example(take, st.x_best), st.x_best, best.x_best),
                   jnp.where(take, st.obj_best, best.obj_best), best.success | st.success, best.queries + st.queries)
 
 

@@ -40,6 +40,13 @@ import numpy as np
 from ipgan_jax import files
 from ipgan_jax.errors import UserError
 
+# :mod:`.export` (``add``) and the command line import the trainers, which import this module: not re-exported
+__all__ = [
+    "FORMAT", "MANIFEST", "REPO_ROOT", "SIZE_BUDGET", "KINDS", "README_MARKERS", "PretrainedError",
+    "root", "key_of", "read_manifest", "write_manifest", "entry", "verify_entry", "verify",
+    "num_params", "to_bytes", "from_bytes", "load", "markdown_table", "readme_with_table", "source_record",
+]
+
 FORMAT = "ipgan-pretrained/1"
 MANIFEST = "MANIFEST.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]
