@@ -14,6 +14,10 @@ and > 0; iteration / query / restart counts static positive Python ints.
 :func:`attack_contract` applies all of it at the entry of every public attack (one decorator,
 one rule table :data:`PARAM_RULES` keyed by keyword name), and :func:`check_attack_params` the
 same parameter rules to a config (``make_attack`` at build time).
+
+The checks are plain comparisons rather than chex asserts (``chex.assert_rank`` / ``assert_shape`` /
+``assert_type``): chex words every failure ``[Chex] <its check> [custom message]``, so a message could
+neither start with the attack's name nor lead with its hint.
 """
 from __future__ import annotations
 
