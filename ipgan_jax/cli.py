@@ -75,18 +75,16 @@ def check_config(config) -> None:
     if config.stage not in STAGES:
         raise ConfigError(f"config.stage={config.stage!r}: choose one of {STAGES}")
     for sect in ("train", "classifier_train"):
-        if sect in config and config[sect].batch_size <= 0:
+        if config[sect].batch_size <= 0:
             raise ConfigError(f"config.{sect}.batch_size must be positive, got {config[sect].batch_size}")
-    if "defense" in config:
-        from ipgan_jax.defenses.registry import trained_method
-        trained_method(config.defense)
+    from ipgan_jax.defenses.registry import trained_method
+    trained_method(config.defense)
     bad = list(_nonfinite_fields(config))
     if bad:
         raise ConfigError(f"{', '.join(bad)}: config values must be finite numbers")
-    if "eval" in config:
-        curve = [float(e) for e in config.eval.get("eps_curve", ())]
-        if any(not (math.isfinite(e) and e >= 0) for e in curve):
-            raise ConfigError(f"config.eval.eps_curve={tuple(curve)}: every eps must be finite and >= 0 (pixel units)")
+    curve = [float(e) for e in config.eval.eps_curve]
+    if any(not (math.isfinite(e) and e >= 0) for e in curve):
+        raise ConfigError(f"config.eval.eps_curve={tuple(curve)}: every eps must be finite and >= 0 (pixel units)")
 
 
 def _from_config_override(exc: BaseException) -> bool:

@@ -341,9 +341,9 @@ def config_loader(config, split: str, global_batch_size: int, *, train: bool,
                   num_examples: Optional[int] = None) -> Loader:
     """make_loader with the dataset, folders, image size, seed and validation_size of ``config``."""
     return make_loader(config.dataset, split, global_batch_size, seed=config.seed, train=train,
-                       image_size=config.get("image_size"), num_examples=num_examples,
-                       data_dir=config.get("data_dir"), manual_dir=config.get("manual_dir"),
-                       validation_size=config.get("validation_size", 0) if split != "test" else 0)
+                       image_size=config.image_size, num_examples=num_examples,
+                       data_dir=config.data_dir, manual_dir=config.manual_dir,
+                       validation_size=config.validation_size if split != "test" else 0)
 
 
 def dataset_family(name: str) -> str:

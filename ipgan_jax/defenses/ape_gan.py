@@ -9,8 +9,9 @@ logit (the sigmoid lives in the BCE loss, numerically stable).
 Losses: D: ``BCE(D(x), 1) + BCE(D(G(x_adv)), 0)``; G: ``l_pix*MSE(G(x_adv), x) +
 l_adv*BCE(D(G(x_adv)), 1)`` with (0.7, 0.3). Adam 2e-4, beta1 0.5. One ``train_step`` = one D
 update followed by TWO G updates (as the original), all on the same batch. x_adv is FGSM
-(eps 0.15 on MNIST; ``config.ape_gan.train_attacks``) against the frozen target f, made inside
-the jitted step; a ``clean_fraction`` of the batch may stay clean (0 = the paper).
+(eps 0.15 on MNIST; ``config.ape_gan.train_attacks``, or ``config.train_attacks`` when that is empty)
+against the frozen target f, made inside the jitted step; a ``clean_fraction`` of the batch may stay
+clean (0 = the paper).
 
 BatchNorm: the running averages are part of the state and are exported with the weights:
 ``defense_params = {'params': ..., 'batch_stats': ...}``; ``defend`` uses the running averages
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from ipgan_jax.defenses import losses
-from ipgan_jax.defenses.base import DefenseTrainer, attack_config
+from ipgan_jax.defenses.base import DefenseTrainer
 from ipgan_jax.defenses.training_attacks import make_training_attack
 from ipgan_jax.models.fast_conv import ConvTranspose
 
@@ -80,9 +81,8 @@ class APEGANTrainer(DefenseTrainer):
         self.discriminator = APEDiscriminator(cfg.disc_width)
         self.g_tx = optax.adam(cfg.lr_g, b1=cfg.b1, b2=cfg.b2)
         self.d_tx = optax.adam(cfg.lr_d, b1=cfg.b1, b2=cfg.b2)
-        specs = cfg.get("train_attacks") or config.train_attacks
-        self.make_adversarial = make_training_attack(attack_config(config, specs), self.target_logits,
-                                                     clean_fraction=cfg.clean_fraction)
+        self.make_adversarial = make_training_attack(cfg.train_attacks or config.train_attacks, self.target_logits,
+                                                     dataset=config.dataset, clean_fraction=cfg.clean_fraction)
 
     # -- test time ---------------------------------------------------------------------
     def defend(self, params, x):

@@ -21,15 +21,9 @@ from __future__ import annotations
 import abc
 
 import jax
-import ml_collections
 
 from ipgan_jax.images import amplify
 from ipgan_jax.models import precision
-
-
-def attack_config(config, specs):
-    """A minimal config for ``make_training_attack`` with its own attack list ``specs``."""
-    return ml_collections.ConfigDict({"train_attacks": [dict(s) for s in specs], "dataset": config.dataset})
 
 
 class DefenseTrainer(abc.ABC):
@@ -75,8 +69,7 @@ class DefenseTrainer(abc.ABC):
 
     def num_steps(self) -> int:
         """``config.<name>.num_steps`` when > 0, else the shared ``config.train.num_steps``."""
-        section = self.config.get(self.name)
-        own = int(section.get("num_steps", 0) or 0) if hasattr(section, "get") else 0
+        own = int(self.config[self.name].num_steps)
         return own if own > 0 else int(self.config.train.num_steps)
 
     def monitor_metrics(self, params, x, y, key) -> dict:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from ipgan_jax.defenses import losses
-from ipgan_jax.defenses.base import DefenseTrainer, attack_config
+from ipgan_jax.defenses.base import DefenseTrainer
 from ipgan_jax.defenses.training_attacks import make_training_attack
 from ipgan_jax.models.fast_conv import Conv
 
@@ -62,9 +62,8 @@ class DAETrainer(DefenseTrainer):
         self.tx = optax.adam(cfg.lr)
         self.make_adversarial = None
         if cfg.adv_fraction > 0:
-            specs = cfg.get("train_attacks") or config.train_attacks
-            self.make_adversarial = make_training_attack(
-                attack_config(config, specs), self.target_logits, clean_fraction=1.0 - cfg.adv_fraction)
+            self.make_adversarial = make_training_attack(config.train_attacks, self.target_logits,
+                                                         dataset=config.dataset, clean_fraction=1.0 - cfg.adv_fraction)
 
     def defend(self, params, x):
         """x [B,H,W,C] in [0,1] -> AE(x) in [0,1]."""

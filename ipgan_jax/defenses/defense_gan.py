@@ -167,8 +167,8 @@ class DefenseGANTrainer(DefenseTrainer):
     def search_settings(self):
         """(L, R) used by ``defend``: eval_steps / eval_restarts when > 0, else rec_steps / rec_restarts."""
         cfg = self.cfg
-        steps = int(cfg.get("eval_steps", 0) or 0) or int(cfg.rec_steps)
-        restarts = int(cfg.get("eval_restarts", 0) or 0) or int(cfg.rec_restarts)
+        steps = int(cfg.eval_steps) or int(cfg.rec_steps)
+        restarts = int(cfg.eval_restarts) or int(cfg.rec_restarts)
         return steps, restarts
 
     def initial_z(self, x, restarts: int, key=None):

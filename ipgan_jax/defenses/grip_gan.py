@@ -47,9 +47,8 @@ class GRIPGANTrainer(IPGANTrainer):
 
     def __init__(self, config, target_module, target_variables):
         super().__init__(config, target_module, target_variables)   # reads method_config(config)
-        own = config.grip_gan if "grip_gan" in config else {}
-        self.input_noise = float(own.get("input_noise", 0.0))
-        self.l_margin, self.margin = float(own.get("l_margin", 0.0)), float(own.get("margin", 0.0))
+        own = config.grip_gan
+        self.input_noise, self.l_margin, self.margin = float(own.input_noise), float(own.l_margin), float(own.margin)
         self.make_adversarial = self.clean_inputs
 
     def clean_inputs(self, x, y, rng):

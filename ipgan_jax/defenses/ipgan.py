@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ipgan_jax.config_lists import parse_names
 from ipgan_jax.defenses import losses
 from ipgan_jax.defenses.base import DefenseTrainer
 from ipgan_jax.defenses.training_attacks import make_training_attack
@@ -44,18 +45,18 @@ def lr_scale(cfg, step):
     Applied to Adam's updates, not through an optax schedule: Adam's update is linear in its
     learning rate, so scaling the update is exactly a scaled lr, and the optimizer state keeps
     its structure, so a run started without a decay resumes with one."""
-    raw = cfg.get("lr_decay_steps") or ()
+    raw = cfg.lr_decay_steps or ()
     raw = (raw,) if isinstance(raw, (str, int, float)) else raw
     try:
         bounds = sorted(int(b) for b in raw if float(b) == int(b))
         if len(bounds) != len(raw):
             raise ValueError
     except (TypeError, ValueError):
-        raise ConfigError(f"config.ipgan.lr_decay_steps={cfg.get('lr_decay_steps')!r} must be a tuple of step numbers, "
+        raise ConfigError(f"config.ipgan.lr_decay_steps={cfg.lr_decay_steps!r} must be a tuple of step numbers, "
                           "e.g. \"--config.ipgan.lr_decay_steps=(3000,)\"") from None
     if any(b < 1 for b in bounds):
         raise ConfigError(f"config.ipgan.lr_decay_steps={tuple(bounds)} must be positive step numbers")
-    factor = float(cfg.get("lr_decay_factor", 0.1))
+    factor = float(cfg.lr_decay_factor)
     if not 0.0 < factor <= 1.0:
         raise ConfigError(f"config.ipgan.lr_decay_factor={factor} must be in (0, 1]")
     if not bounds:
@@ -68,7 +69,7 @@ def with_ipgan_overrides(config, section: str, own_fields):
     IP-GAN variant's own section), except the variant's ``own_fields``. An unknown field is a
     ValueError naming both lists."""
     merged = config.copy_and_resolve_references()
-    over = config[section].to_dict() if section in config else {}
+    over = config[section].to_dict()
     unknown = sorted(k for k in over if k not in own_fields and k not in merged.ipgan)
     if unknown:
         raise ConfigError(f"config.{section} has unknown field(s) {unknown}; it takes {sorted(own_fields)} "
@@ -93,9 +94,9 @@ def attack_source_names(cfg, target: str) -> list[str]:
     Raises:
         ConfigError: 'target' is missing, or the target is listed under its own name.
     """
-    names = [n.strip() for n in str(cfg.get("attack_sources", "target")).split(",") if n.strip()]
+    names = list(parse_names(cfg.attack_sources))
     if "target" not in names:
-        raise ConfigError(f"config.ipgan.attack_sources={cfg.get('attack_sources')!r} must include 'target'")
+        raise ConfigError(f"config.ipgan.attack_sources={cfg.attack_sources!r} must include 'target'")
     if target in names:
         raise ConfigError(f"attack source {target!r} is the target itself: write 'target'")
     return names
@@ -130,7 +131,8 @@ class IPGANTrainer(DefenseTrainer):
         self.discriminator = get_discriminator(cfg.discriminator, cfg.disc_width, dtype=self.dtype)
         self.g_tx, self.d_tx = adam(cfg, cfg.lr_g), adam(cfg, cfg.lr_d)
         lr_scale(cfg, 0)   # bad lr_decay_* values fail here, before any data is read
-        self.make_adversarial = make_training_attack(config, self.attack_source_logits())
+        self.make_adversarial = make_training_attack(config.train_attacks, self.attack_source_logits(),
+                                                     dataset=config.dataset, clean_fraction=cfg.clean_fraction)
 
     def attack_source_logits(self):
         """Frozen logits fns of ``config.ipgan.attack_sources``, in order (:func:`attack_source_names`):

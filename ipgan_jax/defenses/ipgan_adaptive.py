@@ -78,15 +78,14 @@ class AdaptiveIPGANTrainer(IPGANTrainer):
 
     def __init__(self, config, target_module, target_variables):
         super().__init__(config, target_module, target_variables)   # reads method_config(config)
-        own = config.get("ipgan_adaptive") or {}
-        self.fraction = float(own.get("fraction", 0.5))
+        own = config.ipgan_adaptive
+        self.fraction = float(own.fraction)
         if not 0.0 <= self.fraction <= 1.0:
             raise ConfigError(f"config.ipgan_adaptive.fraction={self.fraction} must be in [0, 1]")
-        self.l_kl = float(own.get("l_kl", 0.0))
-        spec = dict(own.get("attack") or dict(name="pgd", eps=0.3, steps=7, step_size=0.1, random_start=True))
-        self.attack_spec = spec
+        self.l_kl = float(own.l_kl)
+        spec = self.attack_spec = own.attack.to_dict()
         self.pipeline_attack = make_attack(spec, dataset=dataset_family(config.dataset))
-        self.attack_phases = parse_attack_phases(own.get("attack_phases", ()))
+        self.attack_phases = parse_attack_phases(own.attack_phases)
         self.phase_attacks = [self.pipeline_attack]
         for start, steps, size in self.attack_phases:
             try:
@@ -94,9 +93,9 @@ class AdaptiveIPGANTrainer(IPGANTrainer):
                                                       dataset=dataset_family(config.dataset)))
             except ValueError as e:
                 raise ConfigError(f"config.ipgan_adaptive.attack_phases: the phase from step {start} sets steps "
-                                  f"and step_size of attack {spec.get('name')!r}: {e}") from None
-        self.monitor_steps = int(own.get("monitor_steps", 20))
-        self.monitor_attack = str(own.get("monitor_attack", "pgd"))
+                                  f"and step_size of attack {spec['name']!r}: {e}") from None
+        self.monitor_steps = int(own.monitor_steps)
+        self.monitor_attack = str(own.monitor_attack)
         self.monitor_attack_fn = self._make_monitor_attack(config)   # bad values fail here, not mid-training
 
     def _make_monitor_attack(self, config):

@@ -76,7 +76,7 @@ def resolve_defense(config):
     with the default ``defense=ipgan`` means ``ipgan_adaptive`` (its own workdir, so the paper's
     IP-GAN is never overwritten). Returns ``config`` itself when nothing changes."""
     base, tag = split_tag(config.defense)
-    if base == "ipgan" and "ipgan" in config and config.ipgan.get("adaptive", False):
+    if base == "ipgan" and config.ipgan.adaptive:
         config = config.copy_and_resolve_references()
         config.defense = "ipgan_adaptive" + (f":{tag}" if tag else "")
     return config
@@ -252,6 +252,6 @@ def check_target(config, meta: dict, variables, path) -> None:
     msg = (f"the defense at {path} was trained against other {config.classifier} params than the ones "
            f"loaded now (classifier fingerprint {want[:12]} != {tree_fingerprint(variables)[:12]}; was the "
            f"classifier retrained?)")
-    if not config.get("allow_other_classifier", False):
+    if not config.allow_other_classifier:
         raise CheckpointError(msg + ". Retrain the defense, or set --config.allow_other_classifier=True.")
     logging.warning("%s; using it anyway (allowed by the config)", msg)

@@ -23,6 +23,7 @@ from absl import logging
 from ipgan_jax import metrics as M
 from ipgan_jax import pretrained, provenance
 from ipgan_jax.attacks import make_attack
+from ipgan_jax.config_lists import parse_names
 from ipgan_jax.data.pipeline import config_loader, dataset_family
 from ipgan_jax.defenses.registry import (
     DEFENSES,
@@ -51,14 +52,14 @@ def heldout_batch(config, n: int) -> dict:
     monitoring and model selection. Test images are never used here. Without a validation split
     (``config.validation_size`` 0, e.g. the 20-photo ImageNet demo) the first training images are used.
     """
-    split = "validation" if config.get("validation_size", 0) else "train"
+    split = "validation" if config.validation_size else "train"
     b = config_loader(config, split, n, train=False, num_examples=n).batch(0)
     return {"image": b["image"], "label": b["label"]}
 
 
 def monitor_sources(config) -> list[str]:
-    """Classifier names of ``config.train.monitor_sources`` ("" or absent: none)."""
-    names = [n.strip() for n in str(config.train.get("monitor_sources", "") or "").split(",") if n.strip()]
+    """Classifier names of ``config.train.monitor_sources`` ("": none)."""
+    names = parse_names(config.train.monitor_sources)
     for n in names:
         if n in ("target", config.classifier):
             raise ConfigError(f"config.train.monitor_sources={config.train.monitor_sources!r}: {n!r} is the "
@@ -223,7 +224,7 @@ def train_defense(config, *, max_steps: int | None = None) -> dict:
     with TrainLoop(out, trainer, loader=loader, total_steps=total, cfg=config.train, init_rng=init_rng,
                    step_rng=step_rng, desc=f"train {config.defense}/{config.classifier}",
                    ckpt_meta={"classifier_fingerprint": fingerprint},
-                   allow_meta_mismatch=bool(config.get("allow_other_classifier", False)),
+                   allow_meta_mismatch=bool(config.allow_other_classifier),
                    initial_state=initial, recipe=defense_recipe(config),
                    resumable=", ".join(["train.num_steps", "the logging / checkpoint / monitor cadence"] + [
                        f"{s}.{k}" for s in RECIPE_SECTIONS[trained_method(config.defense)]

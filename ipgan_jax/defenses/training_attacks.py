@@ -1,11 +1,12 @@
 """Adversarial examples made on the fly inside a jitted train step.
 
-``make_training_attack(config, logits_fn)`` -> ``fn(x, y, rng) -> x_in`` where, per step, one
-attack of ``config.train_attacks`` is drawn (``lax.switch``: all branches are compiled once,
-only the drawn one runs) and each example's budget is drawn uniformly in [eps_min, eps]:
-the attack runs at ``eps`` and its perturbation is scaled by ``eps_i / eps`` (still inside
-the example's eps_i ball and the [0,1] box). The first ``clean_fraction`` of the batch stays
-clean, so G also learns to leave clean images alone. The result carries no gradient.
+``make_training_attack(specs, logits_fn, dataset=..., clean_fraction=...)`` -> ``fn(x, y, rng) -> x_in``
+where, per step, one attack of ``specs`` (``config.train_attacks``, or a defense's own list) is drawn
+(``lax.switch``: all branches are compiled once, only the drawn one runs) and each example's budget
+is drawn uniformly in [eps_min, eps]: the attack runs at ``eps`` and its perturbation is scaled by
+``eps_i / eps`` (still inside the example's eps_i ball and the [0,1] box). The first
+``clean_fraction`` of the batch stays clean, so G also learns to leave clean images alone. The
+result carries no gradient.
 
 ``logits_fn`` may also be a list of frozen classifiers (the target f first, then surrogates):
 each step then draws its source model uniformly as well, in the spirit of ensemble adversarial
@@ -21,17 +22,26 @@ from ipgan_jax.data.pipeline import dataset_family
 from ipgan_jax.errors import ConfigError
 
 
-def make_training_attack(config, logits_fn, clean_fraction=None):
-    specs = [dict(s) for s in config.train_attacks]
+def make_training_attack(specs, logits_fn, *, dataset: str, clean_fraction: float):
+    """The training-attack maker of the module docstring.
+
+    Args:
+        specs: attack specs (``make_attack`` fields, plus ``eps_min``: the bottom of the eps draw).
+        logits_fn: the frozen classifier, or a list of them (the target first), the attacks are crafted on.
+        dataset: the config's dataset (its attack defaults).
+        clean_fraction: the share of the batch (its first rows) left clean.
+
+    Returns:
+        ``fn(x, y, rng) -> x_in``, jittable, without gradient.
+    """
+    specs = [dict(s) for s in specs]
     if not specs:
         raise ConfigError("config.train_attacks is empty: give at least one attack")
     attacks, eps_bounds = [], []
     for s in specs:
         eps_min = s.pop("eps_min", s.get("eps"))
-        attacks.append(make_attack(s, dataset=dataset_family(config.dataset)))
+        attacks.append(make_attack(s, dataset=dataset_family(dataset)))
         eps_bounds.append((float(eps_min), float(s["eps"])))
-    if clean_fraction is None:
-        clean_fraction = config.ipgan.clean_fraction if "ipgan" in config else 0.0
 
     listed = list(logits_fn) if isinstance(logits_fn, (list, tuple)) else [logits_fn]
     sources = list(dict.fromkeys(listed))          # unique, in order; a repeat raises its weight

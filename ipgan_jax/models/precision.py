@@ -22,8 +22,8 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def compute_dtype(config):
-    """``config.train.compute_dtype`` ('float32' when absent) as a jnp dtype; ValueError otherwise."""
-    name = config.train.get("compute_dtype", "float32") if "train" in config else "float32"
+    """``config.train.compute_dtype`` as a jnp dtype; ConfigError when it is not one of :data:`COMPUTE_DTYPES`."""
+    name = config.train.compute_dtype
     if name not in COMPUTE_DTYPES:
         raise ConfigError(f"config.train.compute_dtype={name!r}: choose one of {sorted(COMPUTE_DTYPES)}")
     return COMPUTE_DTYPES[name]

@@ -150,7 +150,7 @@ def train_classifier(config, name: str | None = None, *, max_steps: int | None =
         eval_bs = -(-cfg.eval_batch_size // mesh.devices.size) * mesh.devices.size
         variables = {"params": loop.state["params"]}
         val_acc = None
-        if config.get("validation_size", 0):
+        if config.validation_size:
             val_acc = evaluate(model, variables, config_loader(config, "validation", eval_bs, train=False), mesh)
         acc = evaluate(model, variables, config_loader(config, "test", eval_bs, train=False), mesh)
         loop.writer.write(total, {"test_accuracy": acc,
@@ -192,7 +192,7 @@ def load_classifier(config, name: str | None = None):
             raise pretrained.PretrainedError(f"no {config.dataset} classifier ships with the repository; drop "
                                              f"--config.pretrained=True (ImageNet weights: see README, ImageNet)")
         default_dir = Path(config.workdir) / "classifiers" / name / "pretrained"
-        ckpt_dir = (config.get("classifier_ckpt") if name == config.classifier else None) or str(default_dir)
+        ckpt_dir = (config.classifier_ckpt if name == config.classifier else None) or str(default_dir)
         if name == "efficientnet_lite0" and not Path(ckpt_dir).exists():
             convert(name, None, ckpt_dir)  # its weights ship in a package: convert on first use
         return load_pretrained(name, ckpt_dir)
