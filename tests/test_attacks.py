@@ -371,6 +371,7 @@ def test_pgd_more_steps_and_restarts_never_lower_success():
     assert s10.mean() > s2.mean() and s2x4.mean() > s2.mean()
 
 
+@pytest.mark.slow
 def test_targeted_attacks_hit_their_target(lenet_fn, mnist128):
     x, y = mnist128[0][:64], mnist128[1][:64]
     t = _targets(y, seed=1)
@@ -393,6 +394,7 @@ def cw_run(lenet_fn, mnist128):
     return x, y, x_adv
 
 
+@pytest.mark.slow
 def test_cw_succeeds_with_small_perturbations(lenet_fn, cw_run):
     x, y, x_adv = cw_run
     adv = np.asarray(jnp.argmax(lenet_fn(x_adv), -1) != y)
@@ -401,6 +403,7 @@ def test_cw_succeeds_with_small_perturbations(lenet_fn, cw_run):
     assert 0.3 < l2[adv].mean() < 2.5  # C&W on an undefended MNIST LeNet: around 1-1.5
 
 
+@pytest.mark.slow
 def test_cw_finds_smaller_l2_than_fgm(lenet_fn, cw_run):
     """Per example, the smallest FGM-L2 step (over a grid of eps) that fools the model is larger
     than C&W's perturbation, on the examples both attacks fool."""

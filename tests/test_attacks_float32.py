@@ -173,6 +173,7 @@ def accs(models, data):
 
 
 @pytest.mark.parametrize("name", sorted(ATTACK_CASES))
+@pytest.mark.slow
 def test_float32_robust_accuracy_matches_float64(accs, name):
     a32, a64 = accs["f32"][name], accs["f64"][name]
     print(f"{name}: robust accuracy float32 {a32:.4f} float64 {a64:.4f} (old CE in float32 "
@@ -180,6 +181,7 @@ def test_float32_robust_accuracy_matches_float64(accs, name):
     assert abs(a32 - a64) <= ACC_BAR + 1e-9, (name, a32, a64)
 
 
+@pytest.mark.slow
 def test_old_cross_entropy_fails_the_accuracy_check(accs):
     gaps = {k: accs["old_f32"][k] - accs["f64"][k] for k in ATTACK_CASES}
     print(f"old CE in float32 minus float64 robust accuracy: {gaps}")

@@ -183,6 +183,7 @@ def test_square_never_spends_a_query_on_a_window_that_leaves_the_image_unchanged
     assert set(q.tolist()) == {1, 2} and 0.3 < np.mean(q == 2) < 0.7, np.bincount(q)   # start -, or start + then -
 
 
+@pytest.mark.slow
 def test_square_restarts_search_again_only_where_earlier_searches_failed():
     """restarts=1 is the single search; a second restart keeps every example the first broke (same point,
     no extra query) and can only add broken examples; the compacting driver keeps the same contract."""
@@ -209,6 +210,7 @@ def test_square_restarts_search_again_only_where_earlier_searches_failed():
         A.square(f, X, y, restarts=0, **kw)
 
 
+@pytest.mark.slow
 def test_square_compacting_is_square_when_nothing_is_dropped():
     """With one chunk and no example broken by the start, the compacting driver runs exactly
     square's search (same batch, same draws): bit-identical output and query counts."""
@@ -285,6 +287,7 @@ def test_apgd_ce_eps03_breaks_everything(lenet_fn, mnist64):
     assert _acc(lenet_fn, xa, y) == 0.0
 
 
+@pytest.mark.slow
 def test_apgd_at_least_as_strong_as_pgd40(lenet_fn, mnist64):
     x, y = mnist64
     eps = 0.1
@@ -299,6 +302,7 @@ def test_apgd_at_least_as_strong_as_pgd40(lenet_fn, mnist64):
     assert acc_ce <= acc_pgd and acc_t <= acc_pgd
 
 
+@pytest.mark.slow
 def test_square_breaks_lenet_without_gradients(lenet_fn, mnist64):
     x, y = mnist64[0][:32], mnist64[1][:32]
     xa, info = jax.jit(lambda x, y: A.square(lenet_fn, x, y, key=jax.random.key(0), eps=0.3, n_queries=300,

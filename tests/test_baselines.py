@@ -90,6 +90,7 @@ def test_fast_layers_match_flax(layer, ref, size):
 
 # -- training signal and frozen target ------------------------------------------------------
 @pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.slow
 def test_train_steps_reduce_own_loss_and_keep_target_frozen(stepper, name):
     trainer, step = stepper(name)
     before = jax.tree.map(np.array, trainer.target_variables)
@@ -111,6 +112,7 @@ def test_train_steps_reduce_own_loss_and_keep_target_frozen(stepper, name):
 
 # -- the evaluation harness: train_defense -> load_defense -> defend_fn with gradients -------
 @pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.slow
 def test_trains_and_plugs_into_harness(trained_tiny, name):
     c = trained_tiny.copy_and_resolve_references()
     c.defense = name
@@ -139,6 +141,7 @@ def test_trains_and_plugs_into_harness(trained_tiny, name):
 
 
 # -- Defense-GAN specifics ------------------------------------------------------------------
+@pytest.mark.slow
 def test_defense_gan_zsearch_more_steps_lower_error_and_pure(stepper, trained_tiny):
     trainer, _ = stepper("defense_gan")
     # an untrained G is almost constant in z; scaled weights make a G whose range is [0, 1]
@@ -162,6 +165,7 @@ def test_defense_gan_zsearch_more_steps_lower_error_and_pure(stepper, trained_ti
     assert trainer.search_settings() == (cfg.eval_steps, cfg.eval_restarts)
 
 
+@pytest.mark.slow
 def test_defense_gan_bpda_gradient_is_identity(stepper):
     trainer, _ = stepper("defense_gan")
     g = trainer.init_state(jax.random.PRNGKey(0))["g"]
@@ -194,6 +198,7 @@ def test_uipd_delta_respects_bound(trained_tiny, parametrization):
     np.testing.assert_allclose(trainer.defend({"delta": delta}, x), jnp.clip(x + delta, 0, 1))
 
 
+@pytest.mark.slow
 def test_ape_gan_uses_running_batch_stats_at_test_time(stepper):
     trainer, step = stepper("ape_gan")
     state = trainer.init_state(jax.random.PRNGKey(0))
@@ -225,6 +230,7 @@ def test_grip_gan_is_attack_free_ipgan_with_overrides(trained_tiny):
 
 
 # -- tagged copies: <defense>:<tag> is an independently trained twin in its own folder ------------
+@pytest.mark.slow
 def test_tagged_defense_is_an_independent_copy(trained_tiny, tmp_path):
     """``dae:s1`` trains into ``defenses/dae:s1/<clf>`` from its own initialisation (params differ from
     ``dae``'s), loads and evaluates as one more defense with its own label; bad tags and unknown

@@ -51,6 +51,7 @@ def test_classifier_learns(name):
     assert losses[-1] < 0.5 * losses[0]
 
 
+@pytest.mark.slow
 def test_same_step_on_1_and_8_devices():
     assert jax.device_count() == 8, "conftest sets 8 emulated CPU devices"
     # mcnn has dropout: the rng must also be layout independent
@@ -70,6 +71,7 @@ def test_same_step_on_1_and_8_devices():
         np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted(tiny_config, tmp_path):
     c = tiny_config
     c.classifier = "lenet"
@@ -91,6 +93,7 @@ def test_kill_and_resume_equals_uninterrupted(tiny_config, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_gives_clear_error(tiny_config):
     c = tiny_config
     train_classifier(c, max_steps=10)
@@ -218,6 +221,7 @@ def test_stage_defense_with_a_missing_classifier_names_the_command(tmp_path):
     assert not wd.exists()
 
 
+@pytest.mark.slow
 def test_stage_all_trains_the_missing_classifiers_explicitly_before_the_defense(tmp_path):
     """The default stage on a fresh workdir trains, in the open, the target and the surrogate of
     config.ipgan.attack_sources, then the defense; a second run trains no classifier again."""
@@ -283,6 +287,7 @@ def test_required_classifiers_follow_the_method_config(tiny_config):
     assert required_classifiers(c) == ["lenet", "mcnn_s1", "lenet_s1"]
 
 
+@pytest.mark.slow
 def test_resumes_a_checkpoint_of_the_old_flax_trainstate(tiny_config, tmp_path):
     """Train-state checkpoints written before the one-loop refactor held a flax ``TrainState``;
     the dict state has its field names, so such a checkpoint resumes to the same result."""

@@ -89,6 +89,7 @@ def test_missing_dataset_gives_clear_error(tmp_path, monkeypatch):
         pipeline.get_source("cifar10", "train")
 
 
+@pytest.mark.slow
 def test_validation_split_is_the_end_of_train_and_disjoint_from_it():
     train = pipeline.make_loader("mnist", "train", 100, train=False, validation_size=5000)
     val = pipeline.make_loader("mnist", "validation", 100, train=False, validation_size=5000)

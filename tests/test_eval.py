@@ -177,6 +177,7 @@ def trained_workdir(tmp_path_factory):
     return wd
 
 
+@pytest.mark.slow
 def test_run_eval_end_to_end(trained_workdir):
     """The tiny trained LeNet + IP-GAN: tables, per-image records, and every sanity check passes
     for the identity and for IP-GAN."""

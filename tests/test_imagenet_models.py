@@ -182,6 +182,7 @@ def keras_reference(request, tmp_path_factory):
     shutil.rmtree(d, ignore_errors=True)                # VGG19's weights are 0.5 GB
 
 
+@pytest.mark.slow
 def test_keras_parity_through_port(keras_reference, tmp_path):
     name, path, _, x, ref = keras_reference
     out = port.convert(name, path, tmp_path / "ckpt")
@@ -196,6 +197,7 @@ def test_keras_parity_through_port(keras_reference, tmp_path):
     shutil.rmtree(out)
 
 
+@pytest.mark.slow
 def test_keras_file_formats_agree(keras_reference, tmp_path):
     """Legacy .h5 (by name / creation order) and a .weights.h5 without layer names (Keras'
     model.layers order) give exactly the same variables as the named .weights.h5."""

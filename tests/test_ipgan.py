@@ -30,7 +30,8 @@ def test_fusion_bounds_and_identity():
     np.testing.assert_allclose(fuse(x, jnp.zeros_like(x), 0.3), x)
 
 
-@pytest.mark.parametrize("size,ch", [(28, 1), (64, 3), (75, 3)])
+@pytest.mark.parametrize("size,ch", [(28, 1), pytest.param(64, 3, marks=pytest.mark.slow),
+                                     pytest.param(75, 3, marks=pytest.mark.slow)])
 def test_generator_and_discriminator_shapes(size, ch):
     g = get_generator("unet", ch, 8, size)
     x = jnp.zeros((2, size, size, ch))
@@ -62,6 +63,7 @@ def _batch(config, n=32):
     return {"image": jnp.asarray(b["image"]), "label": jnp.asarray(b["label"])}
 
 
+@pytest.mark.slow
 def test_train_steps_reduce_g_loss_and_keep_target_frozen(trained_tiny):
     c = trained_tiny.copy_and_resolve_references()
     module, variables = load_classifier(c)
@@ -105,6 +107,7 @@ def test_training_attack_mix_respects_budget(trained_tiny):
     assert (delta[n_clean:] > 0.05).all() and (delta <= 0.3 + 1e-6).all()
 
 
+@pytest.mark.slow
 def test_same_ipgan_step_on_1_and_8_devices(trained_tiny):
     from ipgan_jax.training import parallel
     c = trained_tiny.copy_and_resolve_references()
@@ -125,6 +128,7 @@ def test_same_ipgan_step_on_1_and_8_devices(trained_tiny):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted(trained_tiny, tmp_path):
     full = sharing_classifier(trained_tiny, tmp_path / "full")
     c = sharing_classifier(trained_tiny, tmp_path / "killed")
@@ -140,6 +144,7 @@ def test_resume_after_kill_equals_uninterrupted(trained_tiny, tmp_path):
     assert steps == sorted(set(steps))
 
 
+@pytest.mark.slow
 def test_lr_decay_scales_the_updates_from_its_boundary_on(trained_tiny):
     """lr_decay_steps=(1,): the first update is the plain one, the second exactly lr_decay_factor
     times the plain second update (Adam's update is linear in lr; same grads, same Adam state)."""
@@ -176,6 +181,7 @@ def test_lr_decay_scales_the_updates_from_its_boundary_on(trained_tiny):
             IPGANTrainer(c2, module, variables)
 
 
+@pytest.mark.slow
 def test_resumed_with_a_decay_equals_trained_with_it(trained_tiny, tmp_path):
     """The use case: a finished run continued to more steps with a decay at its last step is the
     run trained with that schedule from the start."""
@@ -194,6 +200,7 @@ def test_resumed_with_a_decay_equals_trained_with_it(trained_tiny, tmp_path):
     assert np.abs(np.asarray(load_defense(plain, "ipgan")[0](x)) - outs[0]).max() > 0   # the decay did act
 
 
+@pytest.mark.slow
 def test_run_train_end_to_end(tmp_path):
     wd = tmp_path / "wd"
     r = subprocess.run([sys.executable, "run_train.py", "--config", "configs/mnist_tiny.py",

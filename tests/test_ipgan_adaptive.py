@@ -78,6 +78,7 @@ def test_every_fusion_view_has_fuse_value_and_its_own_backward_pass():
     assert out.any() and np.all(sm[out] > 0.2) and np.all(sm <= 1.0 + 1e-4)
 
 
+@pytest.mark.slow
 def test_adaptive_rows_are_crafted_through_the_frozen_pipeline(trained_tiny, monkeypatch):
     t = _trainer(trained_tiny, fraction=0.5)
     state = t.init_state(jax.random.PRNGKey(0))
@@ -122,6 +123,7 @@ def test_real_pipeline_attack_stays_in_budget_and_beats_the_oblivious_rows(train
 
 
 @pytest.mark.parametrize("monitor_attack", ["pgd", "apgd"])
+@pytest.mark.slow
 def test_monitor_catches_a_binarising_generator(trained_tiny, monitor_attack):
     """The exact white-box attack (PGD or APGD-CE) is stuck on a masking (binarising) G; the
     straight-through one is not, and the monitor's minimum takes the stronger."""
@@ -140,6 +142,7 @@ def test_monitor_catches_a_binarising_generator(trained_tiny, monitor_attack):
     assert float(m["whitebox_min/acc"]) <= min(float(m["whitebox/acc"]), float(m["whitebox_st/acc"]))
 
 
+@pytest.mark.slow
 def test_adaptive_flag_trains_ipgan_adaptive_end_to_end(trained_tiny, tmp_path):
     c = sharing_classifier(trained_tiny, tmp_path / "wd")
     c.ipgan.adaptive = True
@@ -179,6 +182,7 @@ def test_binarisation_control_needs_no_training(tiny_config):
     assert tiny_config.eval.whitebox_per_defense.binarize.bpda     # attacked with BPDA by default
 
 
+@pytest.mark.slow
 def test_attack_phases_switch_the_pipeline_attack_at_their_start(trained_tiny):
     """attack_phases ((2, 6, 0.05),): updates 0 and 1 craft with the configured attack (tiny: PGD-3,
     step 0.15), updates from 2 on with PGD-6 of step 0.05, the same key; the two differ."""
@@ -217,6 +221,7 @@ def test_bad_attack_phases_are_clear_errors(trained_tiny):
     assert t.attack_phases == ((10, 10, 0.05), (30, 20, 0.04))      # sorted by start
 
 
+@pytest.mark.slow
 def test_continued_with_a_phase_equals_trained_with_it(trained_tiny, tmp_path):
     """The curriculum's use case: a finished run continued with a phase starting at its last step
     is the run trained with that phase from the start."""

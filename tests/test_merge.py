@@ -152,6 +152,7 @@ def _cli(*args):
                           capture_output=True, text=True, env=dict(os.environ, IPGAN_PROGRESS="0"))
 
 
+@pytest.mark.slow
 def test_run_eval_merge_cli_writes_the_merged_table_and_never_overwrites_a_source(tmp_path):
     a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "ab"
     for d, run in ((a, _run([_rec("pgd_ce", [1, 2])])), (b, _run([_rec("square", [2, 5])]))):
@@ -219,6 +220,7 @@ def test_merge_says_when_a_repeated_member_repeats_its_random_starts():
     assert not any("repeats" in x for x in merge_results([a, b], ["a", "b"]).notes)
 
 
+@pytest.mark.slow
 def test_run_nonce_changes_every_attack_key_and_zero_keeps_the_old_ones(trained_tiny):
     from ipgan_jax.eval.evaluate import Evaluator, block_key
     keys = {}

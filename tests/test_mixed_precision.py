@@ -59,7 +59,8 @@ def test_configs_default_to_float32():
         assert c.train.compute_dtype == "float32" and precision.compute_dtype(c) == jnp.float32
 
 
-@pytest.mark.parametrize("name", ["lenet", "mcnn", "alexnet", "unet", "dcgan"])
+@pytest.mark.parametrize("name", ["lenet", "mcnn", pytest.param("alexnet", marks=pytest.mark.slow),
+                                  pytest.param("unet", marks=pytest.mark.slow), "dcgan"])
 def test_mnist_size_models_in_bf16(name):
     x = jax.random.uniform(jax.random.PRNGKey(0), (8, 28, 28, 1))
     make = {"unet": lambda dt: get_generator("unet", 1, 8, 28, dtype=dt),
@@ -76,6 +77,7 @@ def test_mnist_size_models_in_bf16(name):
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet50"])
+@pytest.mark.slow
 def test_imagenet_models_in_bf16_keep_float32_batch_stats(name):
     x = jax.random.uniform(jax.random.PRNGKey(0), (4, 32, 32, 3))
     m32 = IMAGENET_CLASSIFIERS[name](input_size=32)
@@ -92,6 +94,7 @@ def test_imagenet_models_in_bf16_keep_float32_batch_stats(name):
     assert _dtypes(upd["batch_stats"]) == {np.dtype("float32")}
 
 
+@pytest.mark.slow
 def test_bf16_ipgan_step_keeps_float32_state_and_tracks_float32(tiny_config):
     t16 = _trainer(tiny_config, "bfloat16")
     assert t16.generator.dtype == t16.discriminator.dtype == t16.target_module.dtype == jnp.bfloat16
@@ -126,6 +129,7 @@ def test_float32_path_unchanged(tiny_config):
 
 
 @pytest.mark.parametrize("name", ["lenet", "unet"])
+@pytest.mark.slow
 def test_float32_request_keeps_float64_under_x64(name):
     """compute_dtype float32 adds no casts: under ``jax.enable_x64`` a model asked for float32 still
     computes and returns float64 with float64 params (the float64 reference gradients of

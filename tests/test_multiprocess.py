@@ -13,8 +13,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ipgan_jax.testing.suite import COLLECTIVE_TIMEOUTS
+
+pytestmark = pytest.mark.slow
 
 WORKER = Path(__file__).with_name("multiprocess_worker.py")
 

@@ -63,6 +63,7 @@ def test_compare_reads_the_common_images_of_two_runs_and_refuses_other_weights_o
         compare(long_run, "a", "ga", long_run, "a", "gb", num_examples=0)
 
 
+@pytest.mark.slow
 def test_run_eval_compare_cli_prints_the_paired_table_and_names_bad_input(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for d, run in ((a, _two_defenses([1, 2], [])), (b, _two_defenses([], [2, 3, 4, 5]))):

@@ -70,6 +70,7 @@ def test_damaged_or_unlisted_files_are_refused(tmp_path):
     assert any("lenet" in p for p in problems) and any("stray.msgpack is not in" in p for p in problems)
 
 
+@pytest.mark.slow
 def test_shipped_and_workdir_models_are_never_mixed(trained_tiny, tmp_path):
     """With the switch, a model that is not shipped is an error even when the workdir has it; the
     evaluation records which files it read."""
@@ -110,6 +111,7 @@ def test_shipped_and_workdir_models_are_never_mixed(trained_tiny, tmp_path):
     assert e["classifier_fingerprint"] == man["classifiers/lenet"]["fingerprint"]
 
 
+@pytest.mark.slow
 def test_shipped_train_state_continues_as_if_the_run_never_moved(trained_tiny, tmp_path):
     """Train 6 steps and ship the train state; a fresh workdir continues it to 12 steps with
     continue_pretrained. The result equals the first run resumed to 12 steps in place, bit for bit."""

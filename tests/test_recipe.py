@@ -12,6 +12,7 @@ def _x():
     return jax.random.uniform(jax.random.PRNGKey(3), (8, 28, 28, 1))
 
 
+@pytest.mark.slow
 def test_evaluation_uses_the_trained_eps_inv_not_the_evaluation_configs(trained_tiny, tmp_path, caplog):
     c = sharing_classifier(trained_tiny, tmp_path / "wd")
     c.ipgan.eps_inv = 0.2
@@ -31,6 +32,7 @@ def test_evaluation_uses_the_trained_eps_inv_not_the_evaluation_configs(trained_
     assert "ignoring" not in caplog.text              # nothing to say when they agree
 
 
+@pytest.mark.slow
 def test_a_finished_run_refuses_other_hyperparameters_and_keeps_its_model(trained_tiny, tmp_path):
     """Rerunning a finished run with another lr_g / eps_inv / l_cls used to re-export the same params
     under the new values; now it is refused in one line naming the keys, and nothing changes."""
@@ -51,6 +53,7 @@ def test_a_finished_run_refuses_other_hyperparameters_and_keeps_its_model(traine
     assert train_defense(longer)["steps"] == 9
 
 
+@pytest.mark.slow
 def test_a_finished_classifier_refuses_another_learning_rate(tiny_config):
     from ipgan_jax.training.classifier import train_classifier
     from ipgan_jax.training.loop import RecipeChangedError

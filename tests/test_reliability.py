@@ -96,6 +96,7 @@ def test_old_checkpoints_are_pruned_only_after_a_verified_successor(tmp_path):
     ck.close()
 
 
+@pytest.mark.slow
 def test_random_bytes_in_a_checkpoint_fall_back_to_the_last_good_one(tiny_config, caplog):
     """Defect 1: random bytes in the newest checkpoint (and a legacy, manifest-less older one):
     the corrupt step is reported in one line and set aside, training resumes from the older one,
@@ -175,6 +176,7 @@ def test_cli_rejects_nan_config_values_in_one_line():
     _one_line_error(r, "config.classifier_train.learning_rate=nan", "config.ipgan.lr_g=nan", "finite")
 
 
+@pytest.mark.slow
 def test_cli_refuses_settings_that_would_be_ignored_or_repeated(tmp_path):
     """Issue 45, CONFUSING: ipgan_adaptive.* on a run that trains the paper's IP-GAN was silently ignored, and a
     name given twice in --defenses ended in 'record arrays differ in length'."""
@@ -210,6 +212,7 @@ def test_smaller_num_steps_than_the_checkpoint_is_refused(trained_tiny, tmp_path
     assert json.loads((classifier_dir(c, "lenet") / "result.json").read_text())["steps"] == 30  # not relabelled
 
 
+@pytest.mark.slow
 def test_defense_refuses_another_classifier_unless_allowed(trained_tiny, tmp_path):
     from ipgan_jax.defenses import train_defense
     from ipgan_jax.defenses.registry import defense_dir, load_defense
@@ -333,6 +336,7 @@ def test_eval_unwritable_out_dir_fails_before_the_run(trained_tiny, tmp_path):
     _one_line_error(r, "eval output folder", "not writable", "--config.eval.out_dir")
 
 
+@pytest.mark.slow
 def test_eval_missing_defense_exits_nonzero_unless_partial_and_records_what_ran(trained_tiny, tmp_path):
     args = ["run_eval.py", "--config", "configs/mnist_tiny.py", f"--config.workdir={trained_tiny.workdir}",
             "--classifiers", "lenet", "--defenses", "none,dae", "--attacks", "fgsm", "--blocks", "oblivious",
@@ -347,6 +351,7 @@ def test_eval_missing_defense_exits_nonzero_unless_partial_and_records_what_ran(
 
 
 # ---- 7. files -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_truncated_mnist_npz_is_rebuilt(tmp_path, monkeypatch):
     from ipgan_jax.data import wheels
     src = wheels.mnist_npz_path()

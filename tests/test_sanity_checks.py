@@ -61,6 +61,7 @@ def _robust(recs):
     return float(np.mean(np.all([r.pipe_adv for r in recs], axis=0)))
 
 
+@pytest.mark.slow
 def test_whitebox_suite_bpda_and_square_see_through_a_zero_gradient_defense(masked_eval):
     """The stop_gradient mock holds against the default gradient suite (its gradient is zero), but
     not when the same suite differentiates it with BPDA (whitebox_per_defense.<d>.bpda), nor against
