@@ -18,6 +18,7 @@ import time
 from absl import app, flags, logging
 
 from ipgan_jax.cli import define_config_flag
+from ipgan_jax.config_lists import parse_names
 from ipgan_jax.errors import ConfigError
 
 _CONFIG = define_config_flag("configs/mnist.py", lock=False)
@@ -39,11 +40,11 @@ flags.DEFINE_string("compare", None, "<out_dir_a>@<defense_a>,<out_dir_b>@<defen
                     "default whitebox; --classifiers and --num_examples select; McNemar's exact test; no attack is "
                     "run; see ipgan_jax/eval/paired.py)")
 FLAGS = flags.FLAGS
+
+
+def _names(value) -> list:
+    return list(parse_names(value))
 ALL_BLOCKS = "oblivious,transfer,whitebox,cw,curve,checks"
-
-
-def _split(s):
-    return [p.strip() for p in s.split(",") if p.strip()]
 
 
 def main(argv):
@@ -74,24 +75,22 @@ def main(argv):
     from ipgan_jax.eval.report import print_and_write
     from ipgan_jax.training.logging import progress
 
-    classifiers = _split(FLAGS.classifiers or ",".join(config.classifiers))
-    defenses = _split(FLAGS.defenses or config.eval.defenses)
-    attacks = _split(FLAGS.attacks or config.eval.attacks)
-    names = _split(FLAGS.blocks or config.eval.blocks)
+    classifiers = _names(FLAGS.classifiers or config.classifiers)
+    defenses = _names(FLAGS.defenses or config.eval.defenses)
+    attacks = _names(FLAGS.attacks or config.eval.attacks)
+    names = _names(FLAGS.blocks or config.eval.blocks)
     for flag, given in (("classifiers", classifiers), ("defenses", defenses), ("attacks", attacks), ("blocks", names)):
         twice = sorted({x for x in given if given.count(x) > 1})
         if twice:
             raise ConfigError(f"--{flag} lists {', '.join(twice)} more than once: give each once")
-    unknown = set(names) - set(_split(ALL_BLOCKS))
+    unknown = set(names) - set(_names(ALL_BLOCKS))
     if unknown:
         raise ConfigError(f"unknown --blocks {sorted(unknown)}; choose from {ALL_BLOCKS}")
     t0 = time.time()
     ev = Evaluator(config, classifiers, defenses, attacks, n, seed=config.seed, allow_missing=FLAGS.allow_partial)
     blocks = make_blocks(ev, names)
     bar = progress(sum(b.units() for b in blocks), desc="eval")
-    ev.run_clean()
-    for b in blocks:
-        b.run(bar)
+    outcome = ev.run(blocks, bar)
     bar.close()
     evaluated = ev.num_images(ev.classifiers[0])   # what was actually evaluated (the split may be smaller)
     if evaluated < n:
@@ -109,7 +108,7 @@ def main(argv):
             "pretrained": bool(config.pretrained), "models": ev.model_sources(), "seed": config.seed,
             "run_nonce": ev.run_nonce}
     # tables first (a failure while writing files must not lose them), then the files
-    files = print_and_write(ev, out_dir, meta)
+    files = print_and_write(outcome, out_dir, meta)
     print(f"\nwrote: {', '.join(str(p) for p in files.values())}  ({time.time() - t0:.0f} s)")
 
 
@@ -123,14 +122,14 @@ def merge_runs(out_dir) -> None:
     ignored = [f for f in ("attacks", "blocks", "allow_partial") if FLAGS[f].present]
     if ignored:
         raise ConfigError(f"--merge runs no attack: drop --{', --'.join(ignored)} (the merged runs fix them)")
-    sources = _split(FLAGS.merge)
+    sources = _names(FLAGS.merge)
     target = (Path(out_dir) / "results.json").resolve()
     if any(results_path(s).resolve() == target for s in sources):
         raise ConfigError(f"--config.eval.out_dir={out_dir} is one of the merged runs: its results.json would be "
                           "overwritten; give another --config.eval.out_dir")
     runs = [load_results(s) for s in sources]
-    mr = merge_results(runs, sources, classifiers=_split(FLAGS.classifiers) if FLAGS.classifiers else None,
-                       defenses=_split(FLAGS.defenses) if FLAGS.defenses else None,
+    mr = merge_results(runs, sources, classifiers=_names(FLAGS.classifiers) if FLAGS.classifiers else None,
+                       defenses=_names(FLAGS.defenses) if FLAGS.defenses else None,
                        num_examples=FLAGS.num_examples)   # None: every image all runs saw
     meta = merged_meta(runs, sources, mr)
     files = print_and_write(mr, out_dir, meta)
@@ -147,15 +146,15 @@ def compare_runs(num_examples) -> None:
     if ignored:
         raise ConfigError(f"--compare runs no attack: drop --{', --'.join(ignored)} (the compared runs fix them; "
                           "the defenses are named after each run's @)")
-    sides = _split(FLAGS.compare)
+    sides = _names(FLAGS.compare)
     parsed = [s.rpartition("@") for s in sides]
     if len(sides) != 2 or any(not run or not at or not d for run, at, d in parsed):
         raise PairedError("--compare wants exactly two entries <out_dir>@<defense>, comma-separated, "
                           f"got {FLAGS.compare!r}")
-    blocks = _split(FLAGS.blocks) if FLAGS.blocks else ["whitebox"]
+    blocks = _names(FLAGS.blocks) if FLAGS.blocks else ["whitebox"]
     if len(blocks) != 1:
         raise PairedError(f"--compare reads one block, got --blocks={FLAGS.blocks}")
-    clfs = _split(FLAGS.classifiers) if FLAGS.classifiers else [None]
+    clfs = _names(FLAGS.classifiers) if FLAGS.classifiers else [None]
     if len(clfs) != 1:
         raise PairedError(f"--compare reads one classifier, got --classifiers={FLAGS.classifiers}")
     (ra, _, da), (rb, _, db) = parsed

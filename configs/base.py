@@ -153,6 +153,4 @@ def get_config():
         # folded into every attack key: 0 keeps the keys of earlier runs; another value gives the same suite fresh
         # random starts, so --merge of two runs with different nonces adds restarts instead of repeating them
         run_nonce=0))
-    # deprecated alias of transfer_source_fallback (the same field: setting either sets both)
-    c.eval.transfer_source_for_mcnn = c.eval.get_ref("transfer_source_fallback")
     return c

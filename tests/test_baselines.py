@@ -240,7 +240,7 @@ def test_tagged_defense_is_an_independent_copy(trained_tiny, tmp_path):
     from ipgan_jax.cli import check_config
     from ipgan_jax.defenses.registry import resolve_defense, split_tag
     from ipgan_jax.eval.evaluate import Evaluator
-    from ipgan_jax.eval.report import _dname
+    from ipgan_jax.eval.formatting import defense_name
     c = trained_tiny.copy_and_resolve_references()
     os.makedirs(tmp_path / "classifiers")
     os.symlink(f"{trained_tiny.workdir}/classifiers/lenet", tmp_path / "classifiers" / "lenet")
@@ -259,7 +259,7 @@ def test_tagged_defense_is_an_independent_copy(trained_tiny, tmp_path):
         outputs[name] = defend(_batch(8)["image"])
     assert float(jnp.abs(outputs["dae"] - outputs["dae:s1"]).max()) > 1e-3    # not the same network
     ev = Evaluator(c, ["lenet"], ["dae", "dae:s1"], ["fgsm"], 8)
-    assert ev.defenses == ["dae", "dae:s1"] and _dname("dae:s1") == "DAE, copy s1"
+    assert ev.defenses == ["dae", "dae:s1"] and defense_name("dae:s1") == "DAE, copy s1"
     c.eval.whitebox_per_defense.dae = dict(steps=3, restarts=1)       # a copy inherits its method's settings
     assert ev.whitebox_settings("dae:s1").steps == 3 and ev.whitebox_settings("none").steps == c.eval.whitebox_steps
     # ipgan with the adaptive flag keeps the tag; malformed tags / methods / tagged parameter-free fail

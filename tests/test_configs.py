@@ -44,7 +44,6 @@ def schema_problems(config) -> list:
 def test_every_config_has_the_schema_of_the_base(name):
     config = VARIANTS[name]()
     assert schema_problems(config) == []
-    assert config.eval.transfer_source_for_mcnn == config.eval.transfer_source_fallback   # deprecated alias
 
 
 def test_the_base_leaves_every_dataset_key_to_the_dataset_configs():
@@ -72,7 +71,7 @@ def test_placeholder_fields_take_command_line_overrides():
     fv(argv)
     c = fv.config
     assert (c.ipgan.eps_inv, c.train.num_steps, c.eval.eps_curve, c.classifier) == (0.25, 7, (0.0, 0.1), "mcnn")
-    assert c.eval.transfer_source_for_mcnn == "alexnet"
+    assert c.eval.transfer_source_fallback == "alexnet"
 
 
 @pytest.mark.parametrize("value, names", [("fgsm, pgd,,", ("fgsm", "pgd")), ("", ()), (" a ", ("a",)),

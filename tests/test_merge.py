@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from ipgan_jax.eval.evaluate import cross_source
 from ipgan_jax.eval.merge import MergeError, merge_results
+from ipgan_jax.eval.outcome import cross_source
 from ipgan_jax.eval.records import AttackRecord, block_metrics, pack_bits, record_to_json
 from ipgan_jax.eval.resultset import ResultsError, load_results
 

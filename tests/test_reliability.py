@@ -307,15 +307,13 @@ def test_eval_prints_tables_before_a_failing_write_and_writes_strict_json(traine
     from ipgan_jax.eval.blocks import make_blocks
     from ipgan_jax.eval.report import print_and_write
     ev = _small_evaluator(trained_tiny)
-    ev.run_clean()
-    for b in make_blocks(ev, ["oblivious"]):
-        b.run(None)
+    run = ev.run(make_blocks(ev, ["oblivious"]))
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(files.NotWritableError, match="tables above were printed"):
-        print_and_write(ev, blocker / "eval", {"x": float("nan")})
+        print_and_write(run, blocker / "eval", {"x": float("nan")})
     assert "Block 1" in capsys.readouterr().out
-    print_and_write(ev, tmp_path / "ok", {"x": float("nan"), "y": float("inf")})
+    print_and_write(run, tmp_path / "ok", {"x": float("nan"), "y": float("inf")})
     text = (tmp_path / "ok" / "results.json").read_text()
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     assert data["meta"] == {"x": None, "y": "inf"}

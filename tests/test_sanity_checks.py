@@ -19,8 +19,7 @@ def masked_eval(trained_tiny):
     ev = Evaluator(c, ["lenet"], ["none"], ["pgd"], 32)
     for name, (fn, _) in MASKED.items():
         ev.add_defense("lenet", name, fn)
-    ev.run_clean()
-    ObliviousBlock(ev).run()
+    ev.run([ObliviousBlock(ev)])
     ev.identity_checks = {}   # check name -> the identity's result (computed once)
     return ev
 
@@ -31,16 +30,16 @@ def test_masked_defense_is_flagged_by_its_named_check(masked_eval, mock, expecte
     ev = masked_eval
     if expected == "transfer_vs_whitebox":
         for d in ("none", mock):
-            for r in ev.run_suite("whitebox", "lenet", [d], d, through=True)[d]:
-                ev.records[("whitebox", r.attack, "lenet", d)] = r
+            for r in ev.run_suite("whitebox", "lenet", [d], d, through=True).records[d]:
+                ev.outcome.add(r)
     if expected == "blackbox_vs_whitebox":   # a gradient member and Square in the white-box block
         with ev.config.unlocked():
             ev.config.eval.square_queries = 300
             for d in ("none", mock):
                 ev.config.eval.whitebox_per_defense[d] = dict(suite="pgd_ce,square", restarts=1)
         for d in ("none", mock):
-            for r in ev.run_suite("whitebox", "lenet", [d], d, through=True)[d]:
-                ev.records[("whitebox", r.attack, "lenet", d)] = r
+            for r in ev.run_suite("whitebox", "lenet", [d], d, through=True).records[d]:
+                ev.outcome.add(r)
         with ev.config.unlocked():
             for d in ("none", mock):
                 del ev.config.eval.whitebox_per_defense[d]
@@ -53,7 +52,7 @@ def test_masked_defense_is_flagged_by_its_named_check(masked_eval, mock, expecte
     assert ok_identity.ok is True, ok_identity.detail
     assert flagged.ok is False, flagged.detail
     # the mocks keep f's clean accuracy (they mask gradients, they do not just break the classifier)
-    assert ev.pipe_clean[("lenet", mock)].mean() >= ev.f_clean["lenet"].mean() - 0.15
+    assert ev.outcome.pipe_clean[("lenet", mock)].mean() >= ev.f_clean["lenet"].mean() - 0.15
 
 
 def _robust(recs):
@@ -66,7 +65,7 @@ def test_whitebox_suite_bpda_and_square_see_through_a_zero_gradient_defense(mask
     """The stop_gradient mock holds against the default gradient suite (its gradient is zero), but
     not when the same suite differentiates it with BPDA (whitebox_per_defense.<d>.bpda), nor against
     the gradient-free Square member; the identity is broken by all three."""
-    from ipgan_jax.eval.evaluate import suite_members
+    from ipgan_jax.eval.suite import suite_members
     from ipgan_jax.testing.masked_defenses import stop_gradient
     ev = masked_eval
     assert suite_members("pgd_ce,autoattack_full,apgd_ce") == ["pgd_ce", "apgd_ce", "apgd_t", "square"]
@@ -83,8 +82,9 @@ def test_whitebox_suite_bpda_and_square_see_through_a_zero_gradient_defense(mask
     ev.add_defense("lenet", "sg_square", stop_gradient)
     ev.add_defense("lenet", "none_square", lambda x: x)
     ev.run_clean()
-    acc = {d: _robust(ev.run_suite("whitebox", "lenet", [d], d, through=True)[d])
-           for d in ("none", "stop_gradient", "sg_bpda", "sg_square", "none_square", "none_aa")}
+    runs = {d: ev.run_suite("whitebox", "lenet", [d], d, through=True)
+            for d in ("none", "stop_gradient", "sg_bpda", "sg_square", "none_square", "none_aa")}
+    acc = {d: _robust(run.records[d]) for d, run in runs.items()}
     clean = float(ev.f_clean["lenet"].mean())
     # masked: the exact gradient is zero (only PGD's random start in the eps ball breaks a few images)
     assert acc["stop_gradient"] >= clean - 0.15 and acc["stop_gradient"] >= acc["none"] + 0.5, acc
@@ -92,11 +92,15 @@ def test_whitebox_suite_bpda_and_square_see_through_a_zero_gradient_defense(mask
     assert acc["none_square"] <= clean - 0.3 and acc["sg_square"] <= acc["none_square"] + 0.05, acc
     # the AutoAttack cascade: as strong as PGD here, and its log counts only the 32 real images
     assert acc["none_aa"] <= acc["none"] + 0.05, acc
-    logs = [g for g in ev.attack_logs if g["attacked"] == "none_aa"]
+    assert all(not run.logs for d, run in runs.items() if d != "none_aa")   # only the Python-level member logs
+    for log in runs["none_aa"].logs:
+        ev.outcome.add(log)
+    logs = [g.values for g in runs["none_aa"].logs]
+    assert {(g["block"], g["attacked"]) for g in logs} == {("whitebox", "none_aa")}
     assert sum(g["n"] for g in logs) == 32 and sum(g["robust"] for g in logs) == round(acc["none_aa"] * 32)
     assert list(logs[0]["broken"]) == ["apgd-ce", "apgd-t", "square"]
     from ipgan_jax.eval.report import markdown
-    table = markdown(ev)
+    table = markdown(ev.outcome)
     assert "**AutoAttack log**" in table, table
     assert "| whitebox | LeNet | none_aa |" in table.split("**AutoAttack log**")[1], table
 
@@ -116,9 +120,8 @@ def test_whitebox_transfer_between_pipelines_flags_a_masked_pipeline(trained_tin
     c.eval.whitebox_cross = cross
     ev = Evaluator(c, ["lenet"], ["none"], ["pgd"], 32)
     ev.add_defense("lenet", "sg", stop_gradient)
-    ev.run_clean()
-    WhiteboxBlock(ev).run()
-    crossed = {k for k in ev.records if k[0] == CROSS_BLOCK}
+    ev.run([WhiteboxBlock(ev)])
+    crossed = {k for k in ev.outcome.records if k[0] == CROSS_BLOCK}
     (check,) = ChecksBlock(ev).check_pair("lenet", "sg", only=("transfer_vs_whitebox",))
     if not cross:
         assert not crossed and check.ok is None, check
@@ -129,7 +132,7 @@ def test_whitebox_transfer_between_pipelines_flags_a_masked_pipeline(trained_tin
     assert check.values["whitebox"] >= check.values["white-box via none"] + 0.5, check
     (identity,) = ChecksBlock(ev).check_pair("lenet", "none", only=("transfer_vs_whitebox",))
     assert identity.ok is True, identity
-    table = markdown(ev)
+    table = markdown(ev.outcome)
     assert "**White-box transfer between pipelines**" in table, table
     section = table.split("**White-box transfer between pipelines**")[1]
     row = next(line for line in section.splitlines() if line.startswith("| LeNet | sg |"))
@@ -154,11 +157,10 @@ def test_checks_names_selects_checks_and_progress_units(trained_tiny):
     c.eval.whitebox_num_examples = 16
     c.eval.checks.names = "transfer_vs_whitebox, gradient"
     ev = Evaluator(c, ["lenet"], ["none"], ["pgd"], 16)
-    ev.run_clean()
     block, bar = ChecksBlock(ev), Bar()
-    block.run(bar)
-    assert [k.name for k in ev.checks] == ["gradient", "transfer_vs_whitebox"], ev.checks
-    assert ev.checks[0].ok is True and ev.checks[1].ok is None      # no white-box block ran: skipped
+    checks = ev.run([block], bar).checks
+    assert [k.name for k in checks] == ["gradient", "transfer_vs_whitebox"], checks
+    assert checks[0].ok is True and checks[1].ok is None      # no white-box block ran: skipped
     assert bar.n == block.units() == len(ev.batches("lenet", True))
     c.eval.checks.names = "steps,fgsm_vs_pgd"                         # PGD-many is shared by both
     assert ChecksBlock(ev).units() == 3 * len(ev.batches("lenet", True))
@@ -190,13 +192,13 @@ def test_attack_views_run_every_member_per_view_and_the_block_takes_the_worst_ca
         ev.config.eval.whitebox_per_defense["no_views"] = dict(views="exact,hybrid", suite="pgd_ce")
     ev.add_defense("lenet", "viewed", masked)
     ev.run_clean()
-    recs = ev.run_suite("whitebox", "lenet", ["viewed"], "viewed", through=True)["viewed"]
+    recs = ev.run_suite("whitebox", "lenet", ["viewed"], "viewed", through=True).records["viewed"]
     assert [r.attack for r in recs] == ["pgd_ce", "pgd_ce~straight_through"]
     exact, st = (float(r.robust.mean()) for r in recs)
     bm = block_metrics(recs)
     assert exact >= 0.5 and st <= 0.2 and bm.robust_acc <= st, (exact, st, bm.robust_acc)
     assert np.array_equal(bm.robust_correct, int(np.sum(recs[0].robust & recs[1].robust)))
-    assert len(ev.suite_builders("viewed")) == 2
+    assert [e.name for e in ev.suite_entries("viewed")] == ["pgd_ce", "pgd_ce~straight_through"]
     ev.add_defense("lenet", "no_views", lambda x: x)
     ev.run_clean()
     with pytest.raises(ValueError, match="no attack view 'hybrid'"):
@@ -220,9 +222,45 @@ def test_learned_binariser_views_break_what_the_exact_gradient_cannot(masked_eva
                                                                suite="pgd_ce")
     ev.add_defense("lenet", "lb_views", learned_binariser)
     ev.run_clean()
-    recs = ev.run_suite("whitebox", "lenet", ["lb_views"], "lb_views", through=True)["lb_views"]
+    recs = ev.run_suite("whitebox", "lenet", ["lb_views"], "lb_views", through=True).records["lb_views"]
     acc = {r.attack: float(np.mean(r.robust)) for r in recs}
     assert list(acc) == ["pgd_ce", "pgd_ce~straight_through", "pgd_ce~hybrid", "pgd_ce~smooth"]
     for view in ("straight_through", "hybrid", "smooth"):
         assert acc[f"pgd_ce~{view}"] <= acc["pgd_ce"] - 0.2, acc
     assert block_metrics(recs).robust_acc <= min(acc.values()), acc
+
+
+def test_a_suite_member_is_one_spec(masked_eval, monkeypatch):
+    """docs/evaluation.md's worked example: one ``suite.Member`` entry adds MI-FGSM to the white-box suite, with
+    the budget's eps reaching the attack (eps 0 leaves every clean-correct image robust; eps 0.3 breaks the
+    undefended LeNet); a Python-level member gets the batch's mask as an argument and its log comes back as data,
+    with the run's context."""
+    import numpy as np
+
+    from ipgan_jax.eval import suite
+    from ipgan_jax.eval.outcome import AttackLog
+    ev = masked_eval
+    monkeypatch.setitem(suite.MEMBERS, "mifgsm", suite.Member("mifgsm", lambda b: dict(eps=b.eps, steps=b.steps)))
+
+    def count_rows(logits_fn, x, y, key, mask, *, eps):   # a driver that attacks nothing and logs what it saw
+        return x, {"rows": int(np.sum(mask)), "eps_seen": eps}
+    monkeypatch.setitem(suite.MEMBERS, "rows", suite.Member("rows", lambda b: dict(eps=float(b.eps)),
+                                                            driver=count_rows))
+    with ev.config.unlocked():
+        ev.config.eval.whitebox_per_defense["none_mi"] = dict(suite="mifgsm,rows", steps=10, restarts=1)
+    ev.add_defense("lenet", "none_mi", lambda x: x)
+    ev.run_clean()
+    clean = ev.outcome.pipe_clean[("lenet", "none_mi")]
+    for eps in (0.0, 0.3):
+        run = ev.run_suite("whitebox", "lenet", ["none_mi"], "none_mi", eps, through=True)
+        mi, rows = run.records["none_mi"]
+        assert (mi.attack, rows.attack) == ("mifgsm", "rows")
+        if eps == 0.0:
+            assert np.array_equal(mi.robust, clean) and np.array_equal(rows.robust, clean)
+        else:
+            assert mi.robust.mean() <= 0.3 * clean.mean() and np.array_equal(rows.robust, clean), mi.robust.mean()
+        assert all(isinstance(g, AttackLog) for g in run.logs)
+        assert sum(g.values["rows"] for g in run.logs) == 32 == mi.n    # the real rows only, never the padding
+        assert {(g.values["attacked"], g.values["eps"], g.values["eps_seen"]) for g in run.logs} == {
+            ("none_mi", eps, eps)}
+    ev.defenses.remove("none_mi")

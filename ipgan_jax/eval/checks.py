@@ -30,35 +30,26 @@ f(d(.)) as a white-box attacker sees it, and gives a :class:`Check` named by one
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ipgan_jax.attacks import margin
+from ipgan_jax.config_lists import parse_names
 from ipgan_jax.errors import ConfigError
 from ipgan_jax.eval.evaluate import Block
+from ipgan_jax.eval.outcome import Check
 from ipgan_jax.eval.records import attack_metrics, block_metrics
 
 CHECKS = ("steps", "fgsm_vs_pgd", "large_eps", "gradient", "bpda", "transfer_vs_whitebox", "blackbox_vs_whitebox")
 SCORE_BASED = ("square",)   # white-box suite members that use no gradient
 
 
-class Check(NamedTuple):
-    name: str            # one of CHECKS
-    classifier: str
-    defense: str
-    ok: bool | None      # None: skipped (the blocks it compares did not run)
-    detail: str
-    values: dict
-
-
 def check_names(spec) -> tuple:
     """``eval.checks.names`` ('steps,gradient', or 'all': every check; '' is an error) -> names in ``CHECKS`` order;
     an unknown name raises ValueError (the costly ones, steps / fgsm_vs_pgd / large_eps / bpda, rerun
     attacks through the defense and can be left out where one defense step is expensive)."""
-    names = [n.strip() for n in str(spec or "").split(",") if n.strip()]
+    names = list(parse_names(spec or ""))
     if not names:
         raise ConfigError(f"eval.checks.names={spec!r} names no check: give 'all' or a comma list of "
                           f"{', '.join(CHECKS)} (drop 'checks' from --blocks to run none)")
@@ -151,7 +142,7 @@ class ChecksBlock(Block):
         c = self.ev.config.eval.checks
         return dict(steps=tuple(int(s) for s in c.steps), large_eps=tuple(float(e) for e in c.large_eps),
                     max_large_eps_acc=float(c.max_large_eps_acc), min_grad_ratio=float(c.min_grad_ratio),
-                    bpda_margin=float(c.bpda_margin), tol=float(c.tol), names=check_names(c.get("names", "all")))
+                    bpda_margin=float(c.bpda_margin), tol=float(c.tol), names=check_names(c.names))
 
     def units(self):
         """Per pair and batch, for the selected checks: PGD many (steps, fgsm_vs_pgd, bpda) / few (steps),
@@ -160,16 +151,17 @@ class ChecksBlock(Block):
         names = set(s["names"])
         per = (bool(names & {"steps", "fgsm_vs_pgd", "bpda"}) + ("steps" in names) + ("fgsm_vs_pgd" in names)
                + ("bpda" in names) + ("gradient" in names))
-        return sum((per + ("large_eps" in names) * len(ev.suite_builders(d)) * len(s["large_eps"]))
+        return sum((per + ("large_eps" in names) * len(ev.suite_entries(d)) * len(s["large_eps"]))
                    * len(ev.batches(c, True)) for c, d in ev.pairs())
 
     def run(self, bar=None):
         names = self.settings()["names"]
         for clf, d in self.ev.pairs():
-            self.ev.checks.extend(self.check_pair(clf, d, bar, only=names))
+            yield from self.check_pair(clf, d, bar, only=names)
 
     def _robust(self, name, attack, clf, d, attacked, bar):
-        rec = self.ev.run_attack("checks", name, attack, clf, [d], attacked, through=True, costly=True, bar=bar)[d]
+        rec = self.ev.run_attack("checks", name, attack, clf, [d], attacked, through=True, costly=True,
+                                 bar=bar).records[d]
         return attack_metrics(rec).robust_acc
 
     def check_pair(self, clf, d, bar=None, only=CHECKS) -> list:
@@ -201,8 +193,8 @@ class ChecksBlock(Block):
             add("fgsm_vs_pgd", decide_fgsm_vs_pgd(acc["fgsm"], acc["many"], many, tol), fgsm=acc["fgsm"],
                 pgd=acc["many"])
         if "large_eps" in only:
-            large = {e: block_metrics(ev.run_suite("checks_large_eps", clf, [d], d, e, through=True, bar=bar)[d])
-                     .robust_acc for e in s["large_eps"]}
+            large = {e: block_metrics(ev.run_suite("checks_large_eps", clf, [d], d, e, through=True,
+                                                   bar=bar).records[d]).robust_acc for e in s["large_eps"]}
             add("large_eps", decide_large_eps(large, max(s["max_large_eps_acc"], 2.0 / max(n, 1))),
                 **{f"eps_{e:g}": a for e, a in large.items()})
         if "gradient" in only:
@@ -226,7 +218,7 @@ class ChecksBlock(Block):
         return out
 
     def blackbox_check(self, clf, d, tol) -> Check:
-        recs = [r for r in self.ev.block_records("whitebox", clf, d) if r.bounded]
+        recs = [r for r in self.ev.outcome.block_records("whitebox", clf, d) if r.bounded]
         score = [r for r in recs if member_of(r.attack) in SCORE_BASED]
         grad = [r for r in recs if member_of(r.attack) not in SCORE_BASED]
         if not score or not grad:
@@ -241,16 +233,16 @@ class ChecksBlock(Block):
 
     def transfer_check(self, clf, d, tol) -> Check:
         ev = self.ev
-        wb = ev.block_records("whitebox", clf, d)
+        wb = ev.outcome.block_records("whitebox", clf, d)
         if not wb:
             return Check("transfer_vs_whitebox", clf, d, None, "skipped: the whitebox block did not run", {})
         m = wb[0].n
         others = {}
         for block in ("oblivious", "transfer"):
-            for r in ev.block_records(block, clf, d):
+            for r in ev.outcome.block_records(block, clf, d):
                 if r.bounded:
                     others[f"{block} {r.attack}"] = attack_metrics(r.take(m)).robust_acc
-        for src, recs in ev.cross_records(clf, d).items():   # the suite crafted through another pipeline
+        for src, recs in ev.outcome.cross_records(clf, d).items():   # the suite crafted through another pipeline
             others[f"white-box via {src}"] = block_metrics([r.take(m) for r in recs]).robust_acc
         if not others:
             return Check("transfer_vs_whitebox", clf, d, None, "skipped: no oblivious/transfer block ran", {})

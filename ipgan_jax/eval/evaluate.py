@@ -2,15 +2,23 @@
 
 For each target classifier f and defense d ('none' is the identity defense, evaluated like any
 other) on the first ``num_examples`` test images (never used for training or model selection:
-those use the validation split), the blocks write :class:`~ipgan_jax.eval.records.AttackRecord`
-objects to ``Evaluator.records[(block, attack, classifier, defense)]``:
+those use the validation split), each block is a generator that yields
+:class:`~ipgan_jax.eval.records.AttackRecord` s and the other items of :mod:`ipgan_jax.eval.outcome`;
+:meth:`Evaluator.run` files them into one :class:`~ipgan_jax.eval.outcome.RunOutcome`:
+
+    ev = Evaluator(config, ["lenet"], ["none", "ipgan"], ["fgsm", "pgd"], num_examples=1000)
+    outcome = ev.run(make_blocks(ev, ["oblivious", "whitebox"]))     # ipgan_jax.eval.blocks
+    outcome.block_records("whitebox", "lenet", "ipgan")
+
+The blocks:
 
 * ``oblivious``: each attack sees f only, then the defense runs (the paper's Table 1 setting);
 * ``transfer``: attacks crafted on a different surrogate classifier (black-box);
 * ``whitebox``: a suite of attacks (``eval.whitebox_suite``; default PGD with CE and with margin
   loss, ``whitebox_restarts`` random restarts of ``whitebox_steps`` steps of 2.5 eps / steps;
   also ``apgd_ce``, ``apgd_dlr``, ``apgd_t``, ``square``, ``autoattack`` (the cascade) and the group
-  ``autoattack_full`` = APGD-CE + APGD-T + Square on every image) on the whole pipeline f(d(.)), with
+  ``autoattack_full`` = APGD-CE + APGD-T + Square on every image: the specs of :mod:`ipgan_jax.eval.suite`)
+  on the whole pipeline f(d(.)), with
   BPDA and EOT over a defense's random draws where configured (``eval.whitebox_per_defense.<d>``:
   ``suite``, ``steps``, ``restarts``, ``eot_samples``, ``bpda``); worst case per image over the suite;
 * ``cw``: C&W-L2 (``eval.cw``) on the pipeline: median L2 (failures +inf) and success rate;
@@ -26,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,13 +44,15 @@ from absl import logging
 from ipgan_jax import metrics as M
 from ipgan_jax import pretrained
 from ipgan_jax.attacks import make_attack
-from ipgan_jax.attacks.autoattack import autoattack
 from ipgan_jax.attacks.transforms import bpda
+from ipgan_jax.config_lists import parse_names
 from ipgan_jax.data.pipeline import dataset_family, make_loader
 from ipgan_jax.defenses import load_defense
 from ipgan_jax.defenses.registry import base_defense
 from ipgan_jax.errors import ConfigError, ModelNotFoundError
+from ipgan_jax.eval.outcome import CROSS_BLOCK, AttackLog, Curve, RunOutcome, Samples, cross_attack_name
 from ipgan_jax.eval.records import AttackRecord, block_metrics
+from ipgan_jax.eval.suite import MEMBERS, Budget, Member, suite_members
 from ipgan_jax.training.checkpoint import NonFiniteError, tree_fingerprint
 from ipgan_jax.training.classifier import classifier_dir, load_classifier
 
@@ -75,82 +85,6 @@ def block_key(base, block: str, batch: int, *names) -> jax.Array:
     return k
 
 
-def _pgd_suite_member(loss: str):
-    def build(ev, eps, steps, restarts):
-        return ev.attack("pgd", eps=eps, steps=steps, restarts=restarts, step_size=2.5 * eps / max(steps, 1),
-                         loss=loss, random_start=True, keep_best=True)
-    return build
-
-
-def _apgd_suite_member(loss: str):
-    def build(ev, eps, steps, restarts):
-        return ev.attack("apgd", eps=eps, steps=steps, restarts=restarts, loss=loss)
-    return build
-
-
-def _apgd_t_suite_member(ev, eps, steps, restarts):
-    # 9 target classes x 1 run each (AutoAttack's APGD-T); white-box restarts do not multiply it
-    return ev.attack("apgd_t", eps=eps, steps=steps, restarts=1)
-
-
-def _square_suite_member(ev, eps, steps, restarts):
-    # score-based, gradient-free: blind to masked gradients; budget eval.square_queries per restart, a restart
-    # searching again only the images no earlier one broke
-    return ev.attack("square", eps=eps, n_queries=int(ev.config.eval.get("square_queries", 5000)), restarts=restarts)
-
-
-def _autoattack_suite_member(ev, eps, steps, restarts):
-    """AutoAttack's standard cascade (``ipgan_jax.attacks.autoattack``: APGD-CE, APGD-T, Square with
-    ``eval.square_queries``), each attack only on the images still robust; Python-level (not
-    jit-able), eps concrete. Each call's per-attack log goes to ``ev.attack_logs``."""
-    def fn(logits_fn, x, y, key):
-        ctx = dict(ev.attack_context)
-        keep = np.asarray(ctx.pop("mask", np.ones(x.shape[0], bool)))   # the batch's real (unpadded) rows
-        x_np = np.array(x)
-        if keep.any():
-            xa, log = autoattack(logits_fn, jnp.asarray(x_np[keep]), jnp.asarray(np.asarray(y)[keep]), key=key,
-                                 eps=float(eps), steps=steps, version="standard",
-                                 n_queries=int(ev.config.eval.get("square_queries", 5000)))
-            x_np[keep] = np.asarray(xa)
-            ev.attack_logs.append(dict(ctx, eps=float(eps), **{k: v for k, v in log.items() if k != "robust_flags"}))
-        return jnp.asarray(x_np, x.dtype)
-    return fn
-
-
-_autoattack_suite_member.python_level = True
-
-
-# White-box suite members: name -> build(evaluator, eps, steps, restarts) -> fn(logits_fn, x, y, key) -> x_adv.
-# Any attack with that signature plugs in. The block takes the per-image worst case over members.
-WHITEBOX_ATTACKS: dict[str, Callable] = {
-    "pgd_ce": _pgd_suite_member("ce"), "pgd_margin": _pgd_suite_member("margin"),
-    "apgd_ce": _apgd_suite_member("ce"), "apgd_dlr": _apgd_suite_member("dlr"),
-    "apgd_t": _apgd_t_suite_member, "square": _square_suite_member, "autoattack": _autoattack_suite_member,
-}
-# Suite names that stand for several members, each run on every image (the block takes the worst case
-# per image): 'autoattack_full' = APGD-CE + APGD-T + Square as separate records (costlier than the
-# 'autoattack' cascade, never weaker).
-WHITEBOX_GROUPS: dict[str, tuple] = {"autoattack_full": ("apgd_ce", "apgd_t", "square")}
-
-
-def suite_members(spec: str) -> list:
-    """'pgd_ce,autoattack_full' -> ['pgd_ce', 'apgd_ce', 'apgd_t', 'square'] (groups expanded, order kept,
-    duplicates dropped); unknown names raise ValueError."""
-    names = []
-    for n in (t.strip() for t in str(spec).split(",")):
-        if not n:
-            continue
-        if n not in WHITEBOX_ATTACKS and n not in WHITEBOX_GROUPS:
-            raise ConfigError(f"unknown eval.whitebox_suite entry {n!r}; known: "
-                              f"{sorted(WHITEBOX_ATTACKS) + sorted(WHITEBOX_GROUPS)}")
-        for m in WHITEBOX_GROUPS.get(n, (n,)):
-            if m not in names:
-                names.append(m)
-    if not names:
-        raise ConfigError("eval.whitebox_suite is empty")
-    return names
-
-
 class WhiteboxSettings(NamedTuple):
     steps: int
     restarts: int
@@ -161,7 +95,7 @@ class WhiteboxSettings(NamedTuple):
 
 def parse_views(views) -> tuple:
     """``'exact,straight_through'`` (or a sequence) -> ``('exact', 'straight_through')``; order kept, no repeats."""
-    names = [v.strip() for v in (views.split(",") if isinstance(views, str) else views) if str(v).strip()]
+    names = parse_names(views)
     if not names:
         raise ConfigError("eval.whitebox_per_defense.<defense>.views is empty; give e.g. 'exact,straight_through'")
     return tuple(dict.fromkeys(names))
@@ -184,8 +118,8 @@ def eot_logits(logits_fns):
 
 def load_examples(config, n: int, batch_size: int):
     """The first n test images as masked batches (the test split: evaluation only)."""
-    loader = make_loader(config.dataset, "test", batch_size, train=False, data_dir=config.get("data_dir"),
-                         image_size=config.image_size, num_examples=n, manual_dir=config.get("manual_dir"))
+    loader = make_loader(config.dataset, "test", batch_size, train=False, data_dir=config.data_dir,
+                         image_size=config.image_size, num_examples=n, manual_dir=config.manual_dir)
     return list(loader.iterate(prefetch=0))
 
 
@@ -193,8 +127,38 @@ def _logits_fn(module, variables):
     return lambda x: module.apply(variables, x, train=False)
 
 
+class SuiteEntry(NamedTuple):
+    """One record of the white-box suite: ``member`` (a :class:`~ipgan_jax.eval.suite.Member`) under attack view
+    ``view``, recorded as ``name`` (:func:`view_member_name`)."""
+    name: str
+    member: Member
+    view: str
+
+
+class PythonLevel(NamedTuple):
+    """An attack run in Python, not compiled as a whole: ``fn(logits_fn, x, y, key, eps, mask) -> (x_adv, log)``,
+    with eps a float, mask bool [B] the batch's real rows and log a dict or None."""
+    fn: Callable
+
+
+class AttackRun(NamedTuple):
+    """What :meth:`Evaluator.run_attack` returns: {defense: AttackRecord}, the attack's logs (dicts) and the
+    :class:`~ipgan_jax.eval.outcome.Samples` it kept."""
+    records: dict
+    logs: list
+    samples: list
+
+
+class SuiteRun(NamedTuple):
+    """What :meth:`Evaluator.run_suite` returns: {judged defense: [AttackRecord per suite entry]} and the
+    :class:`~ipgan_jax.eval.outcome.AttackLog` s of its Python-level members."""
+    records: dict
+    logs: list
+
+
 class Evaluator:
-    """Holds the models, the images and the records; the blocks below fill ``records``."""
+    """The harness: the models, the images, the compiled attacks. :meth:`run` runs blocks and returns what they
+    yield as one :class:`~ipgan_jax.eval.outcome.RunOutcome` (``self.outcome``)."""
 
     def __init__(self, config, classifiers, defenses, attacks, num_examples, seed=0, allow_missing=False):
         self.config, self.allow_missing = config, allow_missing
@@ -202,17 +166,10 @@ class Evaluator:
         self.classifiers, self.defenses, self.attacks = list(classifiers), list(defenses), list(attacks)
         self.num_examples = num_examples
         self.key = jax.random.PRNGKey(seed)
-        self.run_nonce = int(config.eval.get("run_nonce", 0))
+        self.run_nonce = int(config.eval.run_nonce)
         if self.run_nonce:   # 0: the keys of runs made before the nonce existed
             self.key = jax.random.fold_in(self.key, self.run_nonce)
-        self.records: dict = {}
-        self.curves: dict = {}
-        self.checks: list = []
-        self.samples: dict = {}
-        self.attack_logs: list = []   # per-call logs of Python-level suite members (autoattack)
-        self.attack_context: dict = {}
         self.f_clean: dict = {}      # clf -> bool [n]: f(x) == y
-        self.pipe_clean: dict = {}   # (clf, defense) -> bool [n]: f(d(x)) == y
         self._batches: dict = {}
         self._judges: dict = {}
         self._jits: dict = {}
@@ -236,6 +193,7 @@ class Evaluator:
         # defenses loaded for no classifier (skipped with allow_missing) are not in the tables
         self.defenses = [d for d in self.defenses if any((c, d) in self.defend_fns for c in self.classifiers)]
         self.eps = float(self.attack_settings("pgd")["eps"])
+        self.outcome = RunOutcome(self.classifiers, self.defenses, curve_suite=str(config.eval.whitebox_suite))
 
     def add_defense(self, clf, name, defend_fn=None, trainer=None):
         """Register a defense (loaded by name when ``defend_fn`` is None). One that has not been
@@ -251,8 +209,16 @@ class Evaluator:
                 self.missing.append((clf, name))
                 return
         if name not in self.defenses:
-            self.defenses.append(name)
+            self.defenses.append(name)   # the same list as outcome.defenses once the outcome exists
         self.defend_fns[(clf, name)], self.trainers[(clf, name)] = defend_fn, trainer
+
+    def run(self, blocks, bar=None) -> RunOutcome:
+        """The clean passes, then each block in turn, every item it yields filed into ``self.outcome``."""
+        self.run_clean()
+        for b in blocks:
+            for item in b.run(bar):
+                self.outcome.add(item)
+        return self.outcome
 
     # ---- models and images ----------------------------------------------------------
     def model_sources(self) -> dict:
@@ -261,7 +227,7 @@ class Evaluator:
         fingerprint is :func:`tree_fingerprint` of the loaded values)."""
         out = {}
         for c, (_, variables) in sorted(self.targets.items()):
-            rec = {"source": "ported", "path": self.config.get("classifier_ckpt"), "sha256": None}
+            rec = {"source": "ported", "path": self.config.classifier_ckpt, "sha256": None}
             if self.config.dataset == "mnist":
                 rec = pretrained.source_record(self.config, "classifier", c, None,
                                                classifier_dir(self.config, c) / "params")
@@ -297,7 +263,7 @@ class Evaluator:
             cfg.image_size = size
             self._batches[size] = load_examples(cfg, self.num_examples, self.config.eval.batch_size)
         out = self._batches[size]
-        limit = int(self.config.eval.get("whitebox_num_examples") or 0)
+        limit = int(self.config.eval.whitebox_num_examples or 0)
         if not costly or not limit:
             return out
         kept, left = [], limit
@@ -318,7 +284,7 @@ class Evaluator:
         """Library defaults for the dataset, ``eval.attack_params[base]``, the alias's overrides,
         ``eval.attack_params[name]``, then ``over``."""
         base, alias_over = ALIASES.get(name, (name, {}))
-        params = self.config.eval.get("attack_params", {})
+        params = self.config.eval.attack_params
         extra = dict(params.get(base, {}))
         extra.update(alias_over)
         if name != base:
@@ -332,7 +298,7 @@ class Evaluator:
     def _per_defense(self, d) -> dict:
         """``eval.whitebox_per_defense.<d>`` ('none' for f alone; a tagged ``<defense>:<tag>`` falls back to
         its method's entry) as a dict ({} when absent)."""
-        per = self.config.eval.get("whitebox_per_defense", {})
+        per = self.config.eval.whitebox_per_defense
         d = d or "none"
         return dict(per.get(d, per.get(base_defense(d), {})))
 
@@ -344,39 +310,42 @@ class Evaluator:
                                 int(per.get("eot_samples", 1)), bool(per.get("bpda", False)),
                                 parse_views(per.get("views", "exact")) if d else ("exact",))
 
-    def suite_builders(self, d) -> dict:
-        """{record name: build(eps) -> attack fn} of the white-box suite with ``d``'s steps / restarts, one
-        entry per (member, attack view) (``view_member_name``; ``build.view``); eps may be a traced scalar:
-        one compile serves every eps."""
-        s = self.whitebox_settings(d)
+    def suite_entries(self, d) -> list:
+        """The white-box suite against defense ``d`` (None: f alone): one :class:`SuiteEntry` per (member,
+        attack view), members from ``eval.whitebox_suite`` or ``whitebox_per_defense.<d>.suite``."""
         names = suite_members(self._per_defense(d).get("suite", self.config.eval.whitebox_suite))
-        out = {}
-        for view in s.views:
-            for n in names:
-                b = WHITEBOX_ATTACKS[n]
-                name = view_member_name(n, view)
-                out[name] = lambda eps, b=b: b(self, eps, s.steps, s.restarts)
-                out[name].python_level = getattr(b, "python_level", False)
-                out[name].view = view
-        return out
+        return [SuiteEntry(view_member_name(n, v), MEMBERS[n], v) for v in self.whitebox_settings(d).views
+                for n in names]
 
-    def run_suite(self, block, clf, defenses, attacked_defense, eps=None, *, through, bar=None) -> dict:
+    def member_attack(self, member: Member, d):
+        """``member``'s attack with ``d``'s budget: a builder eps -> fn(logits_fn, x, y, key) -> x_adv (eps may
+        be traced: one compile serves every eps), or a :class:`PythonLevel` for a member with a driver."""
+        s = self.whitebox_settings(d)
+
+        def budget(eps):
+            return Budget(eps, s.steps, s.restarts, int(self.config.eval.square_queries))
+        if member.driver is not None:
+            return PythonLevel(lambda logits_fn, x, y, key, eps, mask: member.driver(
+                logits_fn, x, y, key, mask, **member.settings(budget(eps))))
+        return lambda eps: self.attack(member.attack, **member.settings(budget(eps)))
+
+    def run_suite(self, block, clf, defenses, attacked_defense, eps=None, *, through, bar=None) -> SuiteRun:
         """The white-box suite at ``eps`` (default the evaluation eps) against f(d(.)) for
-        ``attacked_defense`` d (None: f alone), under each of d's attack views, judged for ``defenses``:
-        {defense: [records]}."""
+        ``attacked_defense`` d (None: f alone), under each of d's attack views, judged for ``defenses``."""
         eps = self.eps if eps is None else float(eps)
-        out = {d: [] for d in defenses}
-        builders = self.suite_builders(attacked_defense)
+        out, logs = {d: [] for d in defenses}, []
+        entries = self.suite_entries(attacked_defense)
         views = {v: self.logits(clf) if attacked_defense is None else self.attack_logits(clf, attacked_defense, v)
-                 for v in dict.fromkeys(b.view for b in builders.values())}    # a bad view fails before any attack
-        for name, build in builders.items():
-            attacked = views[build.view]
-            self.attack_context = dict(block=block, classifier=clf, attacked=attacked_defense or "none")
-            recs = self.run_attack(block, name, build, clf, defenses, attacked, through=through, costly=True,
-                                   bar=bar, eps=eps, cache=("suite", clf, attacked_defense, name))
-            for d, r in recs.items():
+                 for v in dict.fromkeys(e.view for e in entries)}    # a bad view fails before any attack
+        context = dict(block=block, classifier=clf, attacked=attacked_defense or "none", eps=eps)
+        for e in entries:
+            run = self.run_attack(block, e.name, self.member_attack(e.member, attacked_defense), clf, defenses,
+                                  views[e.view], through=through, costly=True, bar=bar, eps=eps,
+                                  cache=("suite", clf, attacked_defense, e.name))
+            for d, r in run.records.items():
                 out[d].append(r)
-        return out
+            logs += [AttackLog({**context, **log}) for log in run.logs]
+        return SuiteRun(out, logs)
 
     def attack_logits(self, clf, d, view: str = "exact"):
         """What a white-box attacker differentiates: the pipeline f(d(.)) under attack view ``view``
@@ -428,12 +397,12 @@ class Evaluator:
         return self._judges[(clf, d)]
 
     def run_clean(self):
-        """f(x) == y per image, and f(d(x)) == y for each defense: ``f_clean``, ``pipe_clean``."""
+        """f(x) == y per image (``f_clean``), and f(d(x)) == y for each defense (``outcome.pipe_clean``)."""
         for clf in self.classifiers:
             self.f_clean[clf] = self._clean_pass(self.logits(clf), clf, clf)
             for d in self.defenses_of(clf):
-                self.pipe_clean[(clf, d)] = self._clean_pass(self.logits(clf), clf, f"{d} on {clf}",
-                                                             defend=self.defend_fns[(clf, d)])
+                self.outcome.pipe_clean[(clf, d)] = self._clean_pass(self.logits(clf), clf, f"{d} on {clf}",
+                                                                     defend=self.defend_fns[(clf, d)])
 
     def _clean_pass(self, logits_fn, clf, what, defend=None) -> np.ndarray:
         """bool [n]: argmax logits_fn(defend(x)) == y over ``clf``'s batches; non-finite logits or
@@ -459,42 +428,52 @@ class Evaluator:
                                  f"are reported from NaN logits).")
         return np.concatenate(ok)
 
-    def clean_accuracy(self) -> dict:
-        return {k: float(np.mean(v)) for k, v in self.pipe_clean.items()}
-
     def run_attack(self, block, name, attack, clf, defenses, attacked, *, through, costly, bar=None,
-                   eps=None, cache=None, samples=False) -> dict:
+                   eps=None, cache=None, samples=False) -> AttackRun:
         """Run ``attack`` against ``attacked`` (logits fn) on ``clf``'s batches and judge each of
-        ``defenses`` on the result; returns {defense: AttackRecord}.
+        ``defenses`` on the result.
 
-        ``attack``: fn(logits_fn, x, y, key) -> x_adv, or, with ``eps`` given, a builder
-        eps -> such a fn, called with eps as a traced scalar. ``cache``: a key under which the
-        compiled attack is kept (it must determine ``attack`` and ``attacked``)."""
+        Args:
+            block, name: the records' block and attack names (and the cell's PRNG key, :func:`block_key`).
+            attack: fn(logits_fn, x, y, key) -> x_adv; with ``eps`` given, a builder eps -> such a fn, called
+                with eps as a traced scalar; or a :class:`PythonLevel` (not jitted; gets the batch's mask).
+            clf, defenses, attacked: the classifier, the defenses judged, the logits fn attacked.
+            through: whether the attack differentiates the defense (recorded).
+            costly: only the first ``eval.whitebox_num_examples`` images.
+            cache: a key under which the compiled attack is kept (it must determine ``attack`` and ``attacked``).
+            samples: keep the first batch's first 8 images (:class:`~ipgan_jax.eval.outcome.Samples`).
+
+        Returns:
+            :class:`AttackRun`."""
         if not self.f_clean:
             self.run_clean()
         fn = self._jits.get(cache) if cache is not None else None
         if fn is None:
-            if getattr(attack, "python_level", False):   # a Python-level driver (autoattack): not jitted
-                fn = ((lambda x, y, k, e: attack(attacked, x, y, k)) if eps is None else
-                      (lambda x, y, k, e: attack(float(e))(attacked, x, y, k)))
-            elif eps is None:
-                fn = jax.jit(lambda x, y, k, e: attack(attacked, x, y, k))
+            if isinstance(attack, PythonLevel):   # eps as the caller's float, not float32
+                def fn(x, y, k, e, m):
+                    return attack.fn(attacked, x, y, k, e, m)
             else:
-                fn = jax.jit(lambda x, y, k, e: attack(e)(attacked, x, y, k))
+                run = jax.jit((lambda x, y, k, e: attack(attacked, x, y, k)) if eps is None else
+                              (lambda x, y, k, e: attack(e)(attacked, x, y, k)))
+
+                def fn(x, y, k, e, m):
+                    return run(x, y, k, jnp.float32(e)), None
             if cache is not None:
                 self._jits[cache] = fn
-        e = jnp.float32(0.0 if eps is None else eps)
+        e = 0.0 if eps is None else float(eps)
         key_names = (name,) if eps is None else (name, f"eps={float(eps):g}")
-        parts = {d: [] for d in defenses}
+        parts, logs, kept = {d: [] for d in defenses}, [], []
         for i, b in enumerate(self.batches(clf, costly)):
             x, y, m = b["image"], b["label"], np.asarray(b["mask"])
-            self.attack_context["mask"] = m
-            x_adv = fn(x, y, block_key(self.key, block, i, *key_names), e)
+            x_adv, log = fn(x, y, block_key(self.key, block, i, *key_names), e, m)
+            if log is not None:
+                logs.append(log)
             for d in defenses:
                 out = self._judge(clf, d)(x, x_adv, y)
                 parts[d].append([np.asarray(a)[m] for a in out[:5]])
                 if samples and i == 0:
-                    self.samples[(clf, name, d)] = (np.asarray(x[:8]), np.asarray(x_adv[:8]), np.asarray(out[5][:8]))
+                    kept.append(Samples(clf, name, d, (np.asarray(x[:8]), np.asarray(x_adv[:8]),
+                                                       np.asarray(out[5][:8]))))
             if bar is not None:
                 bar.update(1)
         recs = {}
@@ -503,23 +482,12 @@ class Evaluator:
             n = len(f_adv)
             recs[d] = AttackRecord(block=block, attack=name, classifier=clf, defense=d, bounded=is_bounded(name),
                                    through=through, f_clean=self.f_clean[clf][:n],
-                                   pipe_clean=self.pipe_clean[(clf, d)][:n], f_adv=f_adv, pipe_adv=pipe_adv,
-                                   ssim_rec=ssim_rec, ssim_adv=ssim_adv, l2=l2)
-        return recs
-
-    def block_records(self, block, clf, d) -> list:
-        return [r for (b, _, c, dd), r in self.records.items() if (b, c, dd) == (block, clf, d)]
-
-    def cross_records(self, clf, d) -> dict:
-        """{source defense: [records]}: the white-box suite crafted through each other pipeline,
-        judged on ``d`` (block ``whitebox_transfer``), in the order they were run."""
-        out: dict = {}
-        for r in self.block_records(CROSS_BLOCK, clf, d):
-            out.setdefault(cross_source(r.attack), []).append(r)
-        return out
+                                   pipe_clean=self.outcome.pipe_clean[(clf, d)][:n], f_adv=f_adv,
+                                   pipe_adv=pipe_adv, ssim_rec=ssim_rec, ssim_adv=ssim_adv, l2=l2)
+        return AttackRun(recs, logs, kept)
 
 
-# ---- blocks: units() is the progress-bar length, run(bar) fills ev.records / ev.curves --------
+# ---- blocks: units() is the progress-bar length, run(bar) yields the block's items (outcome.py) --------------
 class Block:
     name = ""
 
@@ -529,7 +497,7 @@ class Block:
     def units(self) -> int:
         raise NotImplementedError
 
-    def run(self, bar=None):
+    def run(self, bar=None) -> Iterator:
         raise NotImplementedError
 
 
@@ -553,13 +521,14 @@ class ObliviousBlock(Block):
     def run(self, bar=None):
         ev = self.ev
         for clf, a in self.jobs():
-            recs = ev.run_attack(self.name, a, ev.attack(a), clf, ev.defenses_of(clf), ev.logits(self.source(clf)),
-                                 through=False, costly=False, bar=bar, samples=self.name == "oblivious")
-            ev.records.update({(self.name, a, clf, d): r for d, r in recs.items()})
+            run = ev.run_attack(self.name, a, ev.attack(a), clf, ev.defenses_of(clf), ev.logits(self.source(clf)),
+                                through=False, costly=False, bar=bar, samples=self.name == "oblivious")
+            yield from run.records.values()
+            yield from run.samples
 
 
 class TransferBlock(ObliviousBlock):
-    """Attacks crafted on a surrogate (``eval.transfer_source``; ``transfer_source_for_mcnn``
+    """Attacks crafted on a surrogate (``eval.transfer_source``; ``eval.transfer_source_fallback``
     for the classifier that is itself the source); a classifier is never its own surrogate."""
     name = "transfer"
 
@@ -572,23 +541,10 @@ class TransferBlock(ObliviousBlock):
 
     def source(self, clf):
         cfg = self.ev.config.eval
-        return cfg.transfer_source_for_mcnn if clf == cfg.transfer_source else cfg.transfer_source
+        return cfg.transfer_source_fallback if clf == cfg.transfer_source else cfg.transfer_source
 
     def jobs(self):
         return [(c, a) for c, a in super().jobs() if self.source(c) != c]
-
-
-CROSS_BLOCK = "whitebox_transfer"
-
-
-def cross_attack_name(attack: str, source: str) -> str:
-    """Record name of white-box suite member ``attack`` crafted through ``source``'s pipeline."""
-    return f"{attack}@{source}"
-
-
-def cross_source(attack: str) -> str:
-    """The pipeline a ``whitebox_transfer`` record's examples were crafted through."""
-    return attack.split("@", 1)[1]   # suite member names never contain "@"
 
 
 class WhiteboxBlock(Block):
@@ -604,21 +560,19 @@ class WhiteboxBlock(Block):
 
     def units(self):
         ev = self.ev
-        return sum(len(ev.suite_builders(d)) * len(ev.batches(c, True)) for c, d in ev.pairs())
+        return sum(len(ev.suite_entries(d)) * len(ev.batches(c, True)) for c, d in ev.pairs())
 
     def run(self, bar=None):
         ev = self.ev
-        cross = bool(ev.config.eval.get("whitebox_cross", True))
         for clf, d in ev.pairs():
-            judged = ev.defenses_of(clf) if cross else [d]
-            out = ev.run_suite(self.name, clf, judged, d, through=True, bar=bar)
-            for r in out[d]:
-                ev.records[(self.name, r.attack, clf, d)] = r
+            judged = ev.defenses_of(clf) if ev.config.eval.whitebox_cross else [d]
+            run = ev.run_suite(self.name, clf, judged, d, through=True, bar=bar)
+            yield from run.records[d]
+            yield from run.logs
             for other in judged:
                 if other != d:   # the same x_adv, crafted through d, judged on another pipeline
-                    for r in out[other]:
-                        r = dataclasses.replace(r, block=CROSS_BLOCK, attack=cross_attack_name(r.attack, d))
-                        ev.records[(CROSS_BLOCK, r.attack, clf, other)] = r
+                    for r in run.records[other]:
+                        yield dataclasses.replace(r, block=CROSS_BLOCK, attack=cross_attack_name(r.attack, d))
 
 
 class CWBlock(Block):
@@ -632,9 +586,8 @@ class CWBlock(Block):
         ev = self.ev
         atk = ev.attack("cw_l2", **dict(ev.config.eval.cw))
         for clf, d in ev.pairs():
-            rec = ev.run_attack(self.name, "cw_l2", atk, clf, [d], ev.attack_logits(clf, d), through=True,
-                                costly=True, bar=bar)[d]
-            ev.records[(self.name, "cw_l2", clf, d)] = rec
+            yield from ev.run_attack(self.name, "cw_l2", atk, clf, [d], ev.attack_logits(clf, d), through=True,
+                                     costly=True, bar=bar).records.values()
 
 
 class CurveBlock(Block):
@@ -648,7 +601,7 @@ class CurveBlock(Block):
         ev = self.ev
         n = 0
         for c in ev.classifiers:
-            per_eps = len(ev.suite_builders(None)) + sum(len(ev.suite_builders(d)) for d in ev.defenses_of(c))
+            per_eps = len(ev.suite_entries(None)) + sum(len(ev.suite_entries(d)) for d in ev.defenses_of(c))
             n += per_eps * len(ev.batches(c, True))
         return n * len(self.eps_list())
 
@@ -660,11 +613,14 @@ class CurveBlock(Block):
                    for d in defs}
             for eps in self.eps_list():
                 obl = ev.run_suite("curve_oblivious", clf, defs, None, eps, through=False, bar=bar)
+                yield from obl.logs
                 for d in defs:
-                    wb = ev.run_suite("curve_whitebox", clf, [d], d, eps, through=True, bar=bar)[d]
-                    bo, bw = block_metrics(obl[d]), block_metrics(wb)
+                    wb = ev.run_suite("curve_whitebox", clf, [d], d, eps, through=True, bar=bar)
+                    yield from wb.logs
+                    bo, bw = block_metrics(obl.records[d]), block_metrics(wb.records[d])
                     cur[d]["oblivious"].append(bo.robust_acc)
                     cur[d]["oblivious_dsr"].append(bo.dsr)
                     cur[d]["whitebox"].append(bw.robust_acc)
                     cur[d]["n"] = bw.n
-            ev.curves.update({(clf, d): v for d, v in cur.items()})
+            for d, values in cur.items():
+                yield Curve(clf, d, values)

@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ipgan_jax.eval.checks import Check
-from ipgan_jax.eval.evaluate import Evaluator
+from ipgan_jax.eval.outcome import Check, RunOutcome
 from ipgan_jax.eval.records import record_from_json, unpack_bits
 from ipgan_jax.eval.resultset import ResultsError
 
@@ -46,23 +45,6 @@ class MergeError(ResultsError):
 def _suffixed(attack: str, k: int) -> str:
     member, at, source = attack.partition("@")
     return f"{member}#{k}{at}{source}"
-
-
-class MergedRun:
-    """The attributes ``report.markdown`` / ``report.write_outputs`` read from an ``Evaluator``."""
-
-    def __init__(self, records: dict, pipe_clean: dict, classifiers: list, defenses: list, checks: list,
-                 attack_logs: list, notes: list):
-        self.records, self.pipe_clean = records, pipe_clean
-        self.classifiers, self.defenses = classifiers, defenses
-        self.attacks = list(dict.fromkeys(a for (_, a, _, _) in records))
-        self.checks, self.attack_logs, self.notes = checks, attack_logs, notes
-        self.curves, self.samples = {}, {}
-
-    # the Evaluator's own readers: they only look at records / pipe_clean
-    block_records = Evaluator.block_records
-    cross_records = Evaluator.cross_records
-    clean_accuracy = Evaluator.clean_accuracy
 
 
 def _check_same(runs: list, labels: list, key: str) -> None:
@@ -107,7 +89,7 @@ def _and_prefix(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, bool]:
     return out, agree
 
 
-def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num_examples=None) -> MergedRun:
+def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num_examples=None) -> RunOutcome:
     """Pool the per-image records of ``runs`` (loaded results.json dicts, labelled ``labels``).
 
     ``classifiers`` / ``defenses``: keep only these (default: every one in the runs).
@@ -226,10 +208,11 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
         return list(dict.fromkeys(x for run in runs for x in run["meta"].get(key, []) if x in seen))
     seen_c = {r.classifier for r in records.values()}
     seen_d = {r.defense for r in records.values()} | {d for (_, d) in pipe}
-    return MergedRun(records, pipe, order("classifiers", seen_c), order("defenses", seen_d), checks, logs, notes)
+    return RunOutcome(order("classifiers", seen_c), order("defenses", seen_d), records=records, pipe_clean=pipe,
+                      checks=checks, attack_logs=logs, notes=notes)
 
 
-def merged_meta(runs: list, labels: list, mr: MergedRun) -> dict:
+def merged_meta(runs: list, labels: list, mr: RunOutcome) -> dict:
     """results.json meta of a merged run: the sources' metas kept whole under ``merged_from``."""
     n = max([r.n for r in mr.records.values()] + [len(v) for v in mr.pipe_clean.values()], default=0)
     return {"merged_from": [{"path": lab, "meta": run["meta"]} for run, lab in zip(runs, labels)],

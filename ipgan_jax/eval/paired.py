@@ -23,9 +23,9 @@ from typing import NamedTuple
 import numpy as np
 
 from ipgan_jax.errors import UserError
+from ipgan_jax.eval.formatting import interval, pct
 from ipgan_jax.eval.merge import MergeError, check_same_models, merge_results
 from ipgan_jax.eval.records import worst_case
-from ipgan_jax.eval.report import _ci, _pct
 from ipgan_jax.metrics import wilson_interval
 
 
@@ -120,7 +120,7 @@ def compare(run_a: dict, label_a: str, defense_a: str, run_b: dict, label_b: str
 def markdown(c: PairedComparison) -> str:
     """The comparison as a short Markdown table and one sentence."""
     def row(s: Side, k: int) -> str:
-        return f"| {s.label} | {', '.join(s.attacks)} | {_pct(k / c.n)} {_ci(wilson_interval(k, c.n))} |"
+        return f"| {s.label} | {', '.join(s.attacks)} | {pct(k / c.n)} {interval(wilson_interval(k, c.n))} |"
     lines = [f"**Paired comparison, first {c.n} test images** (worst case per image over each side's bounded attacks)",
              "", "| side | attacks | robust acc. (95% Wilson) |", "|---|---|---|",
              row(c.a, c.a_correct), row(c.b, c.b_correct), "",

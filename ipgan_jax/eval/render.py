@@ -34,8 +34,10 @@ import re
 import sys
 from pathlib import Path
 
+from ipgan_jax.config_lists import parse_names
 from ipgan_jax.errors import UserError
-from ipgan_jax.eval.paper import CLASSIFIER_NAMES, DEFENSE_NAMES, paper_dsr
+from ipgan_jax.eval.formatting import classifier_name, defense_name, interval, pct
+from ipgan_jax.eval.paper import paper_dsr
 from ipgan_jax.eval.resultset import ResultsError, ResultSet
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,22 +50,6 @@ class RenderError(UserError, ValueError):
     """A marker that names an unknown table, a bad option or results that cannot be read."""
 
 
-def _pct(v) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
-
-
-def _ci(lo_hi) -> str:
-    return f"({_pct(lo_hi[0])}-{_pct(lo_hi[1])})"
-
-
-def _cname(c: str) -> str:
-    return CLASSIFIER_NAMES.get(c, c)
-
-
-def _dname(d: str) -> str:
-    return DEFENSE_NAMES.get(d, d)
-
-
 def _rows(header: list, rows: list) -> str:
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -73,7 +59,7 @@ def _rows(header: list, rows: list) -> str:
 def _pick(have: list, wanted: str | None, what: str) -> list:
     if not wanted:
         return have
-    out = [w for w in wanted.split(",") if w]
+    out = list(parse_names(wanted))
     missing = [w for w in out if w not in have]
     if missing:
         raise RenderError(f"{what} {missing} not in the results (they have {have})")
@@ -84,8 +70,8 @@ def _dsr_cell(rs, block, c, d) -> str:
     bm = rs.block_metrics(block, c, d)
     if bm is None:
         return "-"
-    paper = paper_dsr(block, _dname(d), _cname(c)) if d != "none" else None
-    v = _pct(bm.dsr)
+    paper = paper_dsr(block, defense_name(d), classifier_name(c)) if d != "none" else None
+    v = pct(bm.dsr)
     if paper is not None and not math.isnan(bm.dsr) and round(100 * bm.dsr, 2) >= paper:
         v = f"**{v}**"
     return v + (f" [{paper:.2f}]" if paper is not None else "")
@@ -95,8 +81,8 @@ def table1(rs: ResultSet, classifiers: str | None = None, defenses: str | None =
     """The paper's Table 1: DSR per defense (rows, 'none' left out) in setting 1 then 2 (columns per classifier)."""
     clfs = _pick(rs.classifiers, classifiers, "classifiers")
     defs = [d for d in _pick(rs.defenses, defenses, "defenses") if d != "none"]
-    header = ["defense"] + [f"{s}: {_cname(c)}" for s in (1, 2) for c in clfs]
-    rows = [[_dname(d)] + [_dsr_cell(rs, b, c, d) for b in ("oblivious", "transfer") for c in clfs] for d in defs]
+    header = ["defense"] + [f"{s}: {classifier_name(c)}" for s in (1, 2) for c in clfs]
+    rows = [[defense_name(d)] + [_dsr_cell(rs, b, c, d) for b in ("oblivious", "transfer") for c in clfs] for d in defs]
     return _rows(header, rows)
 
 
@@ -104,13 +90,14 @@ def block(rs: ResultSet, block: str = "oblivious", classifiers: str | None = Non
     """One bounded block: DSR [paper] and robust accuracy (95% Wilson interval) per classifier."""
     clfs = _pick(rs.classifiers, classifiers, "classifiers")
     defs = _pick(rs.defenses, defenses, "defenses")
-    header = ["defense"] + [f"{_cname(c)} DSR" for c in clfs] + [f"{_cname(c)} rob. acc" for c in clfs]
+    header = (["defense"] + [f"{classifier_name(c)} DSR" for c in clfs]
+              + [f"{classifier_name(c)} rob. acc" for c in clfs])
     rows = []
     for d in defs:
-        row = [_dname(d)] + [_dsr_cell(rs, block, c, d) for c in clfs]
+        row = [defense_name(d)] + [_dsr_cell(rs, block, c, d) for c in clfs]
         for c in clfs:
             bm = rs.block_metrics(block, c, d)
-            row.append("-" if bm is None else f"{_pct(bm.robust_acc)} {_ci(bm.robust_ci)}")
+            row.append("-" if bm is None else f"{pct(bm.robust_acc)} {interval(bm.robust_ci)}")
         rows.append(row)
     return _rows(header, rows)
 
@@ -132,8 +119,8 @@ def whitebox(rs: ResultSet, block: str = "whitebox", classifiers: str | None = N
                 continue
             per = {r.attack: rs.attack_metrics(block, r.attack, c, d).robust_acc for r in recs if r.bounded}
             clean = float(recs[0].pipe_clean.mean()) if recs[0].n else None
-            rows.append([_cname(c), _dname(d), str(bm.n), _pct(clean), f"{_pct(bm.robust_acc)} {_ci(bm.robust_ci)}"]
-                        + [_pct(per.get(a)) for a in attacks])
+            rows.append([classifier_name(c), defense_name(d), str(bm.n), pct(clean),
+                         f"{pct(bm.robust_acc)} {interval(bm.robust_ci)}"] + [pct(per.get(a)) for a in attacks])
     if not rows:
         raise RenderError(f"no bounded records in block {block!r}")
     return _rows(header, rows)
@@ -143,8 +130,8 @@ def clean(rs: ResultSet, classifiers: str | None = None, defenses: str | None = 
     """Clean accuracy f(d(x)) of every pipeline (rows: defenses, columns: classifiers)."""
     clfs = _pick(rs.classifiers, classifiers, "classifiers")
     defs = _pick(rs.defenses, defenses, "defenses")
-    return _rows(["defense"] + [_cname(c) for c in clfs],
-                 [[_dname(d)] + [_pct(rs.clean_accuracy(c, d)) for c in clfs] for d in defs])
+    return _rows(["defense"] + [classifier_name(c) for c in clfs],
+                 [[defense_name(d)] + [pct(rs.clean_accuracy(c, d)) for c in clfs] for d in defs])
 
 
 TABLES = {"table1": table1, "block": block, "whitebox": whitebox, "clean": clean}

@@ -1,4 +1,5 @@
-"""Tables (Markdown / JSON / CSV) and figures from an ``Evaluator`` run (definitions: ``records``)."""
+"""Tables (Markdown / JSON / CSV) and figures of a :class:`~ipgan_jax.eval.outcome.RunOutcome` (a run or a merge
+of runs; definitions: ``records``)."""
 from __future__ import annotations
 
 import csv
@@ -9,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ipgan_jax import files
-from ipgan_jax.defenses.registry import split_tag
-from ipgan_jax.eval.evaluate import CROSS_BLOCK, cross_source
-from ipgan_jax.eval.paper import CLASSIFIER_NAMES, DEFENSE_NAMES, PAPER_DSR, paper_dsr
+from ipgan_jax.eval.formatting import classifier_name, defense_name, interval, pct
+from ipgan_jax.eval.outcome import CROSS_BLOCK, cross_source
+from ipgan_jax.eval.paper import PAPER_DSR, paper_dsr
 from ipgan_jax.eval.plots import line_plot
 from ipgan_jax.eval.records import attack_metrics, block_metrics, pack_bits, record_to_json
 from ipgan_jax.images import amplify, image_grid
@@ -24,14 +25,6 @@ BLOCK_TITLES = {
 SCHEMA = "ipgan-eval/2"
 
 
-def _pct(v):
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
-
-
-def _ci(lo_hi):
-    return f"({_pct(lo_hi[0])}-{_pct(lo_hi[1])})"
-
-
 def _l2(v):
     return "-" if math.isnan(v) else ("inf" if math.isinf(v) else f"{v:.3f}")
 
@@ -41,54 +34,44 @@ def _ssim(v):
     return "-" if math.isnan(v) else f"{v:.3f}"
 
 
-def _cname(c):
-    return CLASSIFIER_NAMES.get(c, c)
-
-
-def _dname(d):
-    """Display name; a tagged copy ``<defense>:<tag>`` is its method's name with the tag (no paper value)."""
-    base, tag = split_tag(d)
-    return f"{DEFENSE_NAMES.get(base, base)}, copy {tag}" if tag else DEFENSE_NAMES.get(d, d)
-
-
-def _attacks(ev, block, bounded):
+def _attacks(run, block, bounded):
     seen = []
-    for (b, a, _, _), r in ev.records.items():
+    for (b, a, _, _), r in run.records.items():
         if b == block and r.bounded == bounded and a not in seen:
             seen.append(a)
     return seen
 
 
-def _block_table(ev, block, lines):
+def _block_table(run, block, lines):
     """Block robust accuracy (worst case per image over bounded attacks) and per-image DSR."""
-    attacks = _attacks(ev, block, True)
+    attacks = _attacks(run, block, True)
     if not attacks:
         return
-    n = max(r.n for (b, *_), r in ev.records.items() if b == block)
+    n = max(r.n for (b, *_), r in run.records.items() if b == block)
     lines.append(f"\n**{BLOCK_TITLES[block]}** (bounded attacks, worst case per image: {', '.join(attacks)}; "
                  f"{n} images)\n")
-    lines.append("| defense | " + " | ".join(f"{_cname(c)} DSR" for c in ev.classifiers) + " | "
-                 + " | ".join(f"{_cname(c)} rob. acc" for c in ev.classifiers) + " |")
-    lines.append("|---" * (1 + 2 * len(ev.classifiers)) + "|")
-    for d in ev.defenses:
+    lines.append("| defense | " + " | ".join(f"{classifier_name(c)} DSR" for c in run.classifiers) + " | "
+                 + " | ".join(f"{classifier_name(c)} rob. acc" for c in run.classifiers) + " |")
+    lines.append("|---" * (1 + 2 * len(run.classifiers)) + "|")
+    for d in run.defenses:
         dsr, rob = [], []
-        for c in ev.classifiers:
-            bm = block_metrics(ev.block_records(block, c, d))
+        for c in run.classifiers:
+            bm = block_metrics(run.block_records(block, c, d))
             if bm is None:
                 dsr.append("-")
                 rob.append("-")
                 continue
-            paper = paper_dsr(block, _dname(d), _cname(c))
-            dsr.append(_pct(bm.dsr) + (f" [{paper:.2f}]" if paper is not None else ""))
-            rob.append(f"{_pct(bm.robust_acc)} {_ci(bm.robust_ci)}")
-        lines.append(f"| {_dname(d)} | " + " | ".join(dsr) + " | " + " | ".join(rob) + " |")
+            paper = paper_dsr(block, defense_name(d), classifier_name(c))
+            dsr.append(pct(bm.dsr) + (f" [{paper:.2f}]" if paper is not None else ""))
+            rob.append(f"{pct(bm.robust_acc)} {interval(bm.robust_ci)}")
+        lines.append(f"| {defense_name(d)} | " + " | ".join(dsr) + " | " + " | ".join(rob) + " |")
 
 
-def _per_attack_table(ev, block, lines):
+def _per_attack_table(run, block, lines):
     """One row per (classifier, attack): ACC and ASR of f, DSR and robust accuracy per defense."""
-    defs = [d for d in ev.defenses if any(k[3] == d for k in ev.records)]
+    defs = [d for d in run.defenses if any(k[3] == d for k in run.records)]
     for bounded in (True, False):
-        attacks = _attacks(ev, block, bounded)
+        attacks = _attacks(run, block, bounded)
         if not attacks:
             continue
         kind = ("bounded (Linf)" if bounded else
@@ -96,79 +79,79 @@ def _per_attack_table(ev, block, lines):
         lines.append(f"\n**Per attack, {block} block, {kind}: ACC / ASR of f; DSR and robust accuracy per defense; "
                      "SSIM(x, d(x_adv)) per defense [SSIM(x, x_adv)]**\n")
         extra = " median L2 |" if not bounded else ""
-        lines.append("| classifier | attack | ACC | ASR |" + extra + "".join(f" {_dname(d)} DSR |" for d in defs)
-                     + "".join(f" {_dname(d)} rob. acc |" for d in defs) + " SSIM rec | SSIM adv |")
+        lines.append("| classifier | attack | ACC | ASR |" + extra + "".join(f" {defense_name(d)} DSR |" for d in defs)
+                     + "".join(f" {defense_name(d)} rob. acc |" for d in defs) + " SSIM rec | SSIM adv |")
         lines.append("|---" * (6 + 2 * len(defs) + (not bounded)) + "|")
-        for c in ev.classifiers:
+        for c in run.classifiers:
             for a in attacks:
-                ms = {d: attack_metrics(ev.records[(block, a, c, d)]) for d in defs if (block, a, c, d) in ev.records}
+                ms = {d: attack_metrics(run.records[(block, a, c, d)]) for d in defs if (block, a, c, d) in run.records}
                 if not ms:
                     continue
                 m0 = next(iter(ms.values()))
-                row = [_cname(c), a, _pct(m0.acc), _pct(m0.asr)] + ([_l2(m0.median_l2)] if not bounded else [])
-                row += [_pct(ms[d].dsr) if d in ms else "-" for d in defs]
-                row += [_pct(ms[d].robust_acc) if d in ms else "-" for d in defs]
+                row = [classifier_name(c), a, pct(m0.acc), pct(m0.asr)] + ([_l2(m0.median_l2)] if not bounded else [])
+                row += [pct(ms[d].dsr) if d in ms else "-" for d in defs]
+                row += [pct(ms[d].robust_acc) if d in ms else "-" for d in defs]
                 row += ["/".join(_ssim(m.ssim_rec) for m in ms.values()), _ssim(m0.ssim_adv)]
                 lines.append("| " + " | ".join(row) + " |")
 
 
-def _whitebox_table(ev, lines):
-    attacks = _attacks(ev, "whitebox", True)
+def _whitebox_table(run, lines):
+    attacks = _attacks(run, "whitebox", True)
     if not attacks:
         return
-    n = max(r.n for (b, *_), r in ev.records.items() if b == "whitebox")
+    n = max(r.n for (b, *_), r in run.records.items() if b == "whitebox")
     lines.append(f"\n**{BLOCK_TITLES['whitebox']}** ({', '.join(attacks)}; {n} images; clean and adversarial "
                  "accuracy both through the pipeline: ACC = f(d(x)), ASR among those, robust accuracy = right on "
                  "f(d(x)) and on f(d(x_adv)) for every attack; SSIM(x, d(x_adv)) of the worst-case iterate)\n")
     lines.append("| classifier | defense | ACC f(d(x)) | ASR | rob. acc | "
                  + " | ".join(f"rob. acc {a}" for a in attacks) + " | SSIM |")
     lines.append("|---" * (6 + len(attacks)) + "|")
-    for c in ev.classifiers:
-        for d in ev.defenses:
-            recs = ev.block_records("whitebox", c, d)
+    for c in run.classifiers:
+        for d in run.defenses:
+            recs = run.block_records("whitebox", c, d)
             bm = block_metrics(recs)
             if bm is None:
                 continue
             per = {r.attack: attack_metrics(r).robust_acc for r in recs}
-            lines.append(f"| {_cname(c)} | {_dname(d)} | {_pct(attack_metrics(recs[0]).acc)} | {_pct(bm.asr)} | "
-                         f"{_pct(bm.robust_acc)} {_ci(bm.robust_ci)} | " + " | ".join(_pct(per.get(a)) for a in attacks)
-                         + f" | {_ssim(bm.ssim_rec)} |")
+            lines.append(f"| {classifier_name(c)} | {defense_name(d)} | {pct(attack_metrics(recs[0]).acc)} | "
+                         f"{pct(bm.asr)} | {pct(bm.robust_acc)} {interval(bm.robust_ci)} | "
+                         + " | ".join(pct(per.get(a)) for a in attacks) + f" | {_ssim(bm.ssim_rec)} |")
 
 
-def _whitebox_transfer_table(ev, lines):
+def _whitebox_transfer_table(run, lines):
     """Robust accuracy of each pipeline (rows) under the white-box suite crafted through each
     pipeline of the run (columns; worst case per image over the suite); the diagonal is Block 3."""
-    cross = [k for k in ev.records if k[0] == CROSS_BLOCK]
+    cross = [k for k in run.records if k[0] == CROSS_BLOCK]
     if not cross:
         return
     sources = list(dict.fromkeys(cross_source(a) for _, a, _, _ in cross))
-    sources = [d for d in ev.defenses if d in sources] + [s for s in sources if s not in ev.defenses]
+    sources = [d for d in run.defenses if d in sources] + [s for s in sources if s not in run.defenses]
     lines.append("\n**White-box transfer between pipelines**: robust accuracy (%) of the row's pipeline on the "
                  "examples the white-box suite crafted through the column's pipeline (worst case per image over the "
                  "suite; the diagonal is Block 3). A row that is lower off the diagonal than on it is masking its "
                  "own gradient.\n")
     lines.append("| classifier | judged (row) vs crafted through (column) | "
-                 + " | ".join(_dname(s) for s in sources) + " |")
+                 + " | ".join(defense_name(s) for s in sources) + " |")
     lines.append("|---" * (2 + len(sources)) + "|")
-    for c in ev.classifiers:
-        for d in ev.defenses:
+    for c in run.classifiers:
+        for d in run.defenses:
             row, any_ = [], False
-            crossed = ev.cross_records(c, d)
+            crossed = run.cross_records(c, d)
             for s in sources:
-                recs = ev.block_records("whitebox", c, d) if s == d else crossed.get(s, [])
+                recs = run.block_records("whitebox", c, d) if s == d else crossed.get(s, [])
                 bm = block_metrics(recs) if recs else None
                 any_ |= bm is not None
-                row.append("-" if bm is None else _pct(bm.robust_acc))
+                row.append("-" if bm is None else pct(bm.robust_acc))
             if any_:
-                lines.append(f"| {_cname(c)} | {_dname(d)} | " + " | ".join(row) + " |")
+                lines.append(f"| {classifier_name(c)} | {defense_name(d)} | " + " | ".join(row) + " |")
 
 
-def _attack_log_table(ev, lines):
+def _attack_log_table(run, lines):
     """AutoAttack's per-attack log (images each attack broke, in order), summed over batches."""
-    if not getattr(ev, "attack_logs", None):
+    if not run.attack_logs:
         return
     rows: dict = {}
-    for log in ev.attack_logs:
+    for log in run.attack_logs:
         k = (log["block"], log["classifier"], log["attacked"], log["eps"])
         r = rows.setdefault(k, {"n": 0, "clean": 0, "robust": 0, "broken": {}})
         for f in ("n", "clean", "robust"):
@@ -181,61 +164,61 @@ def _attack_log_table(ev, lines):
     lines.append("|---" * 8 + "|")
     for (b, c, d, e), r in rows.items():
         broken = ", ".join(f"{a} {v}" for a, v in r["broken"].items())
-        lines.append(f"| {b} | {_cname(c)} | {_dname(d)} | {e:g} | {r['n']} | {r['clean']} | {broken} "
+        lines.append(f"| {b} | {classifier_name(c)} | {defense_name(d)} | {e:g} | {r['n']} | {r['clean']} | {broken} "
                      f"| {r['robust']} |")
 
 
-def _cw_table(ev, lines):
-    cells = {(c, d): attack_metrics(r) for (b, _, c, d), r in ev.records.items() if b == "cw"}
+def _cw_table(run, lines):
+    cells = {(c, d): attack_metrics(r) for (b, _, c, d), r in run.records.items() if b == "cw"}
     if not cells:
         return
     n = max(m.n for m in cells.values())
     lines.append(f"\n**C&W-L2 on the pipeline f(d(.)): median L2 over images f(d(x)) gets right, failures +inf "
                  f"(success rate) ({n} images)**\n")
-    lines.append("| classifier | " + " | ".join(_dname(d) for d in ev.defenses) + " |")
-    lines.append("|---" * (1 + len(ev.defenses)) + "|")
-    for c in ev.classifiers:
-        row = [f"{_l2(cells[(c, d)].median_l2)} ({_pct(cells[(c, d)].asr)}%)" if (c, d) in cells else "-"
-               for d in ev.defenses]
-        lines.append(f"| {_cname(c)} | " + " | ".join(row) + " |")
+    lines.append("| classifier | " + " | ".join(defense_name(d) for d in run.defenses) + " |")
+    lines.append("|---" * (1 + len(run.defenses)) + "|")
+    for c in run.classifiers:
+        row = [f"{_l2(cells[(c, d)].median_l2)} ({pct(cells[(c, d)].asr)}%)" if (c, d) in cells else "-"
+               for d in run.defenses]
+        lines.append(f"| {classifier_name(c)} | " + " | ".join(row) + " |")
 
 
-def _curve_table(ev, lines):
-    if not ev.curves:
+def _curve_table(run, lines):
+    if not run.curves:
         return
-    cur0 = next(iter(ev.curves.values()))
+    cur0 = next(iter(run.curves.values()))
     eps = cur0["eps"]
-    lines.append(f"\n**Robust accuracy (%) vs eps, the white-box suite ({ev.config.eval.whitebox_suite}; step "
+    lines.append(f"\n**Robust accuracy (%) vs eps, the white-box suite ({run.curve_suite}; step "
                  "2.5 eps / steps): oblivious (attack f, then d) / white-box (attack f(d(.))) "
                  f"({cur0['n']} images)**\n")
     lines.append("| classifier | defense | " + " | ".join(f"eps {e:g}" for e in eps) + " |")
     lines.append("|---" * (2 + len(eps)) + "|")
-    for (c, d), cur in ev.curves.items():
-        row = [f"{_pct(o)} / {_pct(w)}" for o, w in zip(cur["oblivious"], cur["whitebox"])]
-        lines.append(f"| {_cname(c)} | {_dname(d)} | " + " | ".join(row) + " |")
+    for (c, d), cur in run.curves.items():
+        row = [f"{pct(o)} / {pct(w)}" for o, w in zip(cur["oblivious"], cur["whitebox"])]
+        lines.append(f"| {classifier_name(c)} | {defense_name(d)} | " + " | ".join(row) + " |")
 
 
-def markdown(ev) -> str:
+def markdown(run) -> str:
     """All tables of the blocks that ran (no empty tables)."""
     # the curve block keeps no per-attack records: count its images too
-    n = max([r.n for r in ev.records.values()] + [int(c["n"]) for c in ev.curves.values()], default=0)
+    n = max([r.n for r in run.records.values()] + [int(c["n"]) for c in run.curves.values()], default=0)
     lines = [f"Evaluation on up to {n} test images; rates in %, 95% Wilson intervals with n = images; DSR: "
              "paper's value in brackets where it has one."]
     for block in ("oblivious", "transfer"):
-        _block_table(ev, block, lines)
-        _per_attack_table(ev, block, lines)
-    _whitebox_table(ev, lines)
-    _whitebox_transfer_table(ev, lines)
-    _attack_log_table(ev, lines)
-    if ev.pipe_clean:
+        _block_table(run, block, lines)
+        _per_attack_table(run, block, lines)
+    _whitebox_table(run, lines)
+    _whitebox_transfer_table(run, lines)
+    _attack_log_table(run, lines)
+    if run.pipe_clean:
         lines.append("\n**Clean accuracy f(d(x)) of each pipeline**\n")
-        lines.append("| classifier | " + " | ".join(_dname(d) for d in ev.defenses) + " |")
-        lines.append("|---" * (1 + len(ev.defenses)) + "|")
-        acc = ev.clean_accuracy()
-        for c in ev.classifiers:
-            lines.append(f"| {_cname(c)} | " + " | ".join(_pct(acc.get((c, d))) for d in ev.defenses) + " |")
-    _cw_table(ev, lines)
-    _curve_table(ev, lines)
+        lines.append("| classifier | " + " | ".join(defense_name(d) for d in run.defenses) + " |")
+        lines.append("|---" * (1 + len(run.defenses)) + "|")
+        acc = run.clean_accuracy()
+        for c in run.classifiers:
+            lines.append(f"| {classifier_name(c)} | " + " | ".join(pct(acc.get((c, d))) for d in run.defenses) + " |")
+    _cw_table(run, lines)
+    _curve_table(run, lines)
     return "\n".join(lines)
 
 
@@ -254,44 +237,44 @@ def _row(kind, block, attack, clf, d, m) -> dict:
     return out
 
 
-def summaries(ev) -> tuple[list, list]:
+def summaries(run) -> tuple[list, list]:
     """(per-attack rows, per-block rows) as dicts of the ``AttackMetrics`` / ``BlockMetrics`` fields."""
-    attack_rows = [_row("attack", b, a, c, d, attack_metrics(r)) for (b, a, c, d), r in ev.records.items()]
+    attack_rows = [_row("attack", b, a, c, d, attack_metrics(r)) for (b, a, c, d), r in run.records.items()]
     block_rows = []
-    for b, c, d in dict.fromkeys((b, c, d) for (b, _, c, d) in ev.records):
-        bm = block_metrics(ev.block_records(b, c, d))
+    for b, c, d in dict.fromkeys((b, c, d) for (b, _, c, d) in run.records):
+        bm = block_metrics(run.block_records(b, c, d))
         if bm is not None:
             block_rows.append(_row("block", b, "+".join(bm.attacks), c, d, bm))
     return attack_rows, block_rows
 
 
-def print_and_write(ev, out_dir, meta) -> dict:
+def print_and_write(run, out_dir, meta) -> dict:
     """Print the tables and the sanity checks, *then* write the files (:func:`write_outputs`): a
     failing write raises :class:`~ipgan_jax.files.NotWritableError` after the results are shown."""
-    print(markdown(ev))
+    print(markdown(run))
     print("\n**Sanity checks**\n")
-    print(format_checks(ev.checks), flush=True)
+    print(format_checks(run.checks), flush=True)
     try:
-        return write_outputs(ev, out_dir, meta)
+        return write_outputs(run, out_dir, meta)
     except OSError as e:
         raise files.NotWritableError(f"the tables above were printed, but writing them to {out_dir} failed "
                                      f"({type(e).__name__}: {e}); rerun with another --config.eval.out_dir") from e
 
 
-def write_outputs(ev, out_dir, meta) -> dict:
+def write_outputs(run, out_dir, meta) -> dict:
     """results.json (schema ``SCHEMA``), results.csv and PNG figures under ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    attack_rows, block_rows = summaries(ev)
+    attack_rows, block_rows = summaries(run)
     data = {"schema": SCHEMA, "meta": meta,
             "clean": [{"classifier": c, "defense": d, "n": int(v.size), "acc": float(np.mean(v)),
                        "correct": pack_bits(v)}
-                      for (c, d), v in ev.pipe_clean.items()],
-            "records": [record_to_json(r) for r in ev.records.values()],
+                      for (c, d), v in run.pipe_clean.items()],
+            "records": [record_to_json(r) for r in run.records.values()],
             "attack_metrics": attack_rows, "block_metrics": block_rows,
-            "curves": [{"classifier": c, "defense": d, **v} for (c, d), v in ev.curves.items()],
-            "sanity_checks": [ch._asdict() for ch in ev.checks],
-            "attack_logs": list(ev.attack_logs),
+            "curves": [{"classifier": c, "defense": d, **v} for (c, d), v in run.curves.items()],
+            "sanity_checks": [ch._asdict() for ch in run.checks],
+            "attack_logs": list(run.attack_logs),
             "paper_dsr": {str(k): v for k, v in PAPER_DSR.items()}}
     files.write_json(out_dir / "results.json", data)
     fields = ["kind", "block", "attack", "classifier", "defense", "n", "acc", "asr", "dsr", "robust_acc",
@@ -304,17 +287,17 @@ def write_outputs(ev, out_dir, meta) -> dict:
             w.writerow(r)
     os.replace(tmp, out_dir / "results.csv")
     written = {"json": out_dir / "results.json", "csv": out_dir / "results.csv"}
-    written.update(_figures(ev, out_dir))
+    written.update(_figures(run, out_dir))
     return written
 
 
-def _figures(ev, out_dir) -> dict:
+def _figures(run, out_dir) -> dict:
     out = {}
-    for clf in ev.classifiers:
-        for d in ev.defenses:
+    for clf in run.classifiers:
+        for d in run.defenses:
             rows_img, labels = [], []
-            for a in ev.attacks:
-                s = ev.samples.get((clf, a, d))
+            for a in run.attacks:
+                s = run.samples.get((clf, a, d))
                 if s is None or d == "none":   # the identity's x_rec is x_adv: nothing to show
                     continue
                 x, x_adv, x_rec = s
@@ -326,20 +309,21 @@ def _figures(ev, out_dir) -> dict:
             if rows_img:
                 out[f"grid_{clf}_{d}"] = image_grid(rows_img, labels, out_dir / f"grid_{clf}_{d}.png")
         series, dsr_series, eps = {}, {}, None
-        for d in ev.defenses:
-            cur = ev.curves.get((clf, d))
+        for d in run.defenses:
+            cur = run.curves.get((clf, d))
             if cur is None:
                 continue
             eps = cur["eps"]
-            series[f"{_dname(d)} (oblivious)"] = cur["oblivious"]
-            series[f"{_dname(d)} (white-box)"] = cur["whitebox"]
+            series[f"{defense_name(d)} (oblivious)"] = cur["oblivious"]
+            series[f"{defense_name(d)} (white-box)"] = cur["whitebox"]
             if d != "none":   # DSR of the identity is 0 by definition
-                dsr_series[f"{_dname(d)} (oblivious)"] = cur["oblivious_dsr"]
+                dsr_series[f"{defense_name(d)} (oblivious)"] = cur["oblivious_dsr"]
         if series:
             out[f"curve_{clf}"] = line_plot(eps, series, out_dir / f"curve_{clf}.png", "eps (Linf, pixels)",
-                                              "robust accuracy (white-box suite)", _cname(clf))
+                                              "robust accuracy (white-box suite)", classifier_name(clf))
         if dsr_series:
             out[f"dsr_curve_{clf}"] = line_plot(eps, dsr_series, out_dir / f"dsr_curve_{clf}.png",
-                                                  "eps (Linf, pixels)", "DSR (oblivious, per image)", _cname(clf))
+                                                  "eps (Linf, pixels)", "DSR (oblivious, per image)",
+                                                  classifier_name(clf))
     return out
 

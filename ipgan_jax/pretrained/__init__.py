@@ -60,7 +60,7 @@ class PretrainedError(UserError, RuntimeError):
 
 def root(config) -> Path:
     """``config.pretrained_dir``, or ``<repo>/pretrained/<config.dataset>``."""
-    d = config.get("pretrained_dir") if hasattr(config, "get") else None
+    d = config.pretrained_dir
     return Path(d) if d else REPO_ROOT / "pretrained" / config.dataset
 
 
@@ -223,7 +223,7 @@ def source_record(config, kind: str, name: str, classifier: Optional[str], workd
     """What ``results.json`` records of an evaluated model: ``{'source': 'pretrained', 'path', 'sha256'}``
     for a shipped file, ``{'source': 'workdir', 'path', 'sha256'}`` (sha256 of the export's integrity
     manifest, which hashes every file of it) for a model of ``config.workdir``."""
-    if config.get("pretrained", False):
+    if config.pretrained:
         folder = root(config)
         e = entry(folder, key_of(kind, name, classifier))
         return {"source": "pretrained", "path": str(_display(folder / e["file"])), "sha256": e["sha256"]}
