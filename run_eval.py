@@ -118,7 +118,7 @@ def merge_runs(out_dir) -> None:
 
     from ipgan_jax.eval.merge import merge_results, merged_meta
     from ipgan_jax.eval.report import print_and_write
-    from ipgan_jax.eval.resultset import load_results, results_path
+    from ipgan_jax.eval.resultset import ResultSet, results_path
     ignored = [f for f in ("attacks", "blocks", "allow_partial") if FLAGS[f].present]
     if ignored:
         raise ConfigError(f"--merge runs no attack: drop --{', --'.join(ignored)} (the merged runs fix them)")
@@ -127,7 +127,7 @@ def merge_runs(out_dir) -> None:
     if any(results_path(s).resolve() == target for s in sources):
         raise ConfigError(f"--config.eval.out_dir={out_dir} is one of the merged runs: its results.json would be "
                           "overwritten; give another --config.eval.out_dir")
-    runs = [load_results(s) for s in sources]
+    runs = [ResultSet.load(s) for s in sources]
     mr = merge_results(runs, sources, classifiers=_names(FLAGS.classifiers) if FLAGS.classifiers else None,
                        defenses=_names(FLAGS.defenses) if FLAGS.defenses else None,
                        num_examples=FLAGS.num_examples)   # None: every image all runs saw
@@ -141,7 +141,7 @@ def merge_runs(out_dir) -> None:
 def compare_runs(num_examples) -> None:
     """``--compare``: a paired per-image comparison of two defenses (ipgan_jax/eval/paired.py)."""
     from ipgan_jax.eval.paired import PairedError, compare, markdown
-    from ipgan_jax.eval.resultset import load_results
+    from ipgan_jax.eval.resultset import ResultSet
     ignored = [f for f in ("attacks", "defenses", "allow_partial", "merge") if FLAGS[f].present]
     if ignored:
         raise ConfigError(f"--compare runs no attack: drop --{', --'.join(ignored)} (the compared runs fix them; "
@@ -158,7 +158,7 @@ def compare_runs(num_examples) -> None:
     if len(clfs) != 1:
         raise PairedError(f"--compare reads one classifier, got --classifiers={FLAGS.classifiers}")
     (ra, _, da), (rb, _, db) = parsed
-    c = compare(load_results(ra), ra, da, load_results(rb), rb, db, classifier=clfs[0], block=blocks[0],
+    c = compare(ResultSet.load(ra), ra, da, ResultSet.load(rb), rb, db, classifier=clfs[0], block=blocks[0],
                 num_examples=num_examples)
     print(markdown(c))
 

@@ -12,7 +12,7 @@ import pytest
 from ipgan_jax.eval.merge import MergeError, merge_results
 from ipgan_jax.eval.outcome import cross_source
 from ipgan_jax.eval.records import AttackRecord, block_metrics, pack_bits, record_to_json
-from ipgan_jax.eval.resultset import ResultsError, load_results
+from ipgan_jax.eval.resultset import ResultsError, ResultSet
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 8
@@ -121,15 +121,15 @@ def test_merge_counts_an_image_clean_correct_only_if_every_run_does():
     assert merge_results([a, b], ["a", "b"], num_examples=6).clean_accuracy()[("lenet", "ipgan")] == 1.0  # cut first
 
 
-def test_load_results_names_what_is_wrong(tmp_path):
+def test_resultset_load_names_what_is_wrong(tmp_path):
     with pytest.raises(ResultsError, match="no evaluation results"):
-        load_results(tmp_path / "nowhere")
+        ResultSet.load(tmp_path / "nowhere")
     (tmp_path / "results.json").write_text('{"schema": "ipgan-eval/2", "meta": {')
     with pytest.raises(ResultsError, match="not valid JSON"):
-        load_results(tmp_path)
+        ResultSet.load(tmp_path)
     (tmp_path / "results.json").write_text(json.dumps({"schema": "ipgan-eval/1", "meta": {}}))
     with pytest.raises(ResultsError, match="schema 'ipgan-eval/1'"):
-        load_results(tmp_path)
+        ResultSet.load(tmp_path)
     # issue 45, CONFUSING: a record without 'attack' was a KeyError traceback, hand-edited bits a line naming
     # neither file nor record, and 'records: {}' was accepted as a run
     good = _run([_rec("pgd_ce", [1]), _rec("square", [2])])
@@ -143,7 +143,7 @@ def test_load_results_names_what_is_wrong(tmp_path):
         edit(run)
         (tmp_path / "results.json").write_text(json.dumps(run))
         with pytest.raises(ResultsError, match=needle) as e:
-            load_results(tmp_path)
+            ResultSet.load(tmp_path)
         assert str(tmp_path / "results.json") in str(e.value)
 
 

@@ -27,7 +27,7 @@ from ipgan_jax.eval.outcome import CROSS_BLOCK, AttackLog, Check, Curve, RunOutc
 from ipgan_jax.eval.paired import PairedError, compare
 from ipgan_jax.eval.records import AttackMetrics, AttackRecord, BlockMetrics, attack_metrics, block_metrics
 from ipgan_jax.eval.report import markdown, print_and_write, write_outputs
-from ipgan_jax.eval.resultset import ResultsError, ResultSet, load_results
+from ipgan_jax.eval.resultset import ResultsError, ResultSet
 from ipgan_jax.eval.suite import GROUPS, MEMBERS, Budget, Member, suite_members
 
 __all__ = [
@@ -37,6 +37,6 @@ __all__ = [
     "CHECKS", "check_names",
     "RunOutcome", "AttackRecord", "Check", "Curve", "AttackLog", "Samples", "CROSS_BLOCK",
     "AttackMetrics", "BlockMetrics", "attack_metrics", "block_metrics",
-    "ResultSet", "ResultsError", "load_results", "merge_results", "MergeError", "compare", "PairedError",
+    "ResultSet", "ResultsError", "merge_results", "MergeError", "compare", "PairedError",
     "markdown", "print_and_write", "write_outputs",
 ]

@@ -11,9 +11,9 @@ f(d(.)) as a white-box attacker sees it, and gives a :class:`Check` named by one
   ``max_large_eps_acc`` robust accuracy;
 * ``gradient``: the median over images of ||grad_x margin(f(d(x)))||_2 / ||grad_x margin(f(x))||_2
   (margin loss: it does not vanish on confident predictions) must be at least ``min_grad_ratio``;
-* ``bpda``: PGD-``steps[1]`` through d with a straight-through gradient (BPDA: the gradient of
-  clip(x, 0, 1), i.e. identity in the box) must not beat the same attack with the exact gradient
-  by more than ``bpda_margin`` robust accuracy;
+* ``bpda``: PGD-``steps[1]`` through d under the attack view ``bpda`` (``Evaluator.attack_logits``: d's exact
+  forward pass, the identity's gradient; EOT as configured for d) must not beat the same attack with the exact
+  gradient by more than ``bpda_margin`` robust accuracy;
 * ``transfer_vs_whitebox``: the white-box block's worst-case robust accuracy must not exceed the
   oblivious / transfer blocks' (each bounded attack, same images), nor that of the white-box suite
   crafted through any other pipeline of the run (``whitebox_transfer`` records, worst case per
@@ -110,23 +110,6 @@ def member_of(attack: str) -> str:
 
 
 # ---- pieces -----------------------------------------------------------------------------------
-def straight_through(defend):
-    """BPDA wrapper: forward ``defend(x)``, backward the gradient of clip(x, 0, 1) (identity in
-    the box, zero outside)."""
-    @jax.custom_vjp
-    def st(x):
-        return defend(x)
-
-    def fwd(x):
-        return defend(x), x
-
-    def bwd(x, g):
-        return (jnp.where((x >= 0) & (x <= 1), g, 0).astype(x.dtype),)
-
-    st.defvjp(fwd, bwd)
-    return st
-
-
 def gradient_ratios(logits_fn, ref_logits_fn, x, y):
     """float [B]: ||grad margin(logits_fn)||_2 / ||grad margin(ref_logits_fn)||_2 per image."""
     def norm(fn):
@@ -208,8 +191,7 @@ class ChecksBlock(Block):
             ratios = np.concatenate(ratios)
             add("gradient", decide_gradient(ratios, s["min_grad_ratio"]), median_ratio=float(np.median(ratios)))
         if "bpda" in only:
-            st = straight_through(ev.defend_fns[(clf, d)])
-            acc["bpda"] = self._robust(f"bpda_pgd{many}", pgd(many), clf, d, lambda x: f(st(x)), bar)
+            acc["bpda"] = self._robust(f"bpda_pgd{many}", pgd(many), clf, d, ev.attack_logits(clf, d, "bpda"), bar)
             add("bpda", decide_bpda(acc["many"], acc["bpda"], s["bpda_margin"]), exact=acc["many"], bpda=acc["bpda"])
         if "transfer_vs_whitebox" in only:
             out.append(self.transfer_check(clf, d, tol))

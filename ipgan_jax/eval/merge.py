@@ -27,11 +27,12 @@ over one set of images:
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from ipgan_jax.eval.outcome import Check, RunOutcome
-from ipgan_jax.eval.records import record_from_json, unpack_bits
-from ipgan_jax.eval.resultset import ResultsError
+from ipgan_jax.eval.outcome import RunOutcome
+from ipgan_jax.eval.resultset import ResultsError, ResultSet
 
 # defenses whose test-time output depends on evaluation settings (Defense-GAN's z-search: seed, steps, restarts),
 # so two runs may disagree on clean inputs; every other defense is a deterministic function of its params
@@ -48,13 +49,13 @@ def _suffixed(attack: str, k: int) -> str:
 
 
 def _check_same(runs: list, labels: list, key: str) -> None:
-    vals = {lab: run["meta"].get(key) for run, lab in zip(runs, labels)}
+    vals = {lab: run.meta.get(key) for run, lab in zip(runs, labels)}
     if len(set(map(repr, vals.values()))) > 1:
         raise MergeError(f"the runs differ in {key}: {vals}; only runs of one dataset and eps can be merged")
 
 
 def check_same_models(runs: list, labels: list, keep, error=None) -> list:
-    """Refuse runs that evaluated different weights under one name: every model key
+    """Refuse runs (:class:`ResultSet` s) that evaluated different weights under one name: every model key
     (``classifiers/<c>``, ``defenses/<d>/<c>``, kept by ``keep(c, d)``) recorded in ``meta.models`` by
     two runs must have one fingerprint (``error``, default :class:`MergeError`, names the key and the runs).
     Returns notes for runs that record no fingerprints (written before run_eval.py recorded them)."""
@@ -62,7 +63,7 @@ def check_same_models(runs: list, labels: list, keep, error=None) -> list:
     seen: dict = {}
     notes = []
     for run, lab in zip(runs, labels):
-        models = run["meta"].get("models")
+        models = run.meta.get("models")
         if models is None:
             notes.append(f"{lab} records no model fingerprints (an older run_eval.py): its weights were not checked")
             continue
@@ -90,11 +91,22 @@ def _and_prefix(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num_examples=None) -> RunOutcome:
-    """Pool the per-image records of ``runs`` (loaded results.json dicts, labelled ``labels``).
+    """Pool the per-image records of several runs into one worst case per image (module docstring).
 
-    ``classifiers`` / ``defenses``: keep only these (default: every one in the runs).
-    ``num_examples``: keep only the first N test images (default: every image all runs of a group saw);
-    with it one run is enough."""
+    Args:
+        runs: the runs, each a :class:`ResultSet` (or a parsed results.json); none is changed.
+        labels: a name per run, for the notes and errors (e.g. its path).
+        classifiers, defenses: keep only these (default: every one in the runs).
+        num_examples: keep only the first N test images (default: every image all runs of a group saw); with it
+            one run is enough.
+
+    Returns:
+        A :class:`RunOutcome` (no curves, no samples), ``notes`` saying what was cut or renamed.
+
+    Raises:
+        MergeError: runs of other weights, images, dataset or eps; too few runs; nothing left to merge.
+    """
+    runs = [ResultSet.of(r) for r in runs]
     if num_examples is not None and (isinstance(num_examples, bool) or not isinstance(num_examples, int)
                                      or num_examples < 1):
         raise MergeError(f"num_examples must be a positive integer, got {num_examples!r}")
@@ -108,14 +120,11 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
     notes: list = check_same_models(runs, labels, lambda c, d: keep(c, d) if d is not None else
                                     (classifiers is None or c in classifiers))
     recs: list = []          # (label, AttackRecord), in run order
-    keys_of = {lab: (run["meta"].get("seed", 0), run["meta"].get("run_nonce", 0)) for run, lab in zip(runs, labels)}
+    keys_of = {lab: (run.meta.get("seed", 0), run.meta.get("run_nonce", 0)) for run, lab in zip(runs, labels)}
     same_keys = {lab: next((o for o in labels[:i] if keys_of[o] == keys_of[lab]), None)
                  for i, lab in enumerate(labels)}
     for run, lab in zip(runs, labels):
-        for d in run["records"]:
-            r = record_from_json(d)
-            if keep(r.classifier, r.defense):
-                recs.append((lab, r))
+        recs += [(lab, r) for r in run.records.values() if keep(r.classifier, r.defense)]
     if not recs:
         raise MergeError(f"no records left to merge (classifiers={classifiers}, defenses={defenses})")
 
@@ -137,11 +146,9 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
     # clean through the pipeline, per (classifier, defense): conservative AND over the runs
     pipe: dict = {}
     for run, lab in zip(runs, labels):
-        for c in run["clean"]:
-            k = (c["classifier"], c["defense"])
+        for k, v in run.clean.items():
             if not keep(*k):
                 continue
-            v = unpack_bits(c["correct"], int(c["n"]))
             if k in pipe:
                 prev, first = pipe[k]
                 m = min(len(prev), len(v), num_examples or len(v))   # the images the merge keeps
@@ -174,8 +181,7 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
             if same_keys.get(lab):
                 notes.append(f"{lab} used the seed and eval.run_nonce of {same_keys[lab]}: its {r.attack} repeats the "
                              "same random starts and adds no restart (rerun it with another --config.eval.run_nonce)")
-        r.attack = name
-        records[(r.block, name, r.classifier, r.defense)] = r
+        records[(r.block, name, r.classifier, r.defense)] = dataclasses.replace(r, attack=name)
     groups: dict = {}
     for key, r in records.items():
         groups.setdefault((r.block, r.classifier, r.defense), []).append(key)
@@ -196,16 +202,12 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
 
     checks, logs = [], []
     for run, lab in zip(runs, labels):
-        for ch in run.get("sanity_checks", []):
-            if keep(ch["classifier"], ch["defense"]):
-                checks.append(Check(ch["name"], ch["classifier"], ch["defense"], ch["ok"],
-                                    f"{ch['detail']} [{lab}]", ch.get("values", {})))
-        for log in run.get("attack_logs", []):
-            logs.append({**log, "block": f"{log['block']} ({lab})"})
-        if run.get("curves"):
+        checks += [ch._replace(detail=f"{ch.detail} [{lab}]") for ch in run.checks if keep(ch.classifier, ch.defense)]
+        logs += [{**log, "block": f"{log['block']} ({lab})"} for log in run.attack_logs]
+        if run.curves:
             notes.append(f"{lab}: its robust-accuracy curves are not merged (not per image); see its own results")
     def order(key, seen):   # the runs' own order of their classifiers / defenses, only those in ``seen``
-        return list(dict.fromkeys(x for run in runs for x in run["meta"].get(key, []) if x in seen))
+        return list(dict.fromkeys(x for run in runs for x in run.meta.get(key, []) if x in seen))
     seen_c = {r.classifier for r in records.values()}
     seen_d = {r.defense for r in records.values()} | {d for (_, d) in pipe}
     return RunOutcome(order("classifiers", seen_c), order("defenses", seen_d), records=records, pipe_clean=pipe,
@@ -214,10 +216,11 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
 
 def merged_meta(runs: list, labels: list, mr: RunOutcome) -> dict:
     """results.json meta of a merged run: the sources' metas kept whole under ``merged_from``."""
+    metas = [dict(ResultSet.of(run).meta) for run in runs]
     n = max([r.n for r in mr.records.values()] + [len(v) for v in mr.pipe_clean.values()], default=0)
-    return {"merged_from": [{"path": lab, "meta": run["meta"]} for run, lab in zip(runs, labels)],
-            "num_examples": n, "dataset": runs[0]["meta"].get("dataset"), "eps": runs[0]["meta"].get("eps"),
+    return {"merged_from": [{"path": lab, "meta": m} for m, lab in zip(metas, labels)],
+            "num_examples": n, "dataset": metas[0].get("dataset"), "eps": metas[0].get("eps"),
             "classifiers": mr.classifiers, "defenses": mr.defenses,
             "blocks": list(dict.fromkeys(b for (b, _, _, _) in mr.records)),
-            "seconds": round(sum(float(run["meta"].get("seconds", 0.0)) for run in runs), 1), "notes": mr.notes,
-            "models": {k: v for run in runs for k, v in run["meta"].get("models", {}).items()}}
+            "seconds": round(sum(float(m.get("seconds", 0.0)) for m in metas), 1), "notes": mr.notes,
+            "models": {k: v for m in metas for k, v in m.get("models", {}).items()}}

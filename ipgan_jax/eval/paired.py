@@ -26,6 +26,7 @@ from ipgan_jax.errors import UserError
 from ipgan_jax.eval.formatting import interval, pct
 from ipgan_jax.eval.merge import MergeError, check_same_models, merge_results
 from ipgan_jax.eval.records import worst_case
+from ipgan_jax.eval.resultset import ResultSet
 from ipgan_jax.metrics import wilson_interval
 
 
@@ -65,11 +66,12 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     return min(1.0, 2.0 * tail / 2 ** k)
 
 
-def side(run: dict, label: str, defense: str, classifier: str | None = None, block: str = "whitebox") -> Side:
-    """Per-image worst-case robust bits of ``defense`` in one loaded results.json (``merge.load_results``)."""
-    clfs = sorted({r["classifier"] for r in run["records"] if r["block"] == block and r["defense"] == defense})
+def side(run, label: str, defense: str, classifier: str | None = None, block: str = "whitebox") -> Side:
+    """Per-image worst-case robust bits of ``defense`` in one run (a :class:`ResultSet` or a parsed results.json)."""
+    run = ResultSet.of(run)
+    clfs = sorted({c for (b, _, c, d) in run.records if b == block and d == defense})
     if not clfs:
-        have = sorted({(r["block"], r["defense"]) for r in run["records"]})
+        have = sorted({(b, d) for (b, _, _, d) in run.records})
         raise PairedError(f"{label} has no {block!r} records for defense {defense!r}; it has (block, defense): {have}")
     if classifier is None:
         if len(clfs) > 1:
@@ -77,7 +79,7 @@ def side(run: dict, label: str, defense: str, classifier: str | None = None, blo
         classifier = clfs[0]
     elif classifier not in clfs:
         raise PairedError(f"{label} has {defense!r} in block {block!r} on {clfs}, not on {classifier!r}")
-    n_max = max(int(r["n"]) for r in run["records"])
+    n_max = max(r.n for r in run.records.values())
     try:   # one run: its records of this cell cut to their common images, clean bits ANDed in, as in a merge
         mr = merge_results([run], [label], classifiers=[classifier], defenses=[defense], num_examples=n_max)
     except MergeError as e:
@@ -90,15 +92,28 @@ def side(run: dict, label: str, defense: str, classifier: str | None = None, blo
                 attacks=tuple(r.attack for r in recs), robust=w.robust, f_clean=w.f_clean)
 
 
-def compare(run_a: dict, label_a: str, defense_a: str, run_b: dict, label_b: str, defense_b: str,
+def compare(run_a, label_a: str, defense_a: str, run_b, label_b: str, defense_b: str,
             classifier: str | None = None, block: str = "whitebox",
             num_examples: int | None = None) -> PairedComparison:
-    """A against B on the images both evaluated (the first ``num_examples`` of them, if given)."""
+    """A against B on the images both evaluated (the first ``num_examples`` of them, if given).
+
+    Args:
+        run_a, run_b: the two runs, each a :class:`ResultSet` (or a parsed results.json).
+        label_a, label_b: their names in the table and the errors.
+        defense_a, defense_b: the defense compared in each run.
+        classifier: the classifier (default: the only one ``defense_a`` has in ``block``).
+        block: the block whose worst case per image is compared.
+        num_examples: compare only the first N images.
+
+    Returns:
+        A :class:`PairedComparison` with McNemar's exact p-value.
+    """
+    run_a, run_b = ResultSet.of(run_a), ResultSet.of(run_b)
     if num_examples is not None and (isinstance(num_examples, bool) or not isinstance(num_examples, int)
                                      or num_examples < 1):
         raise PairedError(f"num_examples must be a positive integer, got {num_examples!r}")
     for key in ("dataset", "eps"):
-        va, vb = run_a["meta"].get(key), run_b["meta"].get(key)
+        va, vb = run_a.meta.get(key), run_b.meta.get(key)
         if va != vb:
             raise PairedError(f"the runs differ in {key}: {label_a} {va!r}, {label_b} {vb!r}; not comparable")
     a = side(run_a, label_a, defense_a, classifier, block)

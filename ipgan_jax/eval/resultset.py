@@ -22,6 +22,7 @@ from typing import Mapping
 import numpy as np
 
 from ipgan_jax.errors import UserError
+from ipgan_jax.eval.outcome import Check
 from ipgan_jax.eval.records import (
     AttackMetrics,
     AttackRecord,
@@ -86,24 +87,6 @@ def _decode(data: dict, path: Path) -> tuple[list, dict]:
     return records, clean
 
 
-def load_results(src: str | Path) -> dict:
-    """Read and check one run's results.json (a plain dict); one clear error for a missing, corrupt or foreign file.
-
-    Args:
-        src: a ``run_eval.py`` out_dir or its ``results.json``.
-
-    Returns:
-        The parsed JSON, with every record and clean entry checked to decode.
-
-    Raises:
-        ResultsError: the file is missing, not JSON, of another schema, or has a damaged record.
-    """
-    path = results_path(src)
-    data = _read(path)
-    _decode(data, path)
-    return data
-
-
 @dataclasses.dataclass(frozen=True)
 class ResultSet:
     """The per-image records of one evaluation run, read-only.
@@ -113,29 +96,53 @@ class ResultSet:
         records: {(block, attack, classifier, defense): AttackRecord}, in the order the run wrote them.
         clean: {(classifier, defense): bool[n]}: f(d(x)) = y on each of the first n test images.
         source: the results.json it was read from (None when built in memory).
+        checks: the run's sanity checks (:class:`~ipgan_jax.eval.outcome.Check`).
+        attack_logs: the logs of its Python-level suite members (dicts).
+        curves: {(classifier, defense): curve values} (``outcome.Curve.values``).
     """
     meta: Mapping
     records: Mapping
     clean: Mapping
     source: Path | None = None
+    checks: tuple = ()
+    attack_logs: tuple = ()
+    curves: Mapping = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
 
     @classmethod
     def load(cls, src: str | Path) -> "ResultSet":
-        """Read ``src`` (an out_dir or its results.json; see :func:`load_results` for the errors)."""
+        """Read one run's results.json; one clear error for a missing, corrupt or foreign file.
+
+        Args:
+            src: a ``run_eval.py`` out_dir or its ``results.json``.
+
+        Raises:
+            ResultsError: the file is missing, not JSON, of another schema, or has a damaged record.
+        """
         path = results_path(src)
-        data = _read(path)
-        return cls._build(data["meta"], *_decode(data, path), path)
+        return cls.from_json(_read(path), path)
 
     @classmethod
     def from_json(cls, data: dict, source: Path | None = None) -> "ResultSet":
-        """From a parsed results.json (as :func:`load_results` returns it)."""
-        return cls._build(data["meta"], *_decode(data, source), source)
+        """From a parsed results.json (every record decoded and checked)."""
+        records, clean = _decode(data, source)
+        recs = {(r.block, r.attack, r.classifier, r.defense): r for r in records}
+        try:
+            checks = tuple(Check(c["name"], c["classifier"], c["defense"], c["ok"], c["detail"], c.get("values", {}))
+                           for c in data.get("sanity_checks", []))
+            curves = {(c["classifier"], c["defense"]): {k: v for k, v in c.items()
+                                                         if k not in ("classifier", "defense")}
+                      for c in data.get("curves", [])}
+        except (KeyError, TypeError) as e:
+            raise ResultsError(f"{source}: a sanity check or curve entry is damaged ({type(e).__name__}: {e}); rerun "
+                               "that evaluation") from None
+        return cls(meta=types.MappingProxyType(dict(data["meta"])), records=types.MappingProxyType(recs),
+                   clean=types.MappingProxyType(clean), source=source, checks=checks,
+                   attack_logs=tuple(data.get("attack_logs", [])), curves=types.MappingProxyType(curves))
 
     @classmethod
-    def _build(cls, meta, records: list, clean: dict, source) -> "ResultSet":
-        recs = {(r.block, r.attack, r.classifier, r.defense): r for r in records}
-        return cls(meta=types.MappingProxyType(dict(meta)), records=types.MappingProxyType(recs),
-                   clean=types.MappingProxyType(clean), source=source)
+    def of(cls, run: "ResultSet | dict") -> "ResultSet":
+        """``run`` itself, or the ResultSet of a parsed results.json."""
+        return run if isinstance(run, cls) else cls.from_json(run)
 
     @property
     def classifiers(self) -> list:
@@ -178,4 +185,4 @@ class ResultSet:
         return (self.meta.get("models") or {}).get(key)
 
 
-__all__ = ["SCHEMAS", "ResultSet", "ResultsError", "AttackRecord", "load_results", "results_path"]
+__all__ = ["SCHEMAS", "ResultSet", "ResultsError", "AttackRecord", "results_path"]
