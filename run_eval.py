@@ -73,6 +73,7 @@ def main(argv):
     from ipgan_jax.eval.blocks import make_blocks
     from ipgan_jax.eval.evaluate import Evaluator
     from ipgan_jax.eval.report import print_and_write
+    from ipgan_jax.eval.resultset import ResultSet
     from ipgan_jax.training.logging import progress
 
     classifiers = _names(FLAGS.classifiers or config.classifiers)
@@ -108,7 +109,7 @@ def main(argv):
             "pretrained": bool(config.pretrained), "models": ev.model_sources(), "seed": config.seed,
             "run_nonce": ev.run_nonce}
     # tables first (a failure while writing files must not lose them), then the files
-    files = print_and_write(outcome, out_dir, meta)
+    files = print_and_write(ResultSet.from_outcome(outcome, meta), out_dir, samples=outcome.samples)
     print(f"\nwrote: {', '.join(str(p) for p in files.values())}  ({time.time() - t0:.0f} s)")
 
 
@@ -131,8 +132,7 @@ def merge_runs(out_dir) -> None:
     mr = merge_results(runs, sources, classifiers=_names(FLAGS.classifiers) if FLAGS.classifiers else None,
                        defenses=_names(FLAGS.defenses) if FLAGS.defenses else None,
                        num_examples=FLAGS.num_examples)   # None: every image all runs saw
-    meta = merged_meta(runs, sources, mr)
-    files = print_and_write(mr, out_dir, meta)
+    files = print_and_write(ResultSet.from_outcome(mr, merged_meta(runs, sources, mr)), out_dir)
     if mr.notes:
         print("\n**Merge notes**\n\n" + "\n".join(f"- {x}" for x in mr.notes))
     print(f"\nmerged {len(runs)} runs; wrote: {', '.join(str(p) for p in files.values())}")

@@ -224,13 +224,14 @@ def test_markdown_leaves_out_blocks_that_did_not_run():
     """A white-box-only run prints Block 3 but no empty Block 1 or per-attack table."""
     from ipgan_jax.eval.outcome import RunOutcome
     from ipgan_jax.eval.report import markdown
+    from ipgan_jax.eval.resultset import ResultSet
     t, f = True, False
     ok = np.array([t, t, t, t])
     r = _rec(ok, ok, ok, np.array([f, t, t, f]), "pgd_ce", through=True)
     r.block, r.classifier, r.defense = "whitebox", "lenet", "ipgan"
     run = RunOutcome(["lenet"], ["none", "ipgan"], pipe_clean={("lenet", "none"): ok, ("lenet", "ipgan"): ok})
     run.add(r)
-    out = markdown(run)
+    out = markdown(ResultSet.from_outcome(run, {}))
     assert "Block 3" in out and "Block 1" not in out and "Per attack" not in out
     assert "up to 4 test images" in out
     # through the pipeline: 4 clean-correct, 2 broken: ASR 50, robust accuracy 2/4
@@ -241,9 +242,10 @@ def test_markdown_header_counts_the_images_of_a_curve_only_run():
     """A run of only the curve block (no per-attack records) still says how many images it used."""
     from ipgan_jax.eval.outcome import Curve, RunOutcome
     from ipgan_jax.eval.report import markdown
-    run = RunOutcome(["lenet"], ["none"], curve_suite="pgd_ce")
+    from ipgan_jax.eval.resultset import ResultSet
+    run = RunOutcome(["lenet"], ["none"])
     run.add(Curve("lenet", "none", dict(n=7, eps=[0.0, 0.1], oblivious=[1.0, 0.5], whitebox=[1.0, 0.25])))
-    out = markdown(run)
+    out = markdown(ResultSet.from_outcome(run, {"whitebox_suite": "pgd_ce"}))
     assert "up to 7 test images" in out and "| LeNet | No defense | 100.00 / 100.00 | 50.00 / 25.00 |" in out
 
 

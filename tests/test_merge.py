@@ -94,7 +94,7 @@ def test_merge_num_examples_reads_the_runs_on_their_first_n_images_and_accepts_o
     recs = mr.block_records("whitebox", "lenet", "ipgan")
     assert {r.n for r in recs} == {4}                          # images 5, 6, 7 (and their losses) are cut
     assert block_metrics(recs).robust_correct == 2             # {1, 2} lost among the first 4
-    assert mr.clean_accuracy()[("lenet", "ipgan")] == 1.0      # the clean bits are cut too (image 6 gone)
+    assert np.mean(mr.pipe_clean[("lenet", "ipgan")]) == 1.0      # the clean bits are cut too (image 6 gone)
     assert any("cut to the first 4 of 8 images (--num_examples)" in x for x in mr.notes)
     one = merge_results([a], ["a"], num_examples=6)            # one run: its own worst case on its first 6
     assert block_metrics(one.block_records("whitebox", "lenet", "ipgan")).robust_correct == 4   # {1, 5} lost
@@ -111,14 +111,14 @@ def test_merge_counts_an_image_clean_correct_only_if_every_run_does():
     b = _run([_rec("square", [], pipe_clean=flip, defense="defense_gan")], clean={("lenet", "defense_gan"): flip})
     mr = merge_results([a, b], ["a", "b"])
     assert block_metrics(mr.block_records("whitebox", "lenet", "defense_gan")).robust_correct == N - 1
-    assert mr.clean_accuracy()[("lenet", "defense_gan")] == (N - 1) / N
+    assert np.mean(mr.pipe_clean[("lenet", "defense_gan")]) == (N - 1) / N
     assert any("clean f(d(x)) differs" in x for x in mr.notes)
     a = _run([_rec("pgd_ce", [])])
     b = _run([_rec("square", [], pipe_clean=flip)], clean={("lenet", "ipgan"): flip})
     with pytest.raises(MergeError, match="ipgan on lenet: clean f\\(d\\(x\\)\\) differs between a and b on 1 image.*"
                                          "deterministic"):
         merge_results([a, b], ["a", "b"])
-    assert merge_results([a, b], ["a", "b"], num_examples=6).clean_accuracy()[("lenet", "ipgan")] == 1.0  # cut first
+    assert np.mean(merge_results([a, b], ["a", "b"], num_examples=6).pipe_clean[("lenet", "ipgan")]) == 1.0  # cut first
 
 
 def test_resultset_load_names_what_is_wrong(tmp_path):

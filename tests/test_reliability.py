@@ -306,14 +306,15 @@ def _small_evaluator(config, defenses=("none",)):
 def test_eval_prints_tables_before_a_failing_write_and_writes_strict_json(trained_tiny, tmp_path, capsys):
     from ipgan_jax.eval.blocks import make_blocks
     from ipgan_jax.eval.report import print_and_write
+    from ipgan_jax.eval.resultset import ResultSet
     ev = _small_evaluator(trained_tiny)
     run = ev.run(make_blocks(ev, ["oblivious"]))
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(files.NotWritableError, match="tables above were printed"):
-        print_and_write(run, blocker / "eval", {"x": float("nan")})
+        print_and_write(ResultSet.from_outcome(run, {"x": float("nan")}), blocker / "eval")
     assert "Block 1" in capsys.readouterr().out
-    print_and_write(run, tmp_path / "ok", {"x": float("nan"), "y": float("inf")})
+    print_and_write(ResultSet.from_outcome(run, {"x": float("nan"), "y": float("inf")}), tmp_path / "ok")
     text = (tmp_path / "ok" / "results.json").read_text()
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     assert data["meta"] == {"x": None, "y": "inf"}

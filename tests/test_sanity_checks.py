@@ -100,7 +100,8 @@ def test_whitebox_suite_bpda_and_square_see_through_a_zero_gradient_defense(mask
     assert sum(g["n"] for g in logs) == 32 and sum(g["robust"] for g in logs) == round(acc["none_aa"] * 32)
     assert list(logs[0]["broken"]) == ["apgd-ce", "apgd-t", "square"]
     from ipgan_jax.eval.report import markdown
-    table = markdown(ev.outcome)
+    from ipgan_jax.eval.resultset import ResultSet
+    table = markdown(ResultSet.from_outcome(ev.outcome, {}))
     assert "**AutoAttack log**" in table, table
     assert "| whitebox | LeNet | none_aa |" in table.split("**AutoAttack log**")[1], table
 
@@ -113,6 +114,7 @@ def test_whitebox_transfer_between_pipelines_flags_a_masked_pipeline(trained_tin
     from ipgan_jax.eval.checks import ChecksBlock
     from ipgan_jax.eval.evaluate import CROSS_BLOCK, Evaluator, WhiteboxBlock
     from ipgan_jax.eval.report import markdown
+    from ipgan_jax.eval.resultset import ResultSet
     from ipgan_jax.testing.masked_defenses import stop_gradient
     c = trained_tiny.copy_and_resolve_references()
     c.eval.whitebox_num_examples = 32
@@ -132,7 +134,7 @@ def test_whitebox_transfer_between_pipelines_flags_a_masked_pipeline(trained_tin
     assert check.values["whitebox"] >= check.values["white-box via none"] + 0.5, check
     (identity,) = ChecksBlock(ev).check_pair("lenet", "none", only=("transfer_vs_whitebox",))
     assert identity.ok is True, identity
-    table = markdown(ev.outcome)
+    table = markdown(ResultSet.from_outcome(ev.outcome, {}))
     assert "**White-box transfer between pipelines**" in table, table
     section = table.split("**White-box transfer between pipelines**")[1]
     row = next(line for line in section.splitlines() if line.startswith("| LeNet | sg |"))

@@ -193,7 +193,7 @@ class Evaluator:
         # defenses loaded for no classifier (skipped with allow_missing) are not in the tables
         self.defenses = [d for d in self.defenses if any((c, d) in self.defend_fns for c in self.classifiers)]
         self.eps = float(self.attack_settings("pgd")["eps"])
-        self.outcome = RunOutcome(self.classifiers, self.defenses, curve_suite=str(config.eval.whitebox_suite))
+        self.outcome = RunOutcome(self.classifiers, self.defenses)
 
     def add_defense(self, clf, name, defend_fn=None, trainer=None):
         """Register a defense (loaded by name when ``defend_fn`` is None). One that has not been

@@ -2,7 +2,9 @@
 
 The blocks of ``evaluate`` (and ``checks``) are generators: each yields items, and the run files every item into
 one :class:`RunOutcome` with :meth:`RunOutcome.add`. ``--merge`` (``merge.merge_results``) builds a RunOutcome from
-the per-image records of earlier runs, and ``report`` renders either; nothing else is read from the harness.
+the per-image records of earlier runs. Either becomes an immutable
+:class:`~ipgan_jax.eval.resultset.ResultSet` with the run's meta (``ResultSet.from_outcome``), which ``report``
+renders and writes; nothing else is read from the harness.
 
 Items:
 
@@ -15,9 +17,7 @@ Items:
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
-
-import numpy as np
+from typing import Mapping, NamedTuple
 
 from ipgan_jax.eval.records import AttackRecord
 
@@ -82,7 +82,6 @@ class RunOutcome:
         attack_logs: ``AttackLog.values`` of every Python-level member call.
         samples: (classifier, attack, defense) -> ``Samples.images``.
         notes: remarks for the reader (a merge's cuts and renames).
-        curve_suite: the white-box suite the curves used (for their table's title).
     """
     classifiers: list
     defenses: list
@@ -93,7 +92,6 @@ class RunOutcome:
     attack_logs: list = dataclasses.field(default_factory=list)
     samples: dict = dataclasses.field(default_factory=dict)
     notes: list = dataclasses.field(default_factory=list)
-    curve_suite: str = ""
 
     def add(self, item) -> None:
         """File one item a block yielded (module docstring); any other type is a TypeError."""
@@ -111,23 +109,29 @@ class RunOutcome:
             raise TypeError(f"a block yielded {type(item).__name__}; blocks yield AttackRecord, Check, Curve, "
                             "AttackLog or Samples")
 
-    @property
-    def attacks(self) -> list:
-        """Attack names of the records, in the order they were added."""
-        return list(dict.fromkeys(a for (_, a, _, _) in self.records))
-
     def block_records(self, block: str, clf: str, d: str) -> list:
-        """The records of one block on one (classifier, defense), in the order they were added."""
-        return [r for (b, _, c, dd), r in self.records.items() if (b, c, dd) == (block, clf, d)]
+        """:func:`block_records` of this run's records."""
+        return block_records(self.records, block, clf, d)
 
     def cross_records(self, clf: str, d: str) -> dict:
-        """{source defense: [records]}: the white-box suite crafted through each other pipeline, judged on ``d``
-        (block ``whitebox_transfer``), in the order they were run."""
-        out: dict = {}
-        for r in self.block_records(CROSS_BLOCK, clf, d):
-            out.setdefault(cross_source(r.attack), []).append(r)
-        return out
+        """:func:`cross_records` of this run's records."""
+        return cross_records(self.records, clf, d)
 
-    def clean_accuracy(self) -> dict:
-        """(classifier, defense) -> clean accuracy through the pipeline, in [0, 1]."""
-        return {k: float(np.mean(v)) for k, v in self.pipe_clean.items()}
+
+def block_records(records: Mapping, block: str, clf: str, d: str) -> list:
+    """The records of one block on one (classifier, defense), in the order they were added.
+
+    Args:
+        records: (block, attack, classifier, defense) -> AttackRecord.
+        block, clf, d: the cell.
+    """
+    return [r for (b, _, c, dd), r in records.items() if (b, c, dd) == (block, clf, d)]
+
+
+def cross_records(records: Mapping, clf: str, d: str) -> dict:
+    """{source defense: [records]}: the white-box suite crafted through each other pipeline, judged on ``d``
+    (block ``whitebox_transfer``), in the order they were run."""
+    out: dict = {}
+    for r in block_records(records, CROSS_BLOCK, clf, d):
+        out.setdefault(cross_source(r.attack), []).append(r)
+    return out

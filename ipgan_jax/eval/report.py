@@ -1,5 +1,6 @@
-"""Tables (Markdown / JSON / CSV) and figures of a :class:`~ipgan_jax.eval.outcome.RunOutcome` (a run or a merge
-of runs; definitions: ``records``)."""
+"""Tables (Markdown / JSON / CSV) and figures: pure functions of a :class:`~ipgan_jax.eval.resultset.ResultSet`
+(a run or a merge of runs, ``ResultSet.from_outcome``, or one read back with ``ResultSet.load``); definitions:
+``records``."""
 from __future__ import annotations
 
 import csv
@@ -34,29 +35,25 @@ def _ssim(v):
     return "-" if math.isnan(v) else f"{v:.3f}"
 
 
-def _attacks(run, block, bounded):
-    seen = []
-    for (b, a, _, _), r in run.records.items():
-        if b == block and r.bounded == bounded and a not in seen:
-            seen.append(a)
-    return seen
+def _attacks(rs, block, bounded):
+    return rs.attacks(block, bounded)
 
 
-def _block_table(run, block, lines):
+def _block_table(rs, block, lines):
     """Block robust accuracy (worst case per image over bounded attacks) and per-image DSR."""
-    attacks = _attacks(run, block, True)
+    attacks = _attacks(rs, block, True)
     if not attacks:
         return
-    n = max(r.n for (b, *_), r in run.records.items() if b == block)
+    n = max(r.n for (b, *_), r in rs.records.items() if b == block)
     lines.append(f"\n**{BLOCK_TITLES[block]}** (bounded attacks, worst case per image: {', '.join(attacks)}; "
                  f"{n} images)\n")
-    lines.append("| defense | " + " | ".join(f"{classifier_name(c)} DSR" for c in run.classifiers) + " | "
-                 + " | ".join(f"{classifier_name(c)} rob. acc" for c in run.classifiers) + " |")
-    lines.append("|---" * (1 + 2 * len(run.classifiers)) + "|")
-    for d in run.defenses:
+    lines.append("| defense | " + " | ".join(f"{classifier_name(c)} DSR" for c in rs.classifiers) + " | "
+                 + " | ".join(f"{classifier_name(c)} rob. acc" for c in rs.classifiers) + " |")
+    lines.append("|---" * (1 + 2 * len(rs.classifiers)) + "|")
+    for d in rs.defenses:
         dsr, rob = [], []
-        for c in run.classifiers:
-            bm = block_metrics(run.block_records(block, c, d))
+        for c in rs.classifiers:
+            bm = block_metrics(rs.block_records(block, c, d))
             if bm is None:
                 dsr.append("-")
                 rob.append("-")
@@ -67,11 +64,11 @@ def _block_table(run, block, lines):
         lines.append(f"| {defense_name(d)} | " + " | ".join(dsr) + " | " + " | ".join(rob) + " |")
 
 
-def _per_attack_table(run, block, lines):
+def _per_attack_table(rs, block, lines):
     """One row per (classifier, attack): ACC and ASR of f, DSR and robust accuracy per defense."""
-    defs = [d for d in run.defenses if any(k[3] == d for k in run.records)]
+    defs = [d for d in rs.defenses if any(k[3] == d for k in rs.records)]
     for bounded in (True, False):
-        attacks = _attacks(run, block, bounded)
+        attacks = _attacks(rs, block, bounded)
         if not attacks:
             continue
         kind = ("bounded (Linf)" if bounded else
@@ -82,9 +79,9 @@ def _per_attack_table(run, block, lines):
         lines.append("| classifier | attack | ACC | ASR |" + extra + "".join(f" {defense_name(d)} DSR |" for d in defs)
                      + "".join(f" {defense_name(d)} rob. acc |" for d in defs) + " SSIM rec | SSIM adv |")
         lines.append("|---" * (6 + 2 * len(defs) + (not bounded)) + "|")
-        for c in run.classifiers:
+        for c in rs.classifiers:
             for a in attacks:
-                ms = {d: attack_metrics(run.records[(block, a, c, d)]) for d in defs if (block, a, c, d) in run.records}
+                ms = {d: attack_metrics(rs.records[(block, a, c, d)]) for d in defs if (block, a, c, d) in rs.records}
                 if not ms:
                     continue
                 m0 = next(iter(ms.values()))
@@ -95,20 +92,20 @@ def _per_attack_table(run, block, lines):
                 lines.append("| " + " | ".join(row) + " |")
 
 
-def _whitebox_table(run, lines):
-    attacks = _attacks(run, "whitebox", True)
+def _whitebox_table(rs, lines):
+    attacks = _attacks(rs, "whitebox", True)
     if not attacks:
         return
-    n = max(r.n for (b, *_), r in run.records.items() if b == "whitebox")
+    n = max(r.n for (b, *_), r in rs.records.items() if b == "whitebox")
     lines.append(f"\n**{BLOCK_TITLES['whitebox']}** ({', '.join(attacks)}; {n} images; clean and adversarial "
                  "accuracy both through the pipeline: ACC = f(d(x)), ASR among those, robust accuracy = right on "
                  "f(d(x)) and on f(d(x_adv)) for every attack; SSIM(x, d(x_adv)) of the worst-case iterate)\n")
     lines.append("| classifier | defense | ACC f(d(x)) | ASR | rob. acc | "
                  + " | ".join(f"rob. acc {a}" for a in attacks) + " | SSIM |")
     lines.append("|---" * (6 + len(attacks)) + "|")
-    for c in run.classifiers:
-        for d in run.defenses:
-            recs = run.block_records("whitebox", c, d)
+    for c in rs.classifiers:
+        for d in rs.defenses:
+            recs = rs.block_records("whitebox", c, d)
             bm = block_metrics(recs)
             if bm is None:
                 continue
@@ -118,14 +115,14 @@ def _whitebox_table(run, lines):
                          + " | ".join(pct(per.get(a)) for a in attacks) + f" | {_ssim(bm.ssim_rec)} |")
 
 
-def _whitebox_transfer_table(run, lines):
+def _whitebox_transfer_table(rs, lines):
     """Robust accuracy of each pipeline (rows) under the white-box suite crafted through each
     pipeline of the run (columns; worst case per image over the suite); the diagonal is Block 3."""
-    cross = [k for k in run.records if k[0] == CROSS_BLOCK]
+    cross = [k for k in rs.records if k[0] == CROSS_BLOCK]
     if not cross:
         return
     sources = list(dict.fromkeys(cross_source(a) for _, a, _, _ in cross))
-    sources = [d for d in run.defenses if d in sources] + [s for s in sources if s not in run.defenses]
+    sources = [d for d in rs.defenses if d in sources] + [s for s in sources if s not in rs.defenses]
     lines.append("\n**White-box transfer between pipelines**: robust accuracy (%) of the row's pipeline on the "
                  "examples the white-box suite crafted through the column's pipeline (worst case per image over the "
                  "suite; the diagonal is Block 3). A row that is lower off the diagonal than on it is masking its "
@@ -133,12 +130,12 @@ def _whitebox_transfer_table(run, lines):
     lines.append("| classifier | judged (row) vs crafted through (column) | "
                  + " | ".join(defense_name(s) for s in sources) + " |")
     lines.append("|---" * (2 + len(sources)) + "|")
-    for c in run.classifiers:
-        for d in run.defenses:
+    for c in rs.classifiers:
+        for d in rs.defenses:
             row, any_ = [], False
-            crossed = run.cross_records(c, d)
+            crossed = rs.cross_records(c, d)
             for s in sources:
-                recs = run.block_records("whitebox", c, d) if s == d else crossed.get(s, [])
+                recs = rs.block_records("whitebox", c, d) if s == d else crossed.get(s, [])
                 bm = block_metrics(recs) if recs else None
                 any_ |= bm is not None
                 row.append("-" if bm is None else pct(bm.robust_acc))
@@ -146,12 +143,12 @@ def _whitebox_transfer_table(run, lines):
                 lines.append(f"| {classifier_name(c)} | {defense_name(d)} | " + " | ".join(row) + " |")
 
 
-def _attack_log_table(run, lines):
+def _attack_log_table(rs, lines):
     """AutoAttack's per-attack log (images each attack broke, in order), summed over batches."""
-    if not run.attack_logs:
+    if not rs.attack_logs:
         return
     rows: dict = {}
-    for log in run.attack_logs:
+    for log in rs.attack_logs:
         k = (log["block"], log["classifier"], log["attacked"], log["eps"])
         r = rows.setdefault(k, {"n": 0, "clean": 0, "robust": 0, "broken": {}})
         for f in ("n", "clean", "robust"):
@@ -168,57 +165,57 @@ def _attack_log_table(run, lines):
                      f"| {r['robust']} |")
 
 
-def _cw_table(run, lines):
-    cells = {(c, d): attack_metrics(r) for (b, _, c, d), r in run.records.items() if b == "cw"}
+def _cw_table(rs, lines):
+    cells = {(c, d): attack_metrics(r) for (b, _, c, d), r in rs.records.items() if b == "cw"}
     if not cells:
         return
     n = max(m.n for m in cells.values())
     lines.append(f"\n**C&W-L2 on the pipeline f(d(.)): median L2 over images f(d(x)) gets right, failures +inf "
                  f"(success rate) ({n} images)**\n")
-    lines.append("| classifier | " + " | ".join(defense_name(d) for d in run.defenses) + " |")
-    lines.append("|---" * (1 + len(run.defenses)) + "|")
-    for c in run.classifiers:
+    lines.append("| classifier | " + " | ".join(defense_name(d) for d in rs.defenses) + " |")
+    lines.append("|---" * (1 + len(rs.defenses)) + "|")
+    for c in rs.classifiers:
         row = [f"{_l2(cells[(c, d)].median_l2)} ({pct(cells[(c, d)].asr)}%)" if (c, d) in cells else "-"
-               for d in run.defenses]
+               for d in rs.defenses]
         lines.append(f"| {classifier_name(c)} | " + " | ".join(row) + " |")
 
 
-def _curve_table(run, lines):
-    if not run.curves:
+def _curve_table(rs, lines):
+    if not rs.curves:
         return
-    cur0 = next(iter(run.curves.values()))
+    cur0 = next(iter(rs.curves.values()))
     eps = cur0["eps"]
-    lines.append(f"\n**Robust accuracy (%) vs eps, the white-box suite ({run.curve_suite}; step "
+    lines.append(f"\n**Robust accuracy (%) vs eps, the white-box suite ({rs.meta.get('whitebox_suite', '?')}; step "
                  "2.5 eps / steps): oblivious (attack f, then d) / white-box (attack f(d(.))) "
                  f"({cur0['n']} images)**\n")
     lines.append("| classifier | defense | " + " | ".join(f"eps {e:g}" for e in eps) + " |")
     lines.append("|---" * (2 + len(eps)) + "|")
-    for (c, d), cur in run.curves.items():
+    for (c, d), cur in rs.curves.items():
         row = [f"{pct(o)} / {pct(w)}" for o, w in zip(cur["oblivious"], cur["whitebox"])]
         lines.append(f"| {classifier_name(c)} | {defense_name(d)} | " + " | ".join(row) + " |")
 
 
-def markdown(run) -> str:
+def markdown(rs) -> str:
     """All tables of the blocks that ran (no empty tables)."""
     # the curve block keeps no per-attack records: count its images too
-    n = max([r.n for r in run.records.values()] + [int(c["n"]) for c in run.curves.values()], default=0)
+    n = max([r.n for r in rs.records.values()] + [int(c["n"]) for c in rs.curves.values()], default=0)
     lines = [f"Evaluation on up to {n} test images; rates in %, 95% Wilson intervals with n = images; DSR: "
              "paper's value in brackets where it has one."]
     for block in ("oblivious", "transfer"):
-        _block_table(run, block, lines)
-        _per_attack_table(run, block, lines)
-    _whitebox_table(run, lines)
-    _whitebox_transfer_table(run, lines)
-    _attack_log_table(run, lines)
-    if run.pipe_clean:
+        _block_table(rs, block, lines)
+        _per_attack_table(rs, block, lines)
+    _whitebox_table(rs, lines)
+    _whitebox_transfer_table(rs, lines)
+    _attack_log_table(rs, lines)
+    if rs.clean:
         lines.append("\n**Clean accuracy f(d(x)) of each pipeline**\n")
-        lines.append("| classifier | " + " | ".join(defense_name(d) for d in run.defenses) + " |")
-        lines.append("|---" * (1 + len(run.defenses)) + "|")
-        acc = run.clean_accuracy()
-        for c in run.classifiers:
-            lines.append(f"| {classifier_name(c)} | " + " | ".join(pct(acc.get((c, d))) for d in run.defenses) + " |")
-    _cw_table(run, lines)
-    _curve_table(run, lines)
+        lines.append("| classifier | " + " | ".join(defense_name(d) for d in rs.defenses) + " |")
+        lines.append("|---" * (1 + len(rs.defenses)) + "|")
+        for c in rs.classifiers:
+            lines.append(f"| {classifier_name(c)} | " + " | ".join(pct(rs.clean_accuracy(c, d)) for d in rs.defenses)
+                         + " |")
+    _cw_table(rs, lines)
+    _curve_table(rs, lines)
     return "\n".join(lines)
 
 
@@ -237,44 +234,55 @@ def _row(kind, block, attack, clf, d, m) -> dict:
     return out
 
 
-def summaries(run) -> tuple[list, list]:
+def summaries(rs) -> tuple[list, list]:
     """(per-attack rows, per-block rows) as dicts of the ``AttackMetrics`` / ``BlockMetrics`` fields."""
-    attack_rows = [_row("attack", b, a, c, d, attack_metrics(r)) for (b, a, c, d), r in run.records.items()]
+    attack_rows = [_row("attack", b, a, c, d, attack_metrics(r)) for (b, a, c, d), r in rs.records.items()]
     block_rows = []
-    for b, c, d in dict.fromkeys((b, c, d) for (b, _, c, d) in run.records):
-        bm = block_metrics(run.block_records(b, c, d))
+    for b, c, d in dict.fromkeys((b, c, d) for (b, _, c, d) in rs.records):
+        bm = block_metrics(rs.block_records(b, c, d))
         if bm is not None:
             block_rows.append(_row("block", b, "+".join(bm.attacks), c, d, bm))
     return attack_rows, block_rows
 
 
-def print_and_write(run, out_dir, meta) -> dict:
+def print_and_write(rs, out_dir, samples=None) -> dict:
     """Print the tables and the sanity checks, *then* write the files (:func:`write_outputs`): a
     failing write raises :class:`~ipgan_jax.files.NotWritableError` after the results are shown."""
-    print(markdown(run))
+    print(markdown(rs))
     print("\n**Sanity checks**\n")
-    print(format_checks(run.checks), flush=True)
+    print(format_checks(rs.checks), flush=True)
     try:
-        return write_outputs(run, out_dir, meta)
+        return write_outputs(rs, out_dir, samples)
     except OSError as e:
         raise files.NotWritableError(f"the tables above were printed, but writing them to {out_dir} failed "
                                      f"({type(e).__name__}: {e}); rerun with another --config.eval.out_dir") from e
 
 
-def write_outputs(run, out_dir, meta) -> dict:
-    """results.json (schema ``SCHEMA``), results.csv and PNG figures under ``out_dir``."""
+def write_outputs(rs, out_dir, samples=None) -> dict:
+    """Write a run's files under ``out_dir``.
+
+    Args:
+        rs: the run's :class:`~ipgan_jax.eval.resultset.ResultSet` (its meta goes into results.json as given).
+        out_dir: the folder (created).
+        samples: (classifier, attack, defense) -> (x, x_adv, d(x_adv)) for the image grids (``RunOutcome.samples``;
+            None: no grids).
+
+    Returns:
+        {name: path} of results.json (schema ``SCHEMA``, :meth:`ResultSet.load` reads it back), results.csv and the
+        PNG figures.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    attack_rows, block_rows = summaries(run)
-    data = {"schema": SCHEMA, "meta": meta,
+    attack_rows, block_rows = summaries(rs)
+    data = {"schema": SCHEMA, "meta": dict(rs.meta),
             "clean": [{"classifier": c, "defense": d, "n": int(v.size), "acc": float(np.mean(v)),
                        "correct": pack_bits(v)}
-                      for (c, d), v in run.pipe_clean.items()],
-            "records": [record_to_json(r) for r in run.records.values()],
+                      for (c, d), v in rs.clean.items()],
+            "records": [record_to_json(r) for r in rs.records.values()],
             "attack_metrics": attack_rows, "block_metrics": block_rows,
-            "curves": [{"classifier": c, "defense": d, **v} for (c, d), v in run.curves.items()],
-            "sanity_checks": [ch._asdict() for ch in run.checks],
-            "attack_logs": list(run.attack_logs),
+            "curves": [{"classifier": c, "defense": d, **v} for (c, d), v in rs.curves.items()],
+            "sanity_checks": [ch._asdict() for ch in rs.checks],
+            "attack_logs": list(rs.attack_logs),
             "paper_dsr": {str(k): v for k, v in PAPER_DSR.items()}}
     files.write_json(out_dir / "results.json", data)
     fields = ["kind", "block", "attack", "classifier", "defense", "n", "acc", "asr", "dsr", "robust_acc",
@@ -287,17 +295,17 @@ def write_outputs(run, out_dir, meta) -> dict:
             w.writerow(r)
     os.replace(tmp, out_dir / "results.csv")
     written = {"json": out_dir / "results.json", "csv": out_dir / "results.csv"}
-    written.update(_figures(run, out_dir))
+    written.update(_figures(rs, samples or {}, out_dir))
     return written
 
 
-def _figures(run, out_dir) -> dict:
+def _figures(rs, samples: dict, out_dir) -> dict:
     out = {}
-    for clf in run.classifiers:
-        for d in run.defenses:
+    for clf in rs.classifiers:
+        for d in rs.defenses:
             rows_img, labels = [], []
-            for a in run.attacks:
-                s = run.samples.get((clf, a, d))
+            for a in dict.fromkeys(a for (_, a, _) in samples):
+                s = samples.get((clf, a, d))
                 if s is None or d == "none":   # the identity's x_rec is x_adv: nothing to show
                     continue
                 x, x_adv, x_rec = s
@@ -309,8 +317,8 @@ def _figures(run, out_dir) -> dict:
             if rows_img:
                 out[f"grid_{clf}_{d}"] = image_grid(rows_img, labels, out_dir / f"grid_{clf}_{d}.png")
         series, dsr_series, eps = {}, {}, None
-        for d in run.defenses:
-            cur = run.curves.get((clf, d))
+        for d in rs.defenses:
+            cur = rs.curves.get((clf, d))
             if cur is None:
                 continue
             eps = cur["eps"]

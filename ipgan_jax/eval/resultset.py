@@ -22,7 +22,7 @@ from typing import Mapping
 import numpy as np
 
 from ipgan_jax.errors import UserError
-from ipgan_jax.eval.outcome import Check
+from ipgan_jax.eval.outcome import Check, RunOutcome, block_records, cross_records
 from ipgan_jax.eval.records import (
     AttackMetrics,
     AttackRecord,
@@ -144,19 +144,29 @@ class ResultSet:
         """``run`` itself, or the ResultSet of a parsed results.json."""
         return run if isinstance(run, cls) else cls.from_json(run)
 
+    @classmethod
+    def from_outcome(cls, outcome: RunOutcome, meta: Mapping) -> "ResultSet":
+        """A run's (or a merge's) :class:`~ipgan_jax.eval.outcome.RunOutcome` with its meta (whose
+        ``classifiers`` / ``defenses`` order the tables); the samples stay behind (the figures take them)."""
+        return cls(meta=types.MappingProxyType(dict(meta)), records=types.MappingProxyType(dict(outcome.records)),
+                   clean=types.MappingProxyType(dict(outcome.pipe_clean)), checks=tuple(outcome.checks),
+                   attack_logs=tuple(outcome.attack_logs), curves=types.MappingProxyType(dict(outcome.curves)))
+
+    def _ordered(self, key: str, have: set) -> list:
+        listed = list(self.meta.get(key, []))
+        return [x for x in listed if x in have] + sorted(have - set(listed))
+
     @property
     def classifiers(self) -> list:
-        """The classifiers in the run's order (those with at least one record)."""
-        have = {k[2] for k in self.records}
-        return [c for c in self.meta.get("classifiers", [])
-                if c in have] + sorted(have - set(self.meta.get("classifiers", [])))
+        """The classifiers in the run's order (those with a record, clean bits or a curve)."""
+        return self._ordered("classifiers", {k[2] for k in self.records} | {c for c, _ in self.clean}
+                             | {c for c, _ in self.curves})
 
     @property
     def defenses(self) -> list:
-        """The defenses in the run's order (those with at least one record)."""
-        have = {k[3] for k in self.records}
-        return ([d for d in self.meta.get("defenses", []) if d in have]
-                + sorted(have - set(self.meta.get("defenses", []))))
+        """The defenses in the run's order (those with a record, clean bits or a curve)."""
+        return self._ordered("defenses", {k[3] for k in self.records} | {d for _, d in self.clean}
+                             | {d for _, d in self.curves})
 
     def attacks(self, block: str, bounded: bool = True) -> list:
         """The attacks of ``block`` (bounded ones by default), in the run's order."""
@@ -164,7 +174,12 @@ class ResultSet:
 
     def block_records(self, block: str, classifier: str, defense: str) -> list:
         """Every record of one (block, classifier, defense), in the run's order."""
-        return [r for (b, _, c, d), r in self.records.items() if (b, c, d) == (block, classifier, defense)]
+        return block_records(self.records, block, classifier, defense)
+
+    def cross_records(self, classifier: str, defense: str) -> dict:
+        """{source defense: [records]} of the white-box suite crafted through other pipelines, judged on
+        ``defense`` (``outcome.cross_records``)."""
+        return cross_records(self.records, classifier, defense)
 
     def block_metrics(self, block: str, classifier: str, defense: str) -> BlockMetrics | None:
         """Worst case per image over the block's bounded attacks (``records.block_metrics``); None if none ran."""
