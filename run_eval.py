@@ -117,7 +117,6 @@ def merge_runs(out_dir) -> None:
     """``--merge``: one per-image worst case over earlier runs' records (ipgan_jax/eval/merge.py)."""
     from pathlib import Path
 
-    from ipgan_jax.eval.merge import merge_results, merged_meta
     from ipgan_jax.eval.report import print_and_write
     from ipgan_jax.eval.resultset import ResultSet, results_path
     ignored = [f for f in ("attacks", "blocks", "allow_partial") if FLAGS[f].present]
@@ -128,19 +127,19 @@ def merge_runs(out_dir) -> None:
     if any(results_path(s).resolve() == target for s in sources):
         raise ConfigError(f"--config.eval.out_dir={out_dir} is one of the merged runs: its results.json would be "
                           "overwritten; give another --config.eval.out_dir")
-    runs = [ResultSet.load(s) for s in sources]
-    mr = merge_results(runs, sources, classifiers=_names(FLAGS.classifiers) if FLAGS.classifiers else None,
-                       defenses=_names(FLAGS.defenses) if FLAGS.defenses else None,
-                       num_examples=FLAGS.num_examples)   # None: every image all runs saw
-    files = print_and_write(ResultSet.from_outcome(mr, merged_meta(runs, sources, mr)), out_dir)
-    if mr.notes:
-        print("\n**Merge notes**\n\n" + "\n".join(f"- {x}" for x in mr.notes))
-    print(f"\nmerged {len(runs)} runs; wrote: {', '.join(str(p) for p in files.values())}")
+    first, *others = [ResultSet.load(s) for s in sources]
+    merged = first.merge(*others, labels=sources, classifiers=_names(FLAGS.classifiers) if FLAGS.classifiers else None,
+                         defenses=_names(FLAGS.defenses) if FLAGS.defenses else None,
+                         num_examples=FLAGS.num_examples)   # None: every image all runs saw
+    files = print_and_write(merged, out_dir)
+    if merged.meta["notes"]:
+        print("\n**Merge notes**\n\n" + "\n".join(f"- {x}" for x in merged.meta["notes"]))
+    print(f"\nmerged {len(sources)} runs; wrote: {', '.join(str(p) for p in files.values())}")
 
 
 def compare_runs(num_examples) -> None:
     """``--compare``: a paired per-image comparison of two defenses (ipgan_jax/eval/paired.py)."""
-    from ipgan_jax.eval.paired import PairedError, compare, markdown
+    from ipgan_jax.eval.paired import PairedError, markdown
     from ipgan_jax.eval.resultset import ResultSet
     ignored = [f for f in ("attacks", "defenses", "allow_partial", "merge") if FLAGS[f].present]
     if ignored:
@@ -158,8 +157,8 @@ def compare_runs(num_examples) -> None:
     if len(clfs) != 1:
         raise PairedError(f"--compare reads one classifier, got --classifiers={FLAGS.classifiers}")
     (ra, _, da), (rb, _, db) = parsed
-    c = compare(ResultSet.load(ra), ra, da, ResultSet.load(rb), rb, db, classifier=clfs[0], block=blocks[0],
-                num_examples=num_examples)
+    c = ResultSet.load(ra).compare(da, ResultSet.load(rb), db, labels=(ra, rb), classifier=clfs[0], block=blocks[0],
+                                   num_examples=num_examples)
     print(markdown(c))
 
 

@@ -15,6 +15,11 @@ from ipgan_jax.eval.records import AttackRecord, block_metrics, pack_bits, recor
 from ipgan_jax.eval.resultset import ResultsError, ResultSet
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def merge_dicts(runs, labels, **kw):
+    """``merge_results`` of the parsed results.json dicts these tests build."""
+    return merge_results([ResultSet.from_json(r) for r in runs], labels, **kw)
 N = 8
 
 
@@ -48,10 +53,10 @@ def test_merge_is_the_per_image_worst_case_over_runs_not_the_minimum_of_their_nu
     not_clean = _bits([7], value=False)                         # image 7 wrong on clean input through d
     a = _run([_rec("pgd_ce", [1, 2], pipe_clean=not_clean)])
     b = _run([_rec("square", [2, 5], pipe_clean=not_clean), _rec("pgd_ce", [3])])
-    alone = [block_metrics([r for r in merge_results([run, run], ["x", "y"]).records.values()]).robust_correct
+    alone = [block_metrics([r for r in merge_dicts([run, run], ["x", "y"]).records.values()]).robust_correct
              for run in (a, b)]
     assert alone == [5, 4]                                      # {1,2,7} and {2,3,5,7} lost in each run
-    mr = merge_results([a, b], ["a", "b"])
+    mr = merge_dicts([a, b], ["a", "b"])
     # the second run's pgd_ce is kept under its own name and counts too
     assert sorted(a for (_, a, _, _) in mr.records) == ["pgd_ce", "pgd_ce#2", "square"]
     bm = block_metrics(mr.block_records("whitebox", "lenet", "ipgan"))
@@ -62,7 +67,7 @@ def test_merge_is_the_per_image_worst_case_over_runs_not_the_minimum_of_their_nu
 def test_merge_cuts_a_group_to_its_common_images_and_keeps_cross_pipeline_names_parseable():
     a = _run([_rec("pgd_ce", [0], n=12), _rec("pgd_ce@none", [1], block="whitebox_transfer", n=12)])
     b = _run([_rec("square", [9], n=10), _rec("pgd_ce@none", [2], block="whitebox_transfer", n=10)])
-    mr = merge_results([a, b], ["a", "b"])
+    mr = merge_dicts([a, b], ["a", "b"])
     recs = mr.block_records("whitebox", "lenet", "ipgan")
     assert {r.n for r in recs} == {10}                          # image 9 (square) counts, images 10-11 are cut
     assert block_metrics(recs).robust_correct == 8
@@ -76,29 +81,29 @@ def test_merge_refuses_runs_of_other_weights_dataset_or_eps():
     a = _run([_rec("pgd_ce", [1])])
     other_f = _run([_rec("square", [2], f_clean=_bits([4], value=False))])   # f wrong on image 4 in one run only
     with pytest.raises(MergeError, match="different classifier weights"):
-        merge_results([a, other_f], ["a", "b"])
+        merge_dicts([a, other_f], ["a", "b"])
     with pytest.raises(MergeError, match="differ in eps"):
-        merge_results([a, _run([_rec("square", [2])], eps=0.1)], ["a", "b"])
+        merge_dicts([a, _run([_rec("square", [2])], eps=0.1)], ["a", "b"])
     with pytest.raises(MergeError, match="at least two runs"):
-        merge_results([a], ["a"])
+        merge_dicts([a], ["a"])
     for bad in (0, -3, 2.5, True):
         with pytest.raises(MergeError, match="positive integer"):
-            merge_results([a], ["a"], num_examples=bad)
+            merge_dicts([a], ["a"], num_examples=bad)
 
 
 def test_merge_num_examples_reads_the_runs_on_their_first_n_images_and_accepts_one_run():
     not_clean = _bits([6], value=False)                        # image 6 wrong on clean input through d
     a = _run([_rec("pgd_ce", [1, 5], n=N, pipe_clean=not_clean)], clean={("lenet", "ipgan"): not_clean})
     b = _run([_rec("square", [2, 7], n=N, pipe_clean=not_clean)], clean={("lenet", "ipgan"): not_clean})
-    mr = merge_results([a, b], ["a", "b"], num_examples=4)
+    mr = merge_dicts([a, b], ["a", "b"], num_examples=4)
     recs = mr.block_records("whitebox", "lenet", "ipgan")
     assert {r.n for r in recs} == {4}                          # images 5, 6, 7 (and their losses) are cut
     assert block_metrics(recs).robust_correct == 2             # {1, 2} lost among the first 4
     assert np.mean(mr.pipe_clean[("lenet", "ipgan")]) == 1.0      # the clean bits are cut too (image 6 gone)
     assert any("cut to the first 4 of 8 images (--num_examples)" in x for x in mr.notes)
-    one = merge_results([a], ["a"], num_examples=6)            # one run: its own worst case on its first 6
+    one = merge_dicts([a], ["a"], num_examples=6)            # one run: its own worst case on its first 6
     assert block_metrics(one.block_records("whitebox", "lenet", "ipgan")).robust_correct == 4   # {1, 5} lost
-    big = merge_results([a, b], ["a", "b"], num_examples=50)   # more than the runs hold: nothing more is cut
+    big = merge_dicts([a, b], ["a", "b"], num_examples=50)   # more than the runs hold: nothing more is cut
     assert {r.n for r in big.block_records("whitebox", "lenet", "ipgan")} == {N}
     assert not any("--num_examples" in x for x in big.notes)
 
@@ -109,7 +114,7 @@ def test_merge_counts_an_image_clean_correct_only_if_every_run_does():
     ones, flip = np.ones(N, bool), _bits([6], value=False)
     a = _run([_rec("pgd_ce", [], defense="defense_gan")], clean={("lenet", "defense_gan"): ones})
     b = _run([_rec("square", [], pipe_clean=flip, defense="defense_gan")], clean={("lenet", "defense_gan"): flip})
-    mr = merge_results([a, b], ["a", "b"])
+    mr = merge_dicts([a, b], ["a", "b"])
     assert block_metrics(mr.block_records("whitebox", "lenet", "defense_gan")).robust_correct == N - 1
     assert np.mean(mr.pipe_clean[("lenet", "defense_gan")]) == (N - 1) / N
     assert any("clean f(d(x)) differs" in x for x in mr.notes)
@@ -117,8 +122,8 @@ def test_merge_counts_an_image_clean_correct_only_if_every_run_does():
     b = _run([_rec("square", [], pipe_clean=flip)], clean={("lenet", "ipgan"): flip})
     with pytest.raises(MergeError, match="ipgan on lenet: clean f\\(d\\(x\\)\\) differs between a and b on 1 image.*"
                                          "deterministic"):
-        merge_results([a, b], ["a", "b"])
-    assert np.mean(merge_results([a, b], ["a", "b"], num_examples=6).pipe_clean[("lenet", "ipgan")]) == 1.0  # cut first
+        merge_dicts([a, b], ["a", "b"])
+    assert np.mean(merge_dicts([a, b], ["a", "b"], num_examples=6).pipe_clean[("lenet", "ipgan")]) == 1.0  # cut first
 
 
 def test_resultset_load_names_what_is_wrong(tmp_path):
@@ -198,26 +203,26 @@ def test_merge_refuses_two_generators_under_one_name_by_their_fingerprints():
     a = _with_models(_run([_rec("pgd_ce", [1])]), classifiers__lenet="f1", defenses__ipgan__lenet="g1")
     b = _with_models(_run([_rec("square", [2])]), classifiers__lenet="f1", defenses__ipgan__lenet="g2")
     with pytest.raises(MergeError, match="defenses/ipgan/lenet differs between a .g1. and b .g2."):
-        merge_results([a, b], ["a", "b"])
+        merge_dicts([a, b], ["a", "b"])
     same = _with_models(_run([_rec("square", [2])]), classifiers__lenet="f1", defenses__ipgan__lenet="g1")
-    mr = merge_results([a, same], ["a", "b"])
+    mr = merge_dicts([a, same], ["a", "b"])
     assert not any("fingerprints" in x for x in mr.notes)
     other_f = _with_models(_run([_rec("square", [2])]), classifiers__lenet="f2")
     with pytest.raises(MergeError, match="classifiers/lenet differs"):
-        merge_results([a, other_f], ["a", "b"])
-    assert merge_results([b, _run([_rec("square", [3])])], ["b", "old"], defenses=["ipgan"]).notes[0].startswith(
+        merge_dicts([a, other_f], ["a", "b"])
+    assert merge_dicts([b, _run([_rec("square", [3])])], ["b", "old"], defenses=["ipgan"]).notes[0].startswith(
         "old records no model fingerprints")
     # a defense left out of the merge is not checked
     c = _with_models(_run([_rec("square", [2], defense="dae")]), classifiers__lenet="f1", defenses__ipgan__lenet="g9")
-    merge_results([a, c], ["a", "c"], defenses=["dae"])
+    merge_dicts([a, c], ["a", "c"], defenses=["dae"])
 
 
 def test_merge_says_when_a_repeated_member_repeats_its_random_starts():
     """Issue 44: a member rerun in another run with the same seed and no run nonce draws the same starts."""
     a, b = _run([_rec("pgd_ce", [1])]), _run([_rec("pgd_ce", [2])])
-    assert any("repeats the same random starts" in x for x in merge_results([a, b], ["a", "b"]).notes)
+    assert any("repeats the same random starts" in x for x in merge_dicts([a, b], ["a", "b"]).notes)
     b["meta"]["run_nonce"] = 1
-    assert not any("repeats" in x for x in merge_results([a, b], ["a", "b"]).notes)
+    assert not any("repeats" in x for x in merge_dicts([a, b], ["a", "b"]).notes)
 
 
 @pytest.mark.slow

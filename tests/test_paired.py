@@ -6,7 +6,13 @@ import pytest
 from scipy.stats import binomtest
 
 from ipgan_jax.eval.paired import PairedError, compare, markdown, mcnemar_exact
+from ipgan_jax.eval.resultset import ResultSet
 from test_merge import N, _bits, _cli, _rec, _run
+
+
+def compare_dicts(run_a, label_a, defense_a, run_b, label_b, defense_b, **kw):
+    """``paired.compare`` of the parsed results.json dicts these tests build."""
+    return compare(ResultSet.from_json(run_a), label_a, defense_a, ResultSet.from_json(run_b), label_b, defense_b, **kw)
 
 
 @pytest.mark.parametrize("a,b", [(0, 0), (3, 3), (0, 1), (0, 5), (1, 9), (9, 1), (7, 61), (20, 180), (40, 41)])
@@ -33,7 +39,7 @@ def _two_defenses(broken_a, broken_b, n=N, clean_b=None, attacks_b=("pgd_ce",)):
 
 def test_compare_counts_the_discordant_images_of_the_per_image_worst_cases():
     run = _two_defenses([1, 2], [2, 3, 4], clean_b=_bits([5], value=False), attacks_b=("pgd_ce", "square"))
-    c = compare(run, "r", "ga", run, "r", "gb")
+    c = compare_dicts(run, "r", "ga", run, "r", "gb")
     # A loses {1,2}; B loses {2,3,4} to attacks and image 5 on clean input: A-only {3,4,5}, B-only {1}
     assert (c.n, c.a_correct, c.b_correct, c.a_only, c.b_only) == (N, 6, 4, 3, 1)
     assert c.p_value == pytest.approx(0.625)
@@ -41,26 +47,26 @@ def test_compare_counts_the_discordant_images_of_the_per_image_worst_cases():
     text = markdown(c)
     assert "| r@ga | pgd_ce | 75.00 (" in text and "| r@gb | pgd_ce, square | 50.00 (" in text
     assert "under A only: 3; under B only: 1" in text and "different attack sets" in text
-    first4 = compare(run, "r", "ga", run, "r", "gb", num_examples=4)
+    first4 = compare_dicts(run, "r", "ga", run, "r", "gb", num_examples=4)
     assert (first4.n, first4.a_only, first4.b_only) == (4, 1, 1)
 
 
 def test_compare_reads_the_common_images_of_two_runs_and_refuses_other_weights_or_eps():
     long_run = _two_defenses([1], [2], n=12)
     short_run = _two_defenses([1], [3], n=10)
-    c = compare(long_run, "long", "ga", short_run, "short", "gb")
+    c = compare_dicts(long_run, "long", "ga", short_run, "short", "gb")
     assert (c.n, c.a_only, c.b_only) == (10, 1, 1)
     other_f = _run([_rec("pgd_ce", [2], defense="gb", f_clean=_bits([4], value=False))])
     with pytest.raises(PairedError, match="clean predictions differ .* on 1 of the first 8"):
-        compare(_two_defenses([1], [2]), "a", "ga", other_f, "b", "gb")
+        compare_dicts(_two_defenses([1], [2]), "a", "ga", other_f, "b", "gb")
     with pytest.raises(PairedError, match="differ in eps"):
-        compare(_two_defenses([1], [2]), "a", "ga", _run([_rec("pgd_ce", [2], defense="gb")], eps=0.1), "b", "gb")
+        compare_dicts(_two_defenses([1], [2]), "a", "ga", _run([_rec("pgd_ce", [2], defense="gb")], eps=0.1), "b", "gb")
     with pytest.raises(PairedError, match="no 'whitebox' records for defense 'gc'"):
-        compare(long_run, "a", "ga", long_run, "a", "gc")
+        compare_dicts(long_run, "a", "ga", long_run, "a", "gc")
     with pytest.raises(PairedError, match="not on 'mcnn'"):
-        compare(long_run, "a", "ga", long_run, "a", "gb", classifier="mcnn")
+        compare_dicts(long_run, "a", "ga", long_run, "a", "gb", classifier="mcnn")
     with pytest.raises(PairedError, match="positive integer"):
-        compare(long_run, "a", "ga", long_run, "a", "gb", num_examples=0)
+        compare_dicts(long_run, "a", "ga", long_run, "a", "gb", num_examples=0)
 
 
 @pytest.mark.slow
@@ -86,7 +92,7 @@ def test_compare_refuses_other_classifier_weights_by_fingerprint_but_not_two_gen
     a = _with_models(_two_defenses([1], [2]), classifiers__lenet="f1", defenses__ga__lenet="g1")
     b = _with_models(_two_defenses([1], [3]), classifiers__lenet="f2", defenses__ga__lenet="g1")
     with pytest.raises(PairedError, match="classifiers/lenet differs between a .f1. and b .f2."):
-        compare(a, "a", "ga", b, "b", "gb")
+        compare_dicts(a, "a", "ga", b, "b", "gb")
     b["meta"]["models"]["classifiers/lenet"]["fingerprint"] = "f1"
     b["meta"]["models"]["defenses/ga/lenet"]["fingerprint"] = "g2"     # another G named ga: may be compared
-    assert compare(a, "a", "ga", b, "b", "ga").n == N
+    assert compare_dicts(a, "a", "ga", b, "b", "ga").n == N

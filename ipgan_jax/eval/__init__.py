@@ -3,7 +3,9 @@
     from ipgan_jax.eval import Evaluator, make_blocks
     ev = Evaluator(config, ["lenet"], ["none", "ipgan"], ["fgsm", "pgd"], num_examples=1000)
     outcome = ev.run(make_blocks(ev, ["oblivious", "whitebox", "checks"]))   # a RunOutcome
-    ResultSet.load("results/mnist/table1").block_metrics("oblivious", "lenet", "ipgan").dsr
+    rs = ResultSet.load("results/mnist/table1")
+    rs.block_metrics("oblivious", "lenet", "ipgan").dsr
+    rs.merge(ResultSet.load("other_run")).block_metrics("whitebox", "lenet", "ipgan").robust_acc
 
 Modules: ``evaluate`` (the :class:`Evaluator` and the attack blocks), ``suite`` (white-box suite members as
 :class:`Member` specs), ``checks`` (gradient-masking checks), ``outcome`` (what blocks yield, :class:`RunOutcome`),

@@ -31,8 +31,7 @@ import dataclasses
 
 import numpy as np
 
-from ipgan_jax.eval.outcome import RunOutcome
-from ipgan_jax.eval.resultset import ResultsError, ResultSet
+from ipgan_jax.eval.outcome import ResultsError, RunOutcome
 
 # defenses whose test-time output depends on evaluation settings (Defense-GAN's z-search: seed, steps, restarts),
 # so two runs may disagree on clean inputs; every other defense is a deterministic function of its params
@@ -55,7 +54,7 @@ def _check_same(runs: list, labels: list, key: str) -> None:
 
 
 def check_same_models(runs: list, labels: list, keep, error=None) -> list:
-    """Refuse runs (:class:`ResultSet` s) that evaluated different weights under one name: every model key
+    """Refuse runs (``ResultSet`` s) that evaluated different weights under one name: every model key
     (``classifiers/<c>``, ``defenses/<d>/<c>``, kept by ``keep(c, d)``) recorded in ``meta.models`` by
     two runs must have one fingerprint (``error``, default :class:`MergeError`, names the key and the runs).
     Returns notes for runs that record no fingerprints (written before run_eval.py recorded them)."""
@@ -94,7 +93,7 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
     """Pool the per-image records of several runs into one worst case per image (module docstring).
 
     Args:
-        runs: the runs, each a :class:`ResultSet` (or a parsed results.json); none is changed.
+        runs: the runs, each a :class:`~ipgan_jax.eval.resultset.ResultSet`; none is changed.
         labels: a name per run, for the notes and errors (e.g. its path).
         classifiers, defenses: keep only these (default: every one in the runs).
         num_examples: keep only the first N test images (default: every image all runs of a group saw); with it
@@ -106,7 +105,6 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
     Raises:
         MergeError: runs of other weights, images, dataset or eps; too few runs; nothing left to merge.
     """
-    runs = [ResultSet.of(r) for r in runs]
     if num_examples is not None and (isinstance(num_examples, bool) or not isinstance(num_examples, int)
                                      or num_examples < 1):
         raise MergeError(f"num_examples must be a positive integer, got {num_examples!r}")
@@ -216,7 +214,7 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
 
 def merged_meta(runs: list, labels: list, mr: RunOutcome) -> dict:
     """results.json meta of a merged run: the sources' metas kept whole under ``merged_from``."""
-    metas = [dict(ResultSet.of(run).meta) for run in runs]
+    metas = [dict(run.meta) for run in runs]
     n = max([r.n for r in mr.records.values()] + [len(v) for v in mr.pipe_clean.values()], default=0)
     return {"merged_from": [{"path": lab, "meta": m} for m, lab in zip(metas, labels)],
             "num_examples": n, "dataset": metas[0].get("dataset"), "eps": metas[0].get("eps"),

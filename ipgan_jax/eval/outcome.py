@@ -19,7 +19,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, NamedTuple
 
+from ipgan_jax.errors import UserError
 from ipgan_jax.eval.records import AttackRecord
+
+
+class ResultsError(UserError, ValueError):
+    """Results that cannot be read or combined: a results.json missing, not JSON, of another schema or with a
+    damaged record; runs that cannot be merged or compared."""
+
 
 CROSS_BLOCK = "whitebox_transfer"   # the white-box suite crafted through one pipeline, judged on another
 

@@ -26,7 +26,6 @@ from ipgan_jax.errors import UserError
 from ipgan_jax.eval.formatting import interval, pct
 from ipgan_jax.eval.merge import MergeError, check_same_models, merge_results
 from ipgan_jax.eval.records import worst_case
-from ipgan_jax.eval.resultset import ResultSet
 from ipgan_jax.metrics import wilson_interval
 
 
@@ -67,8 +66,7 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
 
 
 def side(run, label: str, defense: str, classifier: str | None = None, block: str = "whitebox") -> Side:
-    """Per-image worst-case robust bits of ``defense`` in one run (a :class:`ResultSet` or a parsed results.json)."""
-    run = ResultSet.of(run)
+    """Per-image worst-case robust bits of ``defense`` in one run (a :class:`~ipgan_jax.eval.resultset.ResultSet`)."""
     clfs = sorted({c for (b, _, c, d) in run.records if b == block and d == defense})
     if not clfs:
         have = sorted({(b, d) for (b, _, _, d) in run.records})
@@ -98,7 +96,7 @@ def compare(run_a, label_a: str, defense_a: str, run_b, label_b: str, defense_b:
     """A against B on the images both evaluated (the first ``num_examples`` of them, if given).
 
     Args:
-        run_a, run_b: the two runs, each a :class:`ResultSet` (or a parsed results.json).
+        run_a, run_b: the two runs, each a :class:`~ipgan_jax.eval.resultset.ResultSet`.
         label_a, label_b: their names in the table and the errors.
         defense_a, defense_b: the defense compared in each run.
         classifier: the classifier (default: the only one ``defense_a`` has in ``block``).
@@ -108,7 +106,6 @@ def compare(run_a, label_a: str, defense_a: str, run_b, label_b: str, defense_b:
     Returns:
         A :class:`PairedComparison` with McNemar's exact p-value.
     """
-    run_a, run_b = ResultSet.of(run_a), ResultSet.of(run_b)
     if num_examples is not None and (isinstance(num_examples, bool) or not isinstance(num_examples, int)
                                      or num_examples < 1):
         raise PairedError(f"num_examples must be a positive integer, got {num_examples!r}")

@@ -21,8 +21,9 @@ from typing import Mapping
 
 import numpy as np
 
-from ipgan_jax.errors import UserError
-from ipgan_jax.eval.outcome import Check, RunOutcome, block_records, cross_records
+from ipgan_jax.eval.merge import merge_results, merged_meta
+from ipgan_jax.eval.outcome import Check, ResultsError, RunOutcome, block_records, cross_records
+from ipgan_jax.eval.paired import PairedComparison, compare
 from ipgan_jax.eval.records import (
     AttackMetrics,
     AttackRecord,
@@ -34,10 +35,6 @@ from ipgan_jax.eval.records import (
 )
 
 SCHEMAS = ("ipgan-eval/2",)
-
-
-class ResultsError(UserError, ValueError):
-    """A results.json that cannot be read: missing, not JSON, another schema, or a damaged record."""
 
 
 def results_path(src: str | Path) -> Path:
@@ -151,6 +148,33 @@ class ResultSet:
         return cls(meta=types.MappingProxyType(dict(meta)), records=types.MappingProxyType(dict(outcome.records)),
                    clean=types.MappingProxyType(dict(outcome.pipe_clean)), checks=tuple(outcome.checks),
                    attack_logs=tuple(outcome.attack_logs), curves=types.MappingProxyType(dict(outcome.curves)))
+
+    def merge(self, *others: "ResultSet", labels=None, classifiers=None, defenses=None,
+              num_examples=None) -> "ResultSet":
+        """This run and ``others`` pooled into one worst case per image (``merge.merge_results``).
+
+        Args:
+            *others: the other runs (none: only this one, cut to ``num_examples``).
+            labels: a name per run for the notes and errors (default: each run's source path).
+            classifiers, defenses: keep only these.
+            num_examples: keep only the first N test images.
+
+        Returns:
+            The merged run; its meta keeps the sources' metas under ``merged_from`` and the merge's ``notes``.
+
+        Raises:
+            MergeError: runs of other weights, images, dataset or eps, or nothing left to merge.
+        """
+        runs = [self, *others]
+        labels = list(labels) if labels is not None else [str(r.source) for r in runs]
+        mr = merge_results(runs, labels, classifiers=classifiers, defenses=defenses, num_examples=num_examples)
+        return ResultSet.from_outcome(mr, merged_meta(runs, labels, mr))
+
+    def compare(self, defense: str, other: "ResultSet", other_defense: str, labels=None, **kw) -> PairedComparison:
+        """``defense`` in this run against ``other_defense`` in ``other``, image by image (``paired.compare``;
+        ``kw``: ``classifier``, ``block``, ``num_examples``)."""
+        la, lb = labels if labels is not None else (str(self.source), str(other.source))
+        return compare(self, la, defense, other, lb, other_defense, **kw)
 
     def _ordered(self, key: str, have: set) -> list:
         listed = list(self.meta.get(key, []))
