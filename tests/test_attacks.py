@@ -143,6 +143,29 @@ def test_random_start_is_reproducible_from_key():
         A.pgd(TINY, X_TINY, Y_TINY, key=None, random_start=True)
 
 
+def test_corner_start_puts_every_pixel_at_the_box_corner():
+    """``random_start='corner'`` starts PGD at x + eps * (random sign) per pixel, clipped to [0, 1]: every pixel not
+    clipped sits exactly eps away, with both signs; a uniform start does not; PGD from a corner stays in the ball;
+    L2 and unknown starts are refused."""
+    from ipgan_jax.attacks import core
+    x, eps = X_TINY, 0.1
+    start = core.get_init("linf", "corner")(jax.random.key(0), x, eps)
+    d = np.asarray(start - x)
+    inside = np.asarray((x - eps >= 0) & (x + eps <= 1))          # pixels the box does not clip
+    np.testing.assert_allclose(np.abs(d[inside]), eps, rtol=1e-6)
+    assert 0.4 < np.mean(d[inside] > 0) < 0.6
+    assert float(np.min(start)) >= 0.0 and float(np.max(start)) <= 1.0
+    uniform = np.asarray(core.get_init("linf", "uniform")(jax.random.key(0), x, eps) - x)
+    assert np.mean(np.isclose(np.abs(uniform[inside]), eps)) < 0.05
+    adv = A.pgd(TINY, x, Y_TINY, key=jax.random.key(1), eps=eps, steps=3, step_size=0.03, random_start="corner",
+                restarts=2)
+    assert float(jnp.max(jnp.abs(adv - x))) <= eps + 1e-6
+    with pytest.raises(ValueError, match="Linf box"):
+        core.get_init("l2", "corner")
+    with pytest.raises(ValueError, match="random_start='edge'"):
+        A.pgd(TINY, x, Y_TINY, key=jax.random.key(1), random_start="edge")
+
+
 def test_low_precision_input_dtype_is_kept():
     x = X_TINY.astype(jnp.bfloat16)
     eps = 0.1

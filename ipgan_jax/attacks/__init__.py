@@ -50,8 +50,10 @@ from ipgan_jax.attacks.apgd import apgd, apgd_targeted
 from ipgan_jax.attacks.autoattack import autoattack
 from ipgan_jax.attacks.core import (
     NORMS,
+    RANDOM_STARTS,
     AttackInfo,
     clip_box,
+    corner_linf_init,
     default_step_size,
     expand_per_example,
     get_init,
@@ -87,6 +89,6 @@ __all__ = [
     "core", "NORMS", "default_step_size", "expand_per_example",
     "projected_gradient_attack", "steepest_descent", "momentum_steepest_descent", "normalize",
     "project_linf", "project_l2", "linf_bounds", "clip_box", "get_projection",
-    "zero_init", "uniform_linf_init", "uniform_l2_init", "get_init",
+    "zero_init", "uniform_linf_init", "uniform_l2_init", "corner_linf_init", "RANDOM_STARTS", "get_init",
     "l1_norm", "l2_norm", "linf_norm",
 ]

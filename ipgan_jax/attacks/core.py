@@ -159,10 +159,38 @@ def uniform_l2_init(key, x0, eps, box=BOX):
     return project_l2(x0 + d, x0, eps, box)
 
 
-def get_init(norm: str, random_start: bool) -> Callable:
-    if not random_start:
+def corner_linf_init(key, x0, eps, box=BOX):
+    """x0 + eps * s with s a random sign per pixel (a random corner of the Linf eps box), clipped to the box."""
+    sign = jnp.where(jax.random.bernoulli(key, 0.5, x0.shape), 1.0, -1.0).astype(x0.dtype)
+    return project_linf(x0 + sign * eps, x0, eps, box)
+
+
+RANDOM_STARTS = ("uniform", "corner")   # random_start=True is "uniform"
+
+
+def get_init(norm: str, random_start) -> Callable:
+    """The start of a projected gradient attack.
+
+    Args:
+        norm: 'linf' or 'l2'.
+        random_start: False (the clean input), True or 'uniform' (uniform in the eps ball), or 'corner' (a random
+            corner of the Linf box: every pixel at +-eps, as far from x0 as the ball allows; Linf only).
+
+    Returns:
+        ``init(key, x0, eps) -> x_start``.
+
+    Raises:
+        ValueError: another ``random_start``, or 'corner' with the L2 norm.
+    """
+    if random_start is False or random_start is None:
         return zero_init
-    return uniform_linf_init if check_norm(norm) == "linf" else uniform_l2_init
+    if random_start is True or random_start == "uniform":
+        return uniform_linf_init if check_norm(norm) == "linf" else uniform_l2_init
+    if random_start == "corner":
+        if check_norm(norm) != "linf":
+            raise ValueError("random_start='corner' is a corner of the Linf box; use 'uniform' with norm='l2'")
+        return corner_linf_init
+    raise ValueError(f"random_start={random_start!r}: use False, True, or one of {RANDOM_STARTS}")
 
 
 # ----------------------------------------------------------------------------- default step sizes
@@ -313,7 +341,7 @@ def projected_gradient_attack(
     optimizer: optax.GradientTransformation,
     loss: Union[str, Callable] = "ce",
     norm: str = "linf",
-    random_start: bool = False,
+    random_start: Union[bool, str] = False,
     restarts: int = 1,
     keep_best: bool = True,
     return_info: bool = False,
@@ -321,7 +349,8 @@ def projected_gradient_attack(
     """Generic projected first-order attack (the engine behind fgsm / bim / pgd / mifgsm).
 
     x: float [B, ...] in [0, 1]; y: int [B] (true labels, or targets when ``targeted``).
-    Each run starts from ``get_init(norm, random_start)`` with key ``fold_in(key, r)`` (so the
+    Each run starts from ``get_init(norm, random_start)`` (False, True / 'uniform', 'corner') with key
+    ``fold_in(key, r)`` (so the
     first r runs are the same whatever ``restarts`` is), takes ``steps`` optimizer steps on
     ``-objective(loss, targeted)`` and projects onto the eps ball and the box after each.
     The gradient is that of ``losses.gradient_objective`` (for CE the non-saturating

@@ -72,11 +72,12 @@ def bim(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Ar
 @contracts.attack_contract(on_empty=core.empty_result)
 def pgd(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
         targeted: bool = False, eps: float = 0.3, steps: int = 40, step_size: Optional[float] = None,
-        norm: str = "linf", loss: Union[str, Callable] = "ce", random_start: bool = True,
+        norm: str = "linf", loss: Union[str, Callable] = "ce", random_start: Union[bool, str] = True,
         restarts: int = 1, keep_best: bool = True, return_info: bool = False):
     """Projected gradient descent (Madry et al. 2018), Linf or L2.
 
-    ``random_start``: uniform start in the eps ball, clipped to [0, 1] (needs ``key``).
+    ``random_start``: True / 'uniform', a uniform start in the eps ball, or 'corner', a random corner of the
+    Linf eps box (every pixel at +-eps), each clipped to [0, 1] (needs ``key``); False starts at x.
     ``restarts``: independent random starts (restart r uses ``fold_in(key, r)``); per example the
     best one is kept: a successful one first, then the one with the highest ``loss``.
     ``restarts > 1`` with ``random_start=False`` raises ValueError (the runs would be identical).

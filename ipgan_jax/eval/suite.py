@@ -56,10 +56,11 @@ class Member(NamedTuple):
     driver: Callable | None = None
 
 
-def _pgd(loss: str) -> Member:
-    # fixed step 2.5 eps / steps from a random start, the best iterate kept
+def _pgd(loss: str, start="uniform") -> Member:
+    # fixed step 2.5 eps / steps from a random start (uniform in the eps ball, or a random corner of it), the best
+    # iterate kept
     return Member("pgd", lambda b: dict(eps=b.eps, steps=b.steps, restarts=b.restarts,
-                                        step_size=2.5 * b.eps / max(b.steps, 1), loss=loss, random_start=True,
+                                        step_size=2.5 * b.eps / max(b.steps, 1), loss=loss, random_start=start,
                                         keep_best=True))
 
 
@@ -94,6 +95,7 @@ def autoattack_driver(logits_fn, x, y, key, mask, **settings):
 MEMBERS: dict[str, Member] = {
     "pgd_ce": _pgd("ce"),
     "pgd_margin": _pgd("margin"),
+    "pgd_corner": _pgd("ce", start="corner"),   # PGD CE from a random corner of the eps box (every pixel at +-eps)
     "apgd_ce": _apgd("ce"),
     "apgd_dlr": _apgd("dlr"),
     # 9 target classes x 1 run each (AutoAttack's APGD-T); the suite's restarts do not multiply it
