@@ -257,3 +257,18 @@ def test_image_grid_tile_scale_follows_image_size(tmp_path):
     w_small = Image.open(image_grid([small, small], ["clean", "x_rec"], tmp_path / "s.png")).size[0]
     w_large = Image.open(image_grid([large], ["clean"], tmp_path / "l.png")).size[0]
     assert w_small > 8 * 28 * 3 and w_large < 8 * 224 * 1.2    # MNIST tiles enlarged 3x, ImageNet tiles not
+
+
+def test_a_misspelt_whitebox_entry_is_refused_before_any_model_loads(tmp_path):
+    """``eval.whitebox_per_defense.<d>`` takes suite / steps / restarts / eot_samples / bpda / views; a typo
+    (``eot_sample``) is a ConfigError naming the entry and the key, raised by the Evaluator before it loads a
+    model (the classifier named here does not exist), not ignored."""
+    from configs import mnist
+    from ipgan_jax.errors import ConfigError
+    from ipgan_jax.eval.evaluate import ENTRY_KEYS, Evaluator, check_whitebox_entries
+    check_whitebox_entries({"defense_gan": {"eot_samples": 4}, "x": dict.fromkeys(ENTRY_KEYS)})
+    c = mnist.get_config()
+    c.workdir = str(tmp_path)
+    c.eval.whitebox_per_defense.defense_gan = dict(eot_sample=4)
+    with pytest.raises(ConfigError, match=r"whitebox_per_defense\.defense_gan: unknown eot_sample; an entry takes"):
+        Evaluator(c, ["no_such_classifier"], ["none"], ["fgsm"], 8)

@@ -85,6 +85,22 @@ def block_key(base, block: str, batch: int, *names) -> jax.Array:
     return k
 
 
+# The optional fields of an ``eval.whitebox_per_defense.<defense>`` entry besides suite / steps / restarts (whose
+# defaults are the eval section's whitebox_suite / whitebox_steps / whitebox_restarts); any other key is refused.
+ENTRY_DEFAULTS = {"eot_samples": 1, "bpda": False, "views": "exact"}
+ENTRY_KEYS = ("suite", "steps", "restarts", *ENTRY_DEFAULTS)
+
+
+def check_whitebox_entries(per) -> None:
+    """Refuse an ``eval.whitebox_per_defense`` entry with a key the harness does not read (a typo such as
+    ``eot_sample`` would otherwise be ignored in silence); ConfigError naming the entry and the key."""
+    for d, entry in dict(per).items():
+        unknown = sorted(set(dict(entry)) - set(ENTRY_KEYS))
+        if unknown:
+            raise ConfigError(f"eval.whitebox_per_defense.{d}: unknown {', '.join(unknown)}; an entry takes "
+                              f"{', '.join(ENTRY_KEYS)}")
+
+
 class WhiteboxSettings(NamedTuple):
     steps: int
     restarts: int
@@ -166,6 +182,7 @@ class Evaluator:
         self.classifiers, self.defenses, self.attacks = list(classifiers), list(defenses), list(attacks)
         self.num_examples = num_examples
         self.key = jax.random.PRNGKey(seed)
+        check_whitebox_entries(config.eval.whitebox_per_defense)   # before any model loads
         self.run_nonce = int(config.eval.run_nonce)
         if self.run_nonce:   # 0: the keys of runs made before the nonce existed
             self.key = jax.random.fold_in(self.key, self.run_nonce)
@@ -296,24 +313,26 @@ class Evaluator:
         return make_attack(self.attack_settings(name, **over), dataset=dataset_family(self.config.dataset))
 
     def _per_defense(self, d) -> dict:
-        """``eval.whitebox_per_defense.<d>`` ('none' for f alone; a tagged ``<defense>:<tag>`` falls back to
-        its method's entry) as a dict ({} when absent)."""
-        per = self.config.eval.whitebox_per_defense
+        """The white-box settings against defense ``d`` (None or 'none': f alone): :data:`ENTRY_DEFAULTS`, the eval
+        section's suite / steps / restarts, then ``eval.whitebox_per_defense.<d>`` (a tagged ``<defense>:<tag>``
+        falls back to its method's entry)."""
+        cfg = self.config.eval
+        per = cfg.whitebox_per_defense
         d = d or "none"
-        return dict(per.get(d, per.get(base_defense(d), {})))
+        entry = dict(per.get(d, per.get(base_defense(d), {})))
+        check_whitebox_entries({d: entry})
+        return {**ENTRY_DEFAULTS, "suite": cfg.whitebox_suite, "steps": cfg.whitebox_steps,
+                "restarts": cfg.whitebox_restarts, **entry}
 
     def whitebox_settings(self, d) -> WhiteboxSettings:
-        cfg = self.config.eval
-        per = self._per_defense(d)
-        return WhiteboxSettings(int(per.get("steps", cfg.whitebox_steps)),
-                                int(per.get("restarts", cfg.whitebox_restarts)),
-                                int(per.get("eot_samples", 1)), bool(per.get("bpda", False)),
-                                parse_views(per.get("views", "exact")) if d else ("exact",))
+        e = self._per_defense(d)
+        return WhiteboxSettings(int(e["steps"]), int(e["restarts"]), int(e["eot_samples"]), bool(e["bpda"]),
+                                parse_views(e["views"]) if d else ("exact",))
 
     def suite_entries(self, d) -> list:
         """The white-box suite against defense ``d`` (None: f alone): one :class:`SuiteEntry` per (member,
         attack view), members from ``eval.whitebox_suite`` or ``whitebox_per_defense.<d>.suite``."""
-        names = suite_members(self._per_defense(d).get("suite", self.config.eval.whitebox_suite))
+        names = suite_members(self._per_defense(d)["suite"])
         return [SuiteEntry(view_member_name(n, v), MEMBERS[n], v) for v in self.whitebox_settings(d).views
                 for n in names]
 
