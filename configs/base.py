@@ -143,6 +143,9 @@ def get_config():
         whitebox_num_examples=0,   # > 0: only the first N examples in the costly blocks (whitebox, cw, curve, checks)
         whitebox_cross=True,       # judge every pipeline on the examples crafted through each other one
         cw=dict(binary_search_steps=9, steps=1000, lr=0.01, initial_const=0.01, abort_early=True),  # cw block
+        # attack view 'surrogate': BPDA through a small smooth network fitted to imitate the defense (Adam, MSE) on
+        # the first num_images training images, half of each batch with uniform noise in the eps box
+        surrogate=dict(steps=1000, batch_size=64, width=32, lr=1e-3, num_images=4096),
         checks=dict(steps=(10, 100),            # PGD steps compared by the steps check
                     large_eps=config_dict.placeholder(tuple), max_large_eps_acc=0.05,
                     min_grad_ratio=0.01,         # median |grad| through d / without d

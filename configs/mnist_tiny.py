@@ -24,5 +24,6 @@ def get_config():
                   attack_params=dict(cw_l2=dict(binary_search_steps=2, steps=10, abort_early=True)),
                   whitebox_steps=10, whitebox_restarts=1, eps_curve=(0.0, 0.15, 0.3))
     c.eval.cw.update(binary_search_steps=3, steps=20, lr=0.1)
+    c.eval.surrogate.update(steps=300, width=8, lr=3e-3, num_images=1024)
     c.eval.checks.steps = (5, 20)
     return c

@@ -266,3 +266,27 @@ def test_a_suite_member_is_one_spec(masked_eval, monkeypatch):
         assert {(g.values["attacked"], g.values["eps"], g.values["eps_seen"]) for g in run.logs} == {
             ("none_mi", eps, eps)}
     ev.defenses.remove("none_mi")
+
+
+def test_surrogate_view_differentiates_a_fitted_smooth_network(masked_eval):
+    """The attack view ``surrogate`` (BPDA through a small smooth network fitted to imitate the defense on training
+    images): on a defense with the identity's value and a zero gradient, the exact view holds and the surrogate
+    view breaks it like the identity; the surrogate imitates the defense closely and is fitted once per pair."""
+    import numpy as np
+
+    from ipgan_jax.testing.masked_defenses import stop_gradient
+    ev = masked_eval
+    with ev.config.unlocked():
+        ev.config.eval.whitebox_per_defense["sg_sur"] = dict(views="exact,surrogate", suite="pgd_ce", restarts=1)
+    ev.add_defense("lenet", "sg_sur", stop_gradient)
+    ev.run_clean()
+    recs = ev.run_suite("whitebox", "lenet", ["sg_sur"], "sg_sur", through=True).records["sg_sur"]
+    acc = {r.attack: float(np.mean(r.robust)) for r in recs}
+    clean = float(ev.f_clean["lenet"].mean())
+    assert list(acc) == ["pgd_ce", "pgd_ce~surrogate"]
+    assert acc["pgd_ce"] >= clean - 0.15 and acc["pgd_ce~surrogate"] <= 0.2, acc
+    s = ev.surrogate("lenet", "sg_sur")
+    assert ev.surrogate("lenet", "sg_sur") is s
+    x = ev.batches("lenet", True)[0]["image"]
+    assert float(np.mean(np.abs(np.asarray(s(x) - x)))) < 0.02   # the identity it imitates
+    ev.defenses.remove("sg_sur")

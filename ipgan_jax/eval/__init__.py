@@ -8,10 +8,11 @@
     rs.merge(ResultSet.load("other_run")).block_metrics("whitebox", "lenet", "ipgan").robust_acc
 
 Modules: ``evaluate`` (the :class:`Evaluator` and the attack blocks), ``suite`` (white-box suite members as
-:class:`Member` specs), ``checks`` (gradient-masking checks), ``outcome`` (what blocks yield, :class:`RunOutcome`),
-``records`` (per-image records and their metrics), ``resultset`` (a results.json read back), ``merge`` / ``paired``
-(pooling and comparing runs), ``report`` (tables and figures), ``render`` (docs tables from results files; run as
-``python -m ipgan_jax.eval.render``, so not imported here).
+:class:`Member` specs), ``surrogate`` (a defense's learned smooth surrogate, for BPDA), ``checks`` (gradient-masking
+checks), ``outcome`` (what blocks yield, :class:`RunOutcome`), ``records`` (per-image records and their metrics),
+``resultset`` (a results.json read back), ``merge`` / ``paired`` (pooling and comparing runs), ``report`` (tables and
+figures), ``render`` (docs tables from results files; run as ``python -m ipgan_jax.eval.render``, so not imported
+here).
 """
 from ipgan_jax.eval.blocks import make_blocks
 from ipgan_jax.eval.checks import CHECKS, ChecksBlock, check_names

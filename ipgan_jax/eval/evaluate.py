@@ -53,6 +53,7 @@ from ipgan_jax.errors import ConfigError, ModelNotFoundError
 from ipgan_jax.eval.outcome import CROSS_BLOCK, AttackLog, Curve, RunOutcome, Samples, cross_attack_name
 from ipgan_jax.eval.records import AttackRecord, block_metrics
 from ipgan_jax.eval.suite import MEMBERS, Budget, Member, suite_members
+from ipgan_jax.eval.surrogate import fit_surrogate
 from ipgan_jax.training.checkpoint import NonFiniteError, tree_fingerprint
 from ipgan_jax.training.classifier import classifier_dir, load_classifier
 
@@ -191,6 +192,7 @@ class Evaluator:
         self._judges: dict = {}
         self._jits: dict = {}
         self._attack_views: dict = {}
+        self._surrogates: dict = {}
         self.targets = {}
         for c in self.classifiers:
             try:
@@ -369,7 +371,8 @@ class Evaluator:
     def attack_logits(self, clf, d, view: str = "exact"):
         """What a white-box attacker differentiates: the pipeline f(d(.)) under attack view ``view``
         (``exact``; a defense's own views such as IP-GAN's ``straight_through``, ``hybrid``, ``smooth``:
-        ``fusion.FUSION_VIEWS``; ``bpda``: d's gradient replaced by the identity), with d's gradient replaced
+        ``fusion.FUSION_VIEWS``; ``bpda``: d's gradient replaced by the identity; ``surrogate``: by that of a smooth
+        network fitted to imitate d, :meth:`surrogate`), with d's gradient replaced
         by the identity when ``whitebox_per_defense.<d>.bpda`` (BPDA; the forward pass stays exact in every
         case), averaged over ``eot_samples`` draws of the defense's randomness (the defense rebuilt with
         its ``seed_field`` config value + k; draw 0 is the evaluated pipeline itself)."""
@@ -383,6 +386,8 @@ class Evaluator:
                 return bpda(g)
             if view == "exact":
                 return g
+            if view == "surrogate":
+                return bpda(g, backward=self.surrogate(clf, d))
             if not hasattr(g, "view"):
                 raise ConfigError(f"defense {d} has no attack view {view!r} (it is parameter-free); "
                                   "use 'exact' or 'bpda'")
@@ -401,6 +406,24 @@ class Evaluator:
                 fns.append(load_defense(cfg, d, clf, target=self.targets[clf])[0])
         views = [lambda x, g=wrap(g): f(g(x)) for g in fns]
         return self._attack_views.setdefault((clf, d, view), views[0] if len(views) == 1 else eot_logits(views))
+
+    def surrogate(self, clf, d):
+        """The smooth surrogate of defense ``d`` on ``clf`` for the attack view ``surrogate``
+        (:func:`~ipgan_jax.eval.surrogate.fit_surrogate` with ``eval.surrogate``, on training images), fitted on
+        first use and kept for the run."""
+        if (clf, d) not in self._surrogates:
+            s = self.config.eval.surrogate
+            loader = make_loader(self.config.dataset, "train", int(s.batch_size), train=False,
+                                 data_dir=self.config.data_dir, image_size=self.batches(clf)[0]["image"].shape[1],
+                                 num_examples=int(s.num_images), manual_dir=self.config.manual_dir,
+                                 validation_size=int(self.config.validation_size))
+            images = np.concatenate([np.asarray(b["image"])[np.asarray(b["mask"])] for b in loader.iterate(prefetch=0)])
+            fn, mse = fit_surrogate(self.defend_fns[(clf, d)], images, key=block_key(self.key, "surrogate", 0, clf, d),
+                                    eps=self.eps, steps=int(s.steps), batch_size=int(s.batch_size),
+                                    width=int(s.width), lr=float(s.lr))
+            logging.info("surrogate of %s on %s: MSE %.2e to the defense after %d steps", d, clf, mse, s.steps)
+            self._surrogates[(clf, d)] = fn
+        return self._surrogates[(clf, d)]
 
     # ---- running one attack ---------------------------------------------------------
     def _judge(self, clf, d):
