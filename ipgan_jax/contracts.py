@@ -209,6 +209,7 @@ _positive_int = functools.partial(check_int, minimum=1)
 # keyword name -> check(value, name); values that are None or traced (floats) are skipped
 PARAM_RULES: Dict[str, Callable[[Any, str], None]] = {
     "eps": check_eps,
+    "warm_eps": lambda v, name: None if v is None else check_eps(v, name),
     "step_size": check_step_size,
     "lr": check_step_size,
     "initial_const": check_step_size,

@@ -166,6 +166,27 @@ def test_corner_start_puts_every_pixel_at_the_box_corner():
         A.pgd(TINY, x, Y_TINY, key=jax.random.key(1), random_start="edge")
 
 
+def test_warm_start_begins_at_the_projected_start():
+    """``start`` makes every run begin at the start projected onto the eps ball and the box: with no step and no
+    random start PGD returns exactly that projection; ``warm_eps`` (PGD at a larger eps first, then from its
+    result) stays in the eps ball, differs from a cold PGD, and a start of another shape is refused."""
+    from ipgan_jax.attacks import core
+    x, eps = X_TINY, 0.1
+    far = jnp.clip(x + 0.3 * jnp.sign(jax.random.normal(jax.random.key(3), x.shape)), 0, 1)    # outside the ball
+    out = core.projected_gradient_attack(TINY, x, Y_TINY, key=None, targeted=False, eps=eps, steps=0,
+                                         optimizer=core.steepest_descent(0.01, "linf"), start=far, keep_best=False)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(core.project_linf(far, x, eps)))
+    kw = dict(key=jax.random.key(1), eps=eps, steps=5, step_size=0.03)
+    warm = A.pgd(TINY, x, Y_TINY, warm_eps=1.25 * eps, **kw)
+    assert float(jnp.max(jnp.abs(warm - x))) <= eps + 1e-6
+    assert not np.array_equal(np.asarray(warm), np.asarray(A.pgd(TINY, x, Y_TINY, **kw)))
+    with pytest.raises(ValueError, match="warm start"):
+        core.projected_gradient_attack(TINY, x, Y_TINY, key=None, targeted=False, eps=eps, steps=1,
+                                       optimizer=core.steepest_descent(0.01, "linf"), start=far[:2])
+    with pytest.raises(ValueError, match="warm_eps"):
+        A.pgd(TINY, x, Y_TINY, warm_eps=-0.1, **kw)
+
+
 def test_low_precision_input_dtype_is_kept():
     x = X_TINY.astype(jnp.bfloat16)
     eps = 0.1

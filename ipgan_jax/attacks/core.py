@@ -345,6 +345,7 @@ def projected_gradient_attack(
     restarts: int = 1,
     keep_best: bool = True,
     return_info: bool = False,
+    start: Optional[jax.Array] = None,
 ):
     """Generic projected first-order attack (the engine behind fgsm / bim / pgd / mifgsm).
 
@@ -360,6 +361,8 @@ def projected_gradient_attack(
     ``keep_best`` the last iterate of each run competes. ``restarts > 1`` needs
     ``random_start`` (a deterministic run repeated is the same run): ValueError otherwise.
     A randomised model (``transforms.randomized`` / ``eot``) gets a fresh key per call.
+    ``start`` (x's shape, optional): a warm start, e.g. an example found at a larger eps; every run starts from it
+    projected onto the eps ball and the box (then moved by the random start, if any) instead of from x.
     Returns x_adv with x's shape and dtype, or ``(x_adv, AttackInfo)`` with ``return_info``.
     """
     check_norm(norm)
@@ -376,6 +379,9 @@ def projected_gradient_attack(
     grad_obj_fn = losses.gradient_objective(loss, targeted)
     init = get_init(norm, random_start)
     project = get_projection(norm)
+    if start is not None and jnp.shape(start) != x.shape:
+        raise ValueError(f"start has shape {jnp.shape(start)}, x {x.shape}: a warm start is one image per image")
+    x0 = x if start is None else project(jnp.asarray(start, x.dtype), x, eps)
     runs = restarts
     track = keep_best or runs > 1 or return_info
 
@@ -392,7 +398,7 @@ def projected_gradient_attack(
 
     def one_run(r, best):
         run_key = jax.random.fold_in(base_key, r)
-        xc = init(run_key, x, eps)
+        xc = init(run_key, x0, eps) if start is None else project(init(run_key, x0, eps), x, eps)
         state = optimizer.init(xc)
 
         def body(i, carry):

@@ -73,7 +73,7 @@ def bim(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Ar
 def pgd(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
         targeted: bool = False, eps: float = 0.3, steps: int = 40, step_size: Optional[float] = None,
         norm: str = "linf", loss: Union[str, Callable] = "ce", random_start: Union[bool, str] = True,
-        restarts: int = 1, keep_best: bool = True, return_info: bool = False):
+        restarts: int = 1, keep_best: bool = True, return_info: bool = False, warm_eps: Optional[float] = None):
     """Projected gradient descent (Madry et al. 2018), Linf or L2.
 
     ``random_start``: True / 'uniform', a uniform start in the eps ball, or 'corner', a random corner of the
@@ -83,11 +83,23 @@ def pgd(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Ar
     ``restarts > 1`` with ``random_start=False`` raises ValueError (the runs would be identical).
     ``loss``: 'ce' (cross-entropy), 'margin' (C&W f6 margin), 'dlr' (Croce & Hein) or a callable
     ``fn(logits, y) -> [B]`` to maximise. ``keep_best`` also keeps the best iterate within a run.
+    ``warm_eps`` (>= eps, optional): first the same attack at ``warm_eps``, then this one warm-started from its
+    result projected back onto the eps ball (``core.projected_gradient_attack``'s ``start``).
     """
+    step = _step("pgd", step_size, norm, eps, steps)
+    start = None
+    if warm_eps is not None:
+        k_warm = None
+        if key is not None:
+            key, k_warm = jax.random.split(key)
+        start = core.projected_gradient_attack(
+            logits_fn, x, y, key=k_warm, targeted=targeted,
+            eps=warm_eps, steps=steps, optimizer=core.steepest_descent(step, norm), loss=loss, norm=norm,
+            random_start=random_start, restarts=1, keep_best=True)
     return core.projected_gradient_attack(
         logits_fn, x, y, key=key, targeted=targeted, eps=eps, steps=steps,
-        optimizer=core.steepest_descent(_step("pgd", step_size, norm, eps, steps), norm), loss=loss, norm=norm,
-        random_start=random_start, restarts=restarts, keep_best=keep_best, return_info=return_info)
+        optimizer=core.steepest_descent(step, norm), loss=loss, norm=norm,
+        random_start=random_start, restarts=restarts, keep_best=keep_best, return_info=return_info, start=start)
 
 
 @contracts.attack_contract(on_empty=core.empty_result)

@@ -56,12 +56,12 @@ class Member(NamedTuple):
     driver: Callable | None = None
 
 
-def _pgd(loss: str, start="uniform") -> Member:
+def _pgd(loss: str, start="uniform", **extra) -> Member:
     # fixed step 2.5 eps / steps from a random start (uniform in the eps ball, or a random corner of it), the best
-    # iterate kept
+    # iterate kept; extra: settings that follow from the budget, e.g. warm_eps
     return Member("pgd", lambda b: dict(eps=b.eps, steps=b.steps, restarts=b.restarts,
                                         step_size=2.5 * b.eps / max(b.steps, 1), loss=loss, random_start=start,
-                                        keep_best=True))
+                                        keep_best=True, **{k: f(b) for k, f in extra.items()}))
 
 
 def _apgd(loss: str) -> Member:
@@ -96,6 +96,8 @@ MEMBERS: dict[str, Member] = {
     "pgd_ce": _pgd("ce"),
     "pgd_margin": _pgd("margin"),
     "pgd_corner": _pgd("ce", start="corner"),   # PGD CE from a random corner of the eps box (every pixel at +-eps)
+    # PGD CE warm-started from PGD CE at 1.25 eps (0.375 for 0.3), projected back onto the eps ball
+    "pgd_warm": _pgd("ce", warm_eps=lambda b: 1.25 * b.eps),
     "apgd_ce": _apgd("ce"),
     "apgd_dlr": _apgd("dlr"),
     # 9 target classes x 1 run each (AutoAttack's APGD-T); the suite's restarts do not multiply it
