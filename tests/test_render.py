@@ -159,3 +159,23 @@ def test_a_marker_inside_a_code_block_is_an_example_not_a_table(tmp_path):
     assert render.stale(root, write=True) == ["README.md:6: table1 " + str(src)]    # the line of the live marker
     text = (root / "README.md").read_text()
     assert text.startswith(example) and "| IP-GAN | 90.00" in text and render.stale(root) == []
+
+
+def test_checks_table_lists_every_check_with_its_verdict(tmp_path):
+    """The ``checks`` kind: one row per sanity check of the picked pipelines, FAIL in bold, skipped named, and a
+    '|' of a measured value escaped so the row keeps its columns; results without checks are an error."""
+    ok = np.ones(10, bool)
+    src = _write_run(tmp_path / "ch", [_rec("whitebox", "pgd_ce", "ipgan", ok, ok)])
+    data = json.loads((src / "results.json").read_text())
+    data["sanity_checks"] = [
+        dict(name="gradient", classifier="lenet", defense="ipgan", ok=True, detail="median |grad| 0.3", values={}),
+        dict(name="bpda", classifier="lenet", defense="ipgan", ok=False, detail="exact 0.9, BPDA 0.1", values={}),
+        dict(name="steps", classifier="lenet", defense="none", ok=None, detail="skipped: no block", values={})]
+    (src / "results.json").write_text(json.dumps(data))
+    rows = render.render("checks", str(src), tmp_path).splitlines()
+    assert rows[2] == "| LeNet | No defense | steps | skipped | skipped: no block |"
+    assert rows[3] == "| LeNet | IP-GAN | gradient | pass | median \\|grad\\| 0.3 |"
+    assert rows[4] == "| LeNet | IP-GAN | bpda | **FAIL** | exact 0.9, BPDA 0.1 |"
+    assert len(render.render("checks", str(src), tmp_path, defenses="ipgan").splitlines()) == 4
+    with pytest.raises(render.RenderError, match="no sanity checks"):
+        render.render("checks", str(_table1_run(tmp_path, 9)), tmp_path)

@@ -22,7 +22,8 @@ Table kinds (:data:`TABLES`; options ``classifiers=a,b`` and ``defenses=a,b`` pi
   interval, per classifier;
 * ``whitebox`` (option ``block=whitebox`` by default): through-the-pipeline clean accuracy f(d(x)), robust accuracy
   (worst case per image over the suite; an upper bound under that suite) with its interval, and per attack;
-* ``clean``: clean accuracy f(d(x)) of every pipeline.
+* ``clean``: clean accuracy f(d(x)) of every pipeline;
+* ``checks``: the sanity checks, each with its verdict and the rates it compared (``Check.detail``).
 
 All rates are in %, two decimals, computed from the per-image records (:class:`~ipgan_jax.eval.resultset.ResultSet`).
 """
@@ -134,7 +135,20 @@ def clean(rs: ResultSet, classifiers: str | None = None, defenses: str | None = 
                  [[defense_name(d)] + [pct(rs.clean_accuracy(c, d)) for c in clfs] for d in defs])
 
 
-TABLES = {"table1": table1, "block": block, "whitebox": whitebox, "clean": clean}
+def checks(rs: ResultSet, classifiers: str | None = None, defenses: str | None = None) -> str:
+    """The run's sanity checks (``ipgan_jax.eval.checks``): one row per check with its verdict and measured values."""
+    clfs = _pick(rs.classifiers, classifiers, "classifiers")
+    defs = _pick(rs.defenses, defenses, "defenses")
+    verdict = {True: "pass", False: "**FAIL**", None: "skipped"}
+    rows = [[classifier_name(ch.classifier), defense_name(ch.defense), ch.name, verdict[ch.ok],
+             ch.detail.replace("|", "\\|")]
+            for c in clfs for d in defs for ch in rs.checks if (ch.classifier, ch.defense) == (c, d)]
+    if not rows:
+        raise RenderError("the results hold no sanity checks (run with --blocks ...,checks)")
+    return _rows(["classifier", "defense", "check", "verdict", "measured"], rows)
+
+
+TABLES = {"table1": table1, "block": block, "whitebox": whitebox, "clean": clean, "checks": checks}
 
 
 def _load(src: str, root: Path) -> ResultSet:
