@@ -51,13 +51,30 @@ done
 
 # Adaptive IP-GAN (beyond the paper; docs/robust-ipgan.md): PGD-7 through the pipeline for 4000 steps, then
 # PGD-20 (step 0.0375) to 6000, the recipe of the best white-box numbers on all three classifiers. Its train state
-# ships too: a run may stop at a smaller --config.ipgan_adaptive.num_steps, ship, and continue on another machine
-# with --config.pretrained=True --config.continue_pretrained=True (the same generator as an unbroken run).
+# ships too. A run may stop at a checkpoint, export it with --config.ipgan_adaptive.num_steps=<that step> and ship
+# only its train state; this script then continues it from there (--config.continue_pretrained=True: the same
+# generator as an unbroken run) and, once the run is finished, replaces the partial train state with the final one.
 A="$D --config.ipgan.adaptive=True --config.ipgan_adaptive.monitor_attack=apgd --config.ipgan_adaptive.num_steps=6000"
 P="--config.ipgan_adaptive.attack_phases=((4000,20,0.0375),)"
-ship defenses/ipgan_adaptive/lenet   $A "$P" --config.classifier=lenet --config.ipgan.attack_sources=target,target,lenet_s1,alexnet_s1
-ship defenses/ipgan_adaptive/mcnn    $A "$P" --config.classifier=mcnn --config.ipgan.attack_sources=target,target,mcnn_s1,alexnet_s1
-ship defenses/ipgan_adaptive/alexnet $A "$P" --config.classifier=alexnet --config.ipgan.attack_sources=target,target,alexnet_s1,mcnn_s1
+cont() { if shipped "train_states/ipgan_adaptive/$1"; then echo "--config.continue_pretrained=True"; fi; }
+ship defenses/ipgan_adaptive/lenet   $A "$P" $(cont lenet) --config.classifier=lenet \
+  --config.ipgan.attack_sources=target,target,lenet_s1,alexnet_s1
+ship defenses/ipgan_adaptive/mcnn    $A "$P" $(cont mcnn) --config.classifier=mcnn \
+  --config.ipgan.attack_sources=target,target,mcnn_s1,alexnet_s1
+ship defenses/ipgan_adaptive/alexnet $A "$P" $(cont alexnet) --config.classifier=alexnet \
+  --config.ipgan.attack_sources=target,target,alexnet_s1,mcnn_s1
+steps_of() {   # a shipped model's step count (-1: not shipped)
+  python -c "import json, sys; m = json.load(open('pretrained/mnist/MANIFEST.json'))['models']; \
+print(m.get(sys.argv[1], {}).get('steps', -1))" "$1"
+}
 for c in lenet mcnn alexnet; do
-  ship train_states/ipgan_adaptive/$c true     # the train state of the run above (its newest checkpoint)
+  ts=train_states/ipgan_adaptive/$c
+  if shipped "$ts" && [ "$(steps_of "$ts")" -lt "$(steps_of defenses/ipgan_adaptive/$c)" ] \
+      && { [ -z "$ONLY" ] || [[ " $ONLY " == *" $ts "* ]]; }; then   # a partial state whose run has finished
+    python -m ipgan_jax.pretrained add "$ts" --replace \
+      --reason "the finished run of the same recipe, continued from this partial train state"
+    python -m ipgan_jax.pretrained list --write_readme
+  else
+    ship "$ts" true     # the train state of the run above (its newest checkpoint)
+  fi
 done
