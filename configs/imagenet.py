@@ -62,6 +62,7 @@ def get_config(arg: str = "resnet50"):
     c.eval.update(transfer_source="vgg19", transfer_source_fallback="resnet50",
                   eps_curve=(0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255))
     c.eval.checks.large_eps = (64 / 255, 1.0)
+    c.eval.surrogate.num_images = 256   # the surrogate view holds its images in memory (256 x 224 x 224 x 3 floats)
     if demo:
         c.train.update(batch_size=4, num_steps=200, log_every=10, eval_every=100, eval_batch_size=20,
                        checkpoint_every=100, sample_every=100)
