@@ -417,3 +417,34 @@ def test_cli_missing_config_other_folder_and_unwritable_workdir(tmp_path):
     r = _run(os.path.join(ROOT, "run_train.py"), "--config", "configs/mnist_tiny.py",
              f"--config.workdir={blocker / 'wd'}", cwd=tmp_path)
     _one_line_error(r, "workdir", "not writable", "--config.workdir")
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_training_run_and_records_its_segment(trained_tiny, tmp_path):
+    """A run stopped with SIGTERM (kill, a scheduler) exits with status 143 through the training loop's cleanup,
+    so provenance.jsonl records the steps it trained up to its newest checkpoint (the default handler skipped it)."""
+    import signal
+    import time
+
+    from ipgan_jax import provenance
+    from ipgan_jax.testing.suite import sharing_classifier
+    c = sharing_classifier(trained_tiny, tmp_path / "wd")
+    run_dir = tmp_path / "wd" / "defenses" / "ipgan" / "lenet"
+    p = subprocess.Popen([sys.executable, "run_train.py", "--config", "configs/mnist_tiny.py",
+                          f"--config.workdir={c.workdir}", "--config.stage=defense", "--config.train.num_steps=100000",
+                          "--config.train.checkpoint_every=2", "--config.train.eval_every=100000",
+                          "--config.train.sample_every=100000"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 600
+        while not [d for d in (run_dir / "checkpoints").glob("*") if d.name.isdigit() and int(d.name) >= 4]:
+            assert p.poll() is None and time.time() < deadline, p.stderr.read()[-3000:] if p.poll() else "timeout"
+            time.sleep(1)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=120) == 143
+    finally:
+        if p.poll() is None:
+            p.kill()
+    (seg,) = provenance.read_segments(run_dir)
+    newest = max(int(d.name) for d in (run_dir / "checkpoints").glob("*") if d.name.isdigit())
+    assert (seg["from_step"], seg["to_step"]) == (0, newest) and newest >= 4 and seg["wall_s"] > 0

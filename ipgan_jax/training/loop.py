@@ -27,7 +27,9 @@ import fcntl
 import json
 import math
 import os
+import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -84,6 +86,10 @@ def _flat(d, prefix=""):
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def recipe_diff(old: dict, new: dict) -> list[str]:
@@ -218,6 +224,10 @@ class TrainLoop:
         self.bar = progress(total, initial=self.start, desc=self.desc)
         t0, seen, window = time.time(), 0, []
         t_start, started, commit = time.time(), provenance.now_utc(), provenance.git_commit()
+        # SIGTERM (kill, a scheduler's stop) ends the run like Ctrl-C: through the finally below, so the segment
+        # trained so far is recorded in provenance.jsonl (the default handler would skip it); exit status 143
+        previous = (signal.signal(signal.SIGTERM, _exit_on_sigterm)
+                    if threading.current_thread() is threading.main_thread() else None)
         try:
             for step, batch in zip(range(self.start, stop), self.loader.iterate(self.start)):
                 self.state, metrics = train_step(self.state, parallel.shard_batch(batch, self.mesh), self.step_rng)
@@ -244,6 +254,8 @@ class TrainLoop:
             if jax.process_index() == 0 and reached > self.start:
                 provenance.append_segment(self.workdir, self.start, reached, time.time() - t_start, started,
                                           commit)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         return stop == total
 
     def report(self, text: str) -> None:
