@@ -268,6 +268,7 @@ def test_a_suite_member_is_one_spec(masked_eval, monkeypatch):
     ev.defenses.remove("none_mi")
 
 
+@pytest.mark.slow
 def test_surrogate_view_differentiates_a_fitted_smooth_network(masked_eval):
     """The attack view ``surrogate`` (BPDA through a small smooth network fitted to imitate the defense on training
     images): on a defense with the identity's value and a zero gradient, the exact view holds and the surrogate
