@@ -35,13 +35,9 @@ def _ssim(v):
     return "-" if math.isnan(v) else f"{v:.3f}"
 
 
-def _attacks(rs, block, bounded):
-    return rs.attacks(block, bounded)
-
-
 def _block_table(rs, block, lines):
     """Block robust accuracy (worst case per image over bounded attacks) and per-image DSR."""
-    attacks = _attacks(rs, block, True)
+    attacks = rs.attacks(block, True)
     if not attacks:
         return
     n = max(r.n for (b, *_), r in rs.records.items() if b == block)
@@ -68,7 +64,7 @@ def _per_attack_table(rs, block, lines):
     """One row per (classifier, attack): ACC and ASR of f, DSR and robust accuracy per defense."""
     defs = [d for d in rs.defenses if any(k[3] == d for k in rs.records)]
     for bounded in (True, False):
-        attacks = _attacks(rs, block, bounded)
+        attacks = rs.attacks(block, bounded)
         if not attacks:
             continue
         kind = ("bounded (Linf)" if bounded else
@@ -93,7 +89,7 @@ def _per_attack_table(rs, block, lines):
 
 
 def _whitebox_table(rs, lines):
-    attacks = _attacks(rs, "whitebox", True)
+    attacks = rs.attacks("whitebox", True)
     if not attacks:
         return
     n = max(r.n for (b, *_), r in rs.records.items() if b == "whitebox")

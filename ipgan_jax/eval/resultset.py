@@ -137,11 +137,6 @@ class ResultSet:
                    attack_logs=tuple(data.get("attack_logs", [])), curves=types.MappingProxyType(curves))
 
     @classmethod
-    def of(cls, run: "ResultSet | dict") -> "ResultSet":
-        """``run`` itself, or the ResultSet of a parsed results.json."""
-        return run if isinstance(run, cls) else cls.from_json(run)
-
-    @classmethod
     def from_outcome(cls, outcome: RunOutcome, meta: Mapping) -> "ResultSet":
         """A run's (or a merge's) :class:`~ipgan_jax.eval.outcome.RunOutcome` with its meta (whose
         ``classifiers`` / ``defenses`` order the tables); the samples stay behind (the figures take them)."""
