@@ -146,6 +146,10 @@ def get_config():
         # attack view 'surrogate': BPDA through a small smooth network fitted to imitate the defense (Adam, MSE) on
         # the first num_images training images, half of each batch with uniform noise in the eps box
         surrogate=dict(steps=1000, batch_size=64, width=32, lr=1e-3, num_images=4096),
+        # budget block (ipgan_jax/eval/budget.py): the suite at each rung (restarts, iterations; each at least
+        # double the one before) on the images still robust, until a rung moves the robust accuracy by < tolerance
+        budget=dict(suite="apgd_ce,apgd_dlr", tolerance=0.005,
+                    ladder=((1, 100), (2, 100), (2, 200), (2, 500), (5, 500), (5, 1000), (10, 1000))),
         checks=dict(steps=(10, 100),            # PGD steps compared by the steps check
                     large_eps=config_dict.placeholder(tuple), max_large_eps_acc=0.05,
                     min_grad_ratio=0.01,         # median |grad| through d / without d

@@ -26,4 +26,5 @@ def get_config():
     c.eval.cw.update(binary_search_steps=3, steps=20, lr=0.1)
     c.eval.surrogate.update(steps=300, width=8, lr=3e-3, num_images=1024)
     c.eval.checks.steps = (5, 20)
+    c.eval.budget.ladder = ((1, 2), (1, 4), (2, 4), (2, 10))
     return c

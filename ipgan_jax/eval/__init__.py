@@ -8,13 +8,15 @@
     rs.merge(ResultSet.load("other_run")).block_metrics("whitebox", "lenet", "ipgan").robust_acc
 
 Modules: ``evaluate`` (the :class:`Evaluator` and the attack blocks), ``suite`` (white-box suite members as
-:class:`Member` specs), ``surrogate`` (a defense's learned smooth surrogate, for BPDA), ``checks`` (gradient-masking
+:class:`Member` specs), ``budget`` / ``ladder`` (the suite scaled until the number converges, and its
+rows and stop rule), ``surrogate`` (a defense's learned smooth surrogate, for BPDA), ``checks`` (gradient-masking
 checks), ``outcome`` (what blocks yield, :class:`RunOutcome`), ``records`` (per-image records and their metrics),
 ``resultset`` (a results.json read back), ``merge`` / ``paired`` (pooling and comparing runs), ``report`` (tables and
 figures), ``render`` (docs tables from results files; run as ``python -m ipgan_jax.eval.render``, so not imported
 here).
 """
 from ipgan_jax.eval.blocks import make_blocks
+from ipgan_jax.eval.budget import BudgetBlock
 from ipgan_jax.eval.checks import CHECKS, ChecksBlock, check_names
 from ipgan_jax.eval.evaluate import (
     CurveBlock,
@@ -25,6 +27,7 @@ from ipgan_jax.eval.evaluate import (
     WhiteboxBlock,
     block_key,
 )
+from ipgan_jax.eval.ladder import LadderRow, converged_at, ladder_rows
 from ipgan_jax.eval.merge import MergeError, merge_results
 from ipgan_jax.eval.outcome import CROSS_BLOCK, AttackLog, Check, Curve, RunOutcome, Samples
 from ipgan_jax.eval.paired import PairedError, compare
@@ -35,7 +38,8 @@ from ipgan_jax.eval.suite import GROUPS, MEMBERS, Budget, Member, suite_members
 
 __all__ = [
     "Evaluator", "make_blocks", "ObliviousBlock", "TransferBlock", "WhiteboxBlock", "CWBlock", "CurveBlock",
-    "ChecksBlock", "block_key",
+    "ChecksBlock", "BudgetBlock", "block_key",
+    "LadderRow", "ladder_rows", "converged_at",
     "Member", "Budget", "MEMBERS", "GROUPS", "suite_members",
     "CHECKS", "check_names",
     "RunOutcome", "AttackRecord", "Check", "Curve", "AttackLog", "Samples", "CROSS_BLOCK",

@@ -426,7 +426,7 @@ class Evaluator:
         return self._surrogates[(clf, d)]
 
     # ---- running one attack ---------------------------------------------------------
-    def _judge(self, clf, d):
+    def judge(self, clf, d):
         """jit fn(x, x_adv, y) -> (f_adv, pipe_adv, ssim_rec, ssim_adv, l2, x_rec)."""
         if (clf, d) not in self._judges:
             f, dfn = self.logits(clf), self.defend_fns[(clf, d)]
@@ -511,7 +511,7 @@ class Evaluator:
             if log is not None:
                 logs.append(log)
             for d in defenses:
-                out = self._judge(clf, d)(x, x_adv, y)
+                out = self.judge(clf, d)(x, x_adv, y)
                 parts[d].append([np.asarray(a)[m] for a in out[:5]])
                 if samples and i == 0:
                     kept.append(Samples(clf, name, d, (np.asarray(x[:8]), np.asarray(x_adv[:8]),

@@ -12,6 +12,8 @@ import numpy as np
 
 from ipgan_jax import files
 from ipgan_jax.eval.formatting import classifier_name, defense_name, interval, pct
+from ipgan_jax.eval.ladder import BLOCK as BUDGET_BLOCK
+from ipgan_jax.eval.ladder import converged_at, ladder_rows
 from ipgan_jax.eval.outcome import CROSS_BLOCK, cross_source
 from ipgan_jax.eval.paper import PAPER_DSR, paper_dsr
 from ipgan_jax.eval.plots import line_plot
@@ -111,6 +113,36 @@ def _whitebox_table(rs, lines):
                          + " | ".join(pct(per.get(a)) for a in attacks) + f" | {_ssim(bm.ssim_rec)} |")
 
 
+def budget_table(rs, lines) -> None:
+    """The budget ladder per (classifier, defense): robust accuracy after each rung (cumulative worst case) and the
+    stop rule's verdict (``ipgan_jax.eval.ladder``)."""
+    cells = [(c, d) for c in rs.classifiers for d in rs.defenses if rs.block_records(BUDGET_BLOCK, c, d)]
+    if not cells:
+        return
+    tol = rs.meta.get("budget", {}).get("tolerance")   # None: not recorded (a merge), no verdict
+    rule = ("" if tol is None else f"; converged at the first rung that moves the robust accuracy by less than "
+            f"{100 * float(tol):g} points")
+    lines.append(f"\n**Budget ladder: the white-box suite at growing budgets, each rung only on the images every "
+                 f"earlier one left robust; robust accuracy is an upper bound under that suite and budget{rule}**\n")
+    lines.append("| classifier | defense | restarts x iterations | members | attacked | rob. acc | change |")
+    lines.append("|---" * 7 + "|")
+    for c, d in cells:
+        rows = ladder_rows(rs.block_records(BUDGET_BLOCK, c, d))
+        for i, r in enumerate(rows):
+            change = "-" if i == 0 else f"{100 * (r.robust_acc - rows[i - 1].robust_acc):+.1f}"
+            lines.append(f"| {classifier_name(c)} | {defense_name(d)} | {r.restarts} x {r.steps} | "
+                         f"{', '.join(r.members)} | {r.attacked} | {pct(r.robust_acc)} {interval(r.robust_ci)} | "
+                         f"{change} |")
+        if tol is None:
+            continue
+        at = converged_at([r.robust_acc for r in rows], float(tol))
+        last = rows[-1]
+        verdict = (f"converged at {rows[at].restarts} x {rows[at].steps}: {pct(rows[at].robust_acc)}" if at is not None
+                   else f"not converged: {pct(last.robust_acc)} at {last.restarts} x {last.steps} is an upper bound "
+                        "that a larger budget may still lower")
+        lines.append(f"| {classifier_name(c)} | {defense_name(d)} | **{verdict}** | | | | |")
+
+
 def _whitebox_transfer_table(rs, lines):
     """Robust accuracy of each pipeline (rows) under the white-box suite crafted through each
     pipeline of the run (columns; worst case per image over the suite); the diagonal is Block 3."""
@@ -201,6 +233,7 @@ def markdown(rs) -> str:
         _block_table(rs, block, lines)
         _per_attack_table(rs, block, lines)
     _whitebox_table(rs, lines)
+    budget_table(rs, lines)
     _whitebox_transfer_table(rs, lines)
     _attack_log_table(rs, lines)
     if rs.clean:
