@@ -105,7 +105,8 @@ def main(argv):
             "whitebox_suite": config.eval.whitebox_suite, "whitebox_steps": config.eval.whitebox_steps,
             "whitebox_restarts": config.eval.whitebox_restarts,
             "whitebox_per_defense": config.eval.whitebox_per_defense.to_dict(), "cw": config.eval.cw.to_dict(),
-            "checks": config.eval.checks.to_dict(), "budget": config.eval.budget.to_dict(),
+            "checks": config.eval.checks.to_dict(),
+            "first_test_image": int(config.eval.first_test_image), "budget": config.eval.budget.to_dict(),
             "whitebox_num_examples": ev.num_images(ev.classifiers[0], costly=True),
             "pretrained": bool(config.pretrained), "models": ev.model_sources(), "seed": config.seed,
             "run_nonce": ev.run_nonce}

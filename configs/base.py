@@ -124,6 +124,9 @@ def get_config():
     c.eval = ml_collections.ConfigDict(dict(
         blocks="oblivious,transfer,whitebox,cw,curve,checks",  # run_eval.py --blocks overrides
         num_examples=1000, batch_size=250,   # the first num_examples *test* images (evaluation only)
+        # the test image the evaluation starts at: 5000 evaluates images 5000.. (a slice held out from model and
+        # attack selection; every number is confirmed there once); runs on different slices never merge
+        first_test_image=0,
         attacks="fgsm,pgd,bim,mifgsm,cw_l2,cw_hc,deepfool",   # cw_hc: C&W-L2 with kappa 20
         # oblivious / transfer blocks: per-attack overrides of the library defaults (cw_hc inherits cw_l2's)
         attack_params={},

@@ -4,6 +4,7 @@ import pytest
 
 from ipgan_jax.data import pipeline
 from ipgan_jax.data.wheels import DatasetNotFoundError
+from ipgan_jax.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,19 @@ def test_mnist_records_keep_the_canonical_order(mnist_train):
         for i in (0, 1, 9999):
             np.testing.assert_array_equal(test[i]["image"], z["test_images"][i])
         np.testing.assert_array_equal(mnist_train[59999]["image"], z["train_images"][59999])
+
+
+def test_evaluation_can_start_at_a_later_test_image():
+    """``first_test_record`` (``eval.first_test_image``): the held-out slice 5000.. in canonical order."""
+    test = pipeline.get_source("mnist", "test")
+    loader = pipeline.make_loader("mnist", "test", 4, train=False, num_examples=6, first_test_record=5000)
+    b = next(iter(loader.iterate(prefetch=0)))
+    assert loader.n == 6
+    np.testing.assert_array_equal(b["label"], [int(test[5000 + i]["label"]) for i in range(4)])
+    np.testing.assert_allclose(b["image"][0], test[5000]["image"] / 255.0)
+    for bad, split in ((10000, "test"), (-1, "test"), (5, "train")):
+        with pytest.raises(ConfigError, match="first_test_record"):
+            pipeline.make_loader("mnist", split, 4, train=False, first_test_record=bad)
 
 
 def test_batches_shapes_ranges_and_determinism(mnist_train):

@@ -39,11 +39,11 @@ def _rec(attack, broken, block="whitebox", defense="ipgan", n=N, f_clean=None, p
                         ssim_rec=nan, ssim_adv=nan, l2=nan)
 
 
-def _run(records, eps=0.3, clean=None, seconds=1.0):
+def _run(records, eps=0.3, clean=None, seconds=1.0, **meta):
     clean = clean or {("lenet", "ipgan"): np.ones(max(r.n for r in records), bool)}
     return {"schema": "ipgan-eval/2",
             "meta": {"dataset": "mnist", "eps": eps, "classifiers": ["lenet"], "defenses": ["none", "ipgan"],
-                     "seconds": seconds},
+                     "seconds": seconds, **meta},
             "clean": [{"classifier": c, "defense": d, "n": len(v), "acc": float(v.mean()), "correct": pack_bits(v)}
                       for (c, d), v in clean.items()],
             "records": [record_to_json(r) for r in records], "sanity_checks": [], "attack_logs": []}
@@ -84,6 +84,10 @@ def test_merge_refuses_runs_of_other_weights_dataset_or_eps():
         merge_dicts([a, other_f], ["a", "b"])
     with pytest.raises(MergeError, match="differ in eps"):
         merge_dicts([a, _run([_rec("square", [2])], eps=0.1)], ["a", "b"])
+    # records are per image index: a run on test images 5000.. never pools with one on the first images
+    with pytest.raises(MergeError, match="differ in first_test_image"):
+        merge_dicts([a, _run([_rec("square", [2])], first_test_image=5000)], ["a", "b"])
+    merge_dicts([a, _run([_rec("square", [2])], first_test_image=0)], ["a", "b"])   # unrecorded = 0
     with pytest.raises(MergeError, match="at least two runs"):
         merge_dicts([a], ["a"])
     for bad in (0, -3, 2.5, True):

@@ -61,6 +61,10 @@ def test_compare_reads_the_common_images_of_two_runs_and_refuses_other_weights_o
         compare_dicts(_two_defenses([1], [2]), "a", "ga", other_f, "b", "gb")
     with pytest.raises(PairedError, match="differ in eps"):
         compare_dicts(_two_defenses([1], [2]), "a", "ga", _run([_rec("pgd_ce", [2], defense="gb")], eps=0.1), "b", "gb")
+    sliced = _run([_rec("pgd_ce", [2], defense="gb")])
+    sliced["meta"]["first_test_image"] = 5000          # test images 5000..: other images under the same indices
+    with pytest.raises(PairedError, match="differ in first_test_image"):
+        compare_dicts(_two_defenses([1], [2]), "a", "ga", sliced, "b", "gb")
     with pytest.raises(PairedError, match="no 'whitebox' records for defense 'gc'"):
         compare_dicts(long_run, "a", "ga", long_run, "a", "gc")
     with pytest.raises(PairedError, match="not on 'mcnn'"):

@@ -314,12 +314,13 @@ def split_range(split: str, num_records: int, validation_size: int):
 def make_loader(name: str, split: str, global_batch_size: int, *, seed: int = 0, train: bool = True,
                 image_size: Optional[int] = None, num_examples: Optional[int] = None,
                 data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
-                validation_size: int = 0) -> Loader:
+                validation_size: int = 0, first_test_record: int = 0) -> Loader:
     """The loader a config asks for: shuffled+dropped for training, ordered+masked for eval.
 
     ``split``: 'train' | 'validation' | 'test' (see :func:`split_range`); ``validation_size``
     records at the end of the source's train split form 'validation'. ImageNet's 'test' is its
-    official validation set.
+    official validation set. ``first_test_record``: the test split starts at this record (in the
+    canonical order), e.g. 5000 for MNIST's test images 5000-9999; other splits refuse it.
     """
     record_range = None
     if split in ("train", "validation") and validation_size:
@@ -329,6 +330,11 @@ def make_loader(name: str, split: str, global_batch_size: int, *, seed: int = 0,
         if split == "validation":
             split_range(split, 1, 0)  # raises: no validation records without validation_size
         source = get_source(name, split, data_dir=data_dir, manual_dir=manual_dir)
+    if first_test_record:
+        if split != "test" or not 0 < int(first_test_record) < len(source):
+            raise ConfigError(f"first_test_record={first_test_record} needs the test split and 0 <= it < its "
+                              f"{len(source)} records (got split {split!r})")
+        record_range = (int(first_test_record), len(source))
     preprocess = None
     if name != "mnist" and image_size is not None:
         preprocess = resize_center_crop(image_size)

@@ -134,9 +134,11 @@ def eot_logits(logits_fns):
 
 
 def load_examples(config, n: int, batch_size: int):
-    """The first n test images as masked batches (the test split: evaluation only)."""
+    """n test images as masked batches (the test split: evaluation only), from test image
+    ``config.eval.first_test_image`` (0: the first n of the canonical order)."""
     loader = make_loader(config.dataset, "test", batch_size, train=False, data_dir=config.data_dir,
-                         image_size=config.image_size, num_examples=n, manual_dir=config.manual_dir)
+                         image_size=config.image_size, num_examples=n, manual_dir=config.manual_dir,
+                         first_test_record=int(config.eval.first_test_image))
     return list(loader.iterate(prefetch=0))
 
 

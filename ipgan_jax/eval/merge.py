@@ -47,10 +47,12 @@ def _suffixed(attack: str, k: int) -> str:
     return f"{member}#{k}{at}{source}"
 
 
-def _check_same(runs: list, labels: list, key: str) -> None:
-    vals = {lab: run.meta.get(key) for run, lab in zip(runs, labels)}
+def _check_same(runs: list, labels: list, key: str, default=None) -> None:
+    """Refuse runs whose meta differ in ``key`` (``default``: the value of runs that do not record it)."""
+    vals = {lab: run.meta.get(key, default) for run, lab in zip(runs, labels)}
     if len(set(map(repr, vals.values()))) > 1:
-        raise MergeError(f"the runs differ in {key}: {vals}; only runs of one dataset and eps can be merged")
+        raise MergeError(f"the runs differ in {key}: {vals}; only runs of one dataset, eps and test slice can be "
+                         "merged")
 
 
 def check_same_models(runs: list, labels: list, keep, error=None) -> list:
@@ -112,6 +114,7 @@ def merge_results(runs: list, labels: list, classifiers=None, defenses=None, num
         raise MergeError(f"--merge needs at least two runs (or one with --num_examples), got {len(runs)}")
     _check_same(runs, labels, "dataset")
     _check_same(runs, labels, "eps")
+    _check_same(runs, labels, "first_test_image", default=0)   # records are per image index: one slice
     def keep(c, d):
         return (classifiers is None or c in classifiers) and (defenses is None or d in defenses)
 

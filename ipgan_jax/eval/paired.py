@@ -109,8 +109,8 @@ def compare(run_a, label_a: str, defense_a: str, run_b, label_b: str, defense_b:
     if num_examples is not None and (isinstance(num_examples, bool) or not isinstance(num_examples, int)
                                      or num_examples < 1):
         raise PairedError(f"num_examples must be a positive integer, got {num_examples!r}")
-    for key in ("dataset", "eps"):
-        va, vb = run_a.meta.get(key), run_b.meta.get(key)
+    for key, default in (("dataset", None), ("eps", None), ("first_test_image", 0)):
+        va, vb = run_a.meta.get(key, default), run_b.meta.get(key, default)
         if va != vb:
             raise PairedError(f"the runs differ in {key}: {label_a} {va!r}, {label_b} {vb!r}; not comparable")
     a = side(run_a, label_a, defense_a, classifier, block)
