@@ -28,8 +28,9 @@ flags.DEFINE_string("attacks", None,
 flags.DEFINE_string("defenses", None, "comma list (default config.eval.defenses), e.g. none,ipgan")
 flags.DEFINE_string("classifiers", None, "comma list (default config.classifiers)")
 flags.DEFINE_string("blocks", None, "comma list (default config.eval.blocks) of the parts to run: "
-                    "oblivious,transfer,whitebox,budget,cw,curve,checks (budget: the white-box suite scaled "
-                    "until the number converges, config.eval.budget; not in the default)")
+                    "oblivious,transfer,whitebox,budget,min_eps,cw,curve,checks (budget: the white-box suite "
+                    "scaled until the number converges, config.eval.budget; min_eps: the minimal eps per image, "
+                    "config.eval.min_eps; neither is in the default)")
 flags.DEFINE_bool("allow_partial", False, "skip requested defenses / classifiers that are not trained "
                   "(default: exit with an error naming the missing one)")
 flags.DEFINE_string("merge", None, "comma list of run_eval.py out_dirs (or results.json files) of runs on the same "
@@ -45,7 +46,7 @@ FLAGS = flags.FLAGS
 
 def _names(value) -> list:
     return list(parse_names(value))
-ALL_BLOCKS = "oblivious,transfer,whitebox,budget,cw,curve,checks"
+ALL_BLOCKS = "oblivious,transfer,whitebox,budget,min_eps,cw,curve,checks"
 
 
 def main(argv):
@@ -107,6 +108,7 @@ def main(argv):
             "whitebox_per_defense": config.eval.whitebox_per_defense.to_dict(), "cw": config.eval.cw.to_dict(),
             "checks": config.eval.checks.to_dict(),
             "first_test_image": int(config.eval.first_test_image), "budget": config.eval.budget.to_dict(),
+            "min_eps": config.eval.min_eps.to_dict(),
             "whitebox_num_examples": ev.num_images(ev.classifiers[0], costly=True),
             "pretrained": bool(config.pretrained), "models": ev.model_sources(), "seed": config.seed,
             "run_nonce": ev.run_nonce}

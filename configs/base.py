@@ -153,6 +153,9 @@ def get_config():
         # double the one before) on the images still robust, until a rung moves the robust accuracy by < tolerance
         budget=dict(suite="apgd_ce,apgd_dlr", tolerance=0.005,
                     ladder=((1, 100), (2, 100), (2, 200), (2, 500), (5, 500), (5, 1000), (10, 1000))),
+        # min_eps block (ipgan_jax/eval/eps_search.py): per image the smallest eps of step, 2 step, ..., max_eps at
+        # which the suite breaks f(d(.)), by bisection (the defense's white-box steps, restarts and views)
+        min_eps=dict(suite="apgd_ce,apgd_dlr", step=0.01, max_eps=0.5),
         checks=dict(steps=(10, 100),            # PGD steps compared by the steps check
                     large_eps=config_dict.placeholder(tuple), max_large_eps_acc=0.05,
                     min_grad_ratio=0.01,         # median |grad| through d / without d

@@ -27,4 +27,5 @@ def get_config():
     c.eval.surrogate.update(steps=300, width=8, lr=3e-3, num_images=1024)
     c.eval.checks.steps = (5, 20)
     c.eval.budget.ladder = ((1, 2), (1, 4), (2, 4), (2, 10))
+    c.eval.min_eps.update(step=0.05, max_eps=0.4)
     return c

@@ -9,7 +9,8 @@
 
 Modules: ``evaluate`` (the :class:`Evaluator` and the attack blocks), ``suite`` (white-box suite members as
 :class:`Member` specs), ``budget`` / ``ladder`` (the suite scaled until the number converges, and its
-rows and stop rule), ``surrogate`` (a defense's learned smooth surrogate, for BPDA), ``checks`` (gradient-masking
+rows and stop rule), ``eps_search`` / ``min_eps`` (the minimal eps per image by bisection, and its records),
+``surrogate`` (a defense's learned smooth surrogate, for BPDA), ``checks`` (gradient-masking
 checks), ``outcome`` (what blocks yield, :class:`RunOutcome`), ``records`` (per-image records and their metrics),
 ``resultset`` (a results.json read back), ``merge`` / ``paired`` (pooling and comparing runs), ``report`` (tables and
 figures), ``render`` (docs tables from results files; run as ``python -m ipgan_jax.eval.render``, so not imported
@@ -18,6 +19,7 @@ here).
 from ipgan_jax.eval.blocks import make_blocks
 from ipgan_jax.eval.budget import BudgetBlock
 from ipgan_jax.eval.checks import CHECKS, ChecksBlock, check_names
+from ipgan_jax.eval.eps_search import MinEpsBlock
 from ipgan_jax.eval.evaluate import (
     CurveBlock,
     CWBlock,
@@ -29,6 +31,7 @@ from ipgan_jax.eval.evaluate import (
 )
 from ipgan_jax.eval.ladder import LadderRow, converged_at, ladder_rows
 from ipgan_jax.eval.merge import MergeError, merge_results
+from ipgan_jax.eval.min_eps import minimal_eps
 from ipgan_jax.eval.outcome import CROSS_BLOCK, AttackLog, Check, Curve, RunOutcome, Samples
 from ipgan_jax.eval.paired import PairedError, compare
 from ipgan_jax.eval.records import AttackMetrics, AttackRecord, BlockMetrics, attack_metrics, block_metrics
@@ -38,7 +41,7 @@ from ipgan_jax.eval.suite import GROUPS, MEMBERS, Budget, Member, suite_members
 
 __all__ = [
     "Evaluator", "make_blocks", "ObliviousBlock", "TransferBlock", "WhiteboxBlock", "CWBlock", "CurveBlock",
-    "ChecksBlock", "BudgetBlock", "block_key",
+    "ChecksBlock", "BudgetBlock", "MinEpsBlock", "block_key", "minimal_eps",
     "LadderRow", "ladder_rows", "converged_at",
     "Member", "Budget", "MEMBERS", "GROUPS", "suite_members",
     "CHECKS", "check_names",

@@ -16,11 +16,10 @@ from the records.
 """
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from ipgan_jax.errors import ConfigError
-from ipgan_jax.eval.evaluate import Block, block_key, is_bounded, view_member_name
+from ipgan_jax.eval.evaluate import Block, is_bounded, view_member_name
 from ipgan_jax.eval.ladder import BLOCK, converged_at, parse_ladder, record_name
 from ipgan_jax.eval.records import AttackRecord
 from ipgan_jax.eval.suite import MEMBERS, Budget, suite_members
@@ -65,9 +64,13 @@ class BudgetBlock(Block):
             for member in self.members:
                 for v in views:
                     name = record_name(view_member_name(member, v), restarts, steps)
+                    # only the images still robust; an image it breaks keeps this attack's values for good, one it
+                    # leaves robust carries the latest attack's values (as records.worst_case)
                     todo = np.flatnonzero(pipe_clean & state["pipe_adv"])
-                    self._attack(clf, d, name, MEMBERS[member], Budget(eps, steps, restarts,
-                                 self._queries(steps)), logits[v], x, y, todo, state)
+                    out = ev.attack_rows(clf, d, MEMBERS[member], Budget(eps, steps, restarts, self._queries(steps)),
+                                         logits[v], x, y, todo, block=BLOCK, name=name)
+                    for k, a in zip(("f_adv", "pipe_adv", "ssim_rec", "ssim_adv", "l2"), out):
+                        state[k][todo] = a
                     yield AttackRecord(block=BLOCK, attack=name, classifier=clf, defense=d,
                                        bounded=is_bounded(MEMBERS[member].attack), through=True, f_clean=f_clean,
                                        pipe_clean=pipe_clean, **{k: v.copy() for k, v in state.items()})
@@ -82,31 +85,3 @@ class BudgetBlock(Block):
     def _queries(self, steps: int) -> int:
         """Square's queries at a rung: ``eval.square_queries`` per 100 iterations of the gradient members."""
         return max(1, int(self.ev.config.eval.square_queries) * steps // 100)
-
-    def _attack(self, clf, d, name, member, budget, logits_fn, x, y, todo, state):
-        """Run one member on the images ``todo`` (all still robust; packed into full batches) and write its result
-        into ``state`` (the cumulative per-image worst case: an image it breaks keeps this attack's values for good,
-        one it leaves robust carries the latest attack's values, as :func:`~ipgan_jax.eval.records.worst_case`)."""
-        ev = self.ev
-        if not len(todo):
-            return
-        # full batches of eval.batch_size, or one power-of-two batch when fewer images are left (padding costs
-        # as much as an image)
-        bs = min(int(ev.config.eval.batch_size), 1 << max(3, int(np.ceil(np.log2(len(todo))))))
-        judge = ev.judge(clf, d)
-        settings = member.settings(budget)
-        if member.driver is None:
-            attack = ev.attack(member.attack, **settings)
-            run = jax.jit(lambda xb, yb, k: attack(logits_fn, xb, yb, k))
-        for i, start in enumerate(range(0, len(todo), bs)):
-            idx = todo[start:start + bs]
-            rows = np.concatenate([idx, np.repeat(idx[:1], bs - len(idx))])   # padding rows repeat a real image
-            xb, yb = x[rows], y[rows]
-            key = block_key(ev.key, BLOCK, i, clf, d, name, f"eps={budget.eps:g}")
-            if member.driver is None:
-                x_adv = run(xb, yb, key)
-            else:
-                x_adv, _ = member.driver(logits_fn, xb, yb, key, np.arange(bs) < len(idx), **settings)
-            out = judge(xb, x_adv, yb)
-            for k, a in zip(("f_adv", "pipe_adv", "ssim_rec", "ssim_adv", "l2"), out[:5]):
-                state[k][idx] = np.asarray(a)[:len(idx)]

@@ -472,6 +472,52 @@ class Evaluator:
                                  f"are reported from NaN logits).")
         return np.concatenate(ok)
 
+    def attack_rows(self, clf, d, member: Member, budget: Budget, logits_fn, x, y, rows, *, block: str,
+                    name: str) -> tuple:
+        """Run one suite member on some images only, packed into full batches, and judge d's pipeline on them.
+
+        The budget and min-eps blocks use it to attack only the images still robust.
+
+        Args:
+            clf, d: the classifier and the defense judged.
+            member, budget: the suite member and its budget (eps a float in pixel units; for a jit-able member one
+                compile serves every eps).
+            logits_fn: what the attacker differentiates (``attack_logits`` of an attack view).
+            x, y: float [N, H, W, C] in [0, 1] and int [N], numpy, every image of the block.
+            rows: int [M], the images to attack.
+            block, name: the cell's PRNG key (:func:`block_key` with the batch index and eps).
+
+        Returns:
+            ``(f_adv, pipe_adv, ssim_rec, ssim_adv, l2)``, numpy, each [M], in the order of ``rows``.
+        """
+        rows = np.asarray(rows, int)
+        out = [np.zeros(len(rows), t) for t in (bool, bool, np.float32, np.float32, np.float32)]
+        if not len(rows):
+            return tuple(out)
+        # full batches of eval.batch_size, or one power-of-two batch when fewer images are left (padding costs as
+        # much as an image)
+        bs = min(int(self.config.eval.batch_size), 1 << max(3, int(np.ceil(np.log2(len(rows))))))
+        judge = self.judge(clf, d)
+        if member.driver is None:
+            key = ("rows", clf, d, id(logits_fn), member, budget.steps, budget.restarts, budget.square_queries, bs)
+            run = self._jits.get(key)
+            if run is None:
+                run = self._jits[key] = jax.jit(lambda xb, yb, k, e: self.attack(
+                    member.attack, **member.settings(budget._replace(eps=e)))(logits_fn, xb, yb, k))
+        for i, start in enumerate(range(0, len(rows), bs)):
+            idx = rows[start:start + bs]
+            pad = np.concatenate([idx, np.repeat(idx[:1], bs - len(idx))])   # padding rows repeat a real image
+            xb, yb = x[pad], y[pad]
+            k = block_key(self.key, block, i, clf, d, name, f"eps={float(budget.eps):g}")
+            if member.driver is None:
+                x_adv = run(xb, yb, k, jnp.float32(budget.eps))
+            else:
+                x_adv, _ = member.driver(logits_fn, xb, yb, k, np.arange(bs) < len(idx),
+                                         **member.settings(budget._replace(eps=float(budget.eps))))
+            for a, v in zip(out, judge(xb, x_adv, yb)[:5]):
+                a[start:start + len(idx)] = np.asarray(v)[:len(idx)]
+        return tuple(out)
+
     def run_attack(self, block, name, attack, clf, defenses, attacked, *, through, costly, bar=None,
                    eps=None, cache=None, samples=False) -> AttackRun:
         """Run ``attack`` against ``attacked`` (logits fn) on ``clf``'s batches and judge each of

@@ -14,6 +14,8 @@ from ipgan_jax import files
 from ipgan_jax.eval.formatting import classifier_name, defense_name, interval, pct
 from ipgan_jax.eval.ladder import BLOCK as BUDGET_BLOCK
 from ipgan_jax.eval.ladder import converged_at, ladder_rows
+from ipgan_jax.eval.min_eps import BLOCK as MIN_EPS_BLOCK
+from ipgan_jax.eval.min_eps import summarize as summarize_min_eps
 from ipgan_jax.eval.outcome import CROSS_BLOCK, cross_source
 from ipgan_jax.eval.paper import PAPER_DSR, paper_dsr
 from ipgan_jax.eval.plots import line_plot
@@ -143,6 +145,29 @@ def budget_table(rs, lines) -> None:
         lines.append(f"| {classifier_name(c)} | {defense_name(d)} | **{verdict}** | | | | |")
 
 
+def _eps(v: float) -> str:
+    return "0" if v == 0 else ("> max" if math.isinf(v) else f"{v:g}")
+
+
+def min_eps_table(rs, lines, around=(0.28, 0.29, 0.3, 0.31, 0.32)) -> None:
+    """Minimal eps per image (``min_eps`` block): its quartiles, and robust accuracy at the levels ``around``."""
+    cells = [(c, d) for c in rs.classifiers for d in rs.defenses if rs.block_records(MIN_EPS_BLOCK, c, d)]
+    if not cells:
+        return
+    sums = {k: summarize_min_eps(rs.block_records(MIN_EPS_BLOCK, *k)) for k in cells}
+    cols = [e for e in around if any(any(abs(e - lv) < 1e-9 for lv in s.curve) for s in sums.values())]
+    lines.append("\n**Minimal eps per image (bisection with the white-box suite; each an upper bound under it): "
+                 "quartiles over the images (0: wrong on the clean image, > max: never broken), and robust accuracy "
+                 "at fine eps**\n")
+    lines.append("| classifier | defense | images | minimal eps: median [25%-75%] | "
+                 + " | ".join(f"rob. acc eps {e:g}" for e in cols) + " |")
+    lines.append("|---" * (4 + len(cols)) + "|")
+    for (c, d), s in sums.items():
+        at = {round(k, 6): v for k, v in s.curve.items()}
+        lines.append(f"| {classifier_name(c)} | {defense_name(d)} | {s.n} | {_eps(s.median)} "
+                     f"[{_eps(s.q25)}-{_eps(s.q75)}] | " + " | ".join(pct(at.get(round(e, 6))) for e in cols) + " |")
+
+
 def _whitebox_transfer_table(rs, lines):
     """Robust accuracy of each pipeline (rows) under the white-box suite crafted through each
     pipeline of the run (columns; worst case per image over the suite); the diagonal is Block 3."""
@@ -234,6 +259,7 @@ def markdown(rs) -> str:
         _per_attack_table(rs, block, lines)
     _whitebox_table(rs, lines)
     budget_table(rs, lines)
+    min_eps_table(rs, lines)
     _whitebox_transfer_table(rs, lines)
     _attack_log_table(rs, lines)
     if rs.clean:
@@ -358,6 +384,13 @@ def _figures(rs, samples: dict, out_dir) -> dict:
         if series:
             out[f"curve_{clf}"] = line_plot(eps, series, out_dir / f"curve_{clf}.png", "eps (Linf, pixels)",
                                               "robust accuracy (white-box suite)", classifier_name(clf))
+        fine = {d: summarize_min_eps(rs.block_records(MIN_EPS_BLOCK, clf, d)).curve for d in rs.defenses
+                if rs.block_records(MIN_EPS_BLOCK, clf, d)}
+        if fine:
+            xs = sorted(next(iter(fine.values())))
+            out[f"min_eps_{clf}"] = line_plot(xs, {defense_name(d): [c.get(x) for x in xs] for d, c in fine.items()},
+                                              out_dir / f"min_eps_{clf}.png", "eps (Linf, pixels)",
+                                              "robust accuracy (min-eps search, upper bound)", classifier_name(clf))
         if dsr_series:
             out[f"dsr_curve_{clf}"] = line_plot(eps, dsr_series, out_dir / f"dsr_curve_{clf}.png",
                                                   "eps (Linf, pixels)", "DSR (oblivious, per image)",
