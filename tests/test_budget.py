@@ -24,6 +24,7 @@ def test_stop_rule_is_the_first_doubling_that_moves_less_than_the_tolerance():
 
 def test_record_names_round_trip():
     assert rung_of(record_name("apgd_ce~hybrid", 5, 500)) == ("apgd_ce~hybrid", 5, 500)
+    assert rung_of("apgd_ce/5x500#2") == ("apgd_ce", 5, 500)          # a merge's rename of a repeated record
     with pytest.raises(ValueError):
         rung_of("apgd_ce")
 

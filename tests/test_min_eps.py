@@ -14,7 +14,7 @@ def test_levels_are_a_grid_up_to_max_eps():
     for step, top in ((0, 0.3), (-0.1, 0.3), (0.1, 0.25), (0.1, 1.5), (0.5, 0.3)):
         with pytest.raises(ConfigError):
             levels(step, top)
-    assert eps_of(level_name(0.29)) == 0.29
+    assert eps_of(level_name(0.29)) == 0.29 and eps_of("eps=0.3#2") == 0.3    # #2: a merge's rename
 
 
 @pytest.mark.parametrize("num_levels", [1, 2, 7, 50])

@@ -13,7 +13,7 @@ from ipgan_jax.eval.records import AttackRecord
 from ipgan_jax.metrics import wilson_interval
 
 BLOCK = "budget"
-_NAME = re.compile(r"^(?P<member>[^/@]+)/(?P<restarts>\d+)x(?P<steps>\d+)$")
+_NAME = re.compile(r"^(?P<member>[^/@]+)/(?P<restarts>\d+)x(?P<steps>\d+)(#\d+)?$")   # #k: a merge's rename
 
 
 def parse_ladder(ladder) -> tuple:

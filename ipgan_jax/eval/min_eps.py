@@ -19,7 +19,7 @@ from ipgan_jax.errors import ConfigError
 from ipgan_jax.eval.records import AttackRecord
 
 BLOCK = "min_eps"
-_NAME = re.compile(r"^eps=(?P<eps>[0-9.]+)$")
+_NAME = re.compile(r"^eps=(?P<eps>[0-9.]+)(#\d+)?$")   # #k: a merge's rename
 
 
 def levels(step: float, max_eps: float) -> np.ndarray:
