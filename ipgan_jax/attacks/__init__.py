@@ -9,7 +9,8 @@ builds one from a config; ``ATTACKS`` and ``DEFAULTS`` list them. See ``core`` f
 
 Attacks: fgsm, bim, pgd, mifgsm, cw_l2, deepfool, apgd (APGD-CE / APGD-DLR, Linf / L2),
 apgd_targeted (registry name ``apgd_t``: APGD-T over the top-9 other classes), square (Square
-attack, Linf / L2, score-based). ``return_info=True`` (all but cw_l2 / deepfool) returns
+attack, Linf / L2, score-based; ``start=`` a first start), square_warm (Square from PGD's best
+iterate). ``return_info=True`` (all but cw_l2 / deepfool) returns
 ``(x_adv, AttackInfo(success [B] bool, objective [B], queries [B] or None))`` so callers need not
 rerun the model.
 
@@ -77,12 +78,13 @@ from ipgan_jax.attacks.deepfool import deepfool
 from ipgan_jax.attacks.gradient import bim, fgsm, mifgsm, pgd
 from ipgan_jax.attacks.losses import cross_entropy, dlr, dlr_targeted, is_adversarial, margin, objective
 from ipgan_jax.attacks.registry import ATTACKS, DEFAULTS, IMAGENET_EPS, attack_params, make_attack
-from ipgan_jax.attacks.square import square, square_compacting
+from ipgan_jax.attacks.square import square, square_compacting, square_warm
 from ipgan_jax.attacks.transforms import bpda, call_model, eot, fix_key, is_randomized, randomized
 
 __all__ = [
     "ATTACKS", "DEFAULTS", "IMAGENET_EPS", "attack_params", "make_attack",
     "fgsm", "bim", "pgd", "mifgsm", "cw_l2", "deepfool", "apgd", "apgd_targeted", "square", "square_compacting",
+    "square_warm",
     "autoattack",
     "AttackInfo", "transforms", "bpda", "eot", "randomized", "is_randomized", "fix_key", "call_model",
     "losses", "cross_entropy", "margin", "dlr", "dlr_targeted", "objective", "is_adversarial",

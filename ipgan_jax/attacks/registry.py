@@ -12,15 +12,18 @@ MNIST (the function-signature defaults are these values):
   apgd    eps 0.3, 100 iterations, CE, 1 run (AutoAttack's APGD-CE); loss='dlr' for APGD-DLR
   apgd_t  eps 0.3, 100 iterations, 9 target classes, 1 run each (APGD-T)
   square  eps 0.3, 5000 queries, p_init 0.8
+  square_warm  Square (as square) started from PGD's best iterate (PGD as pgd: 40 steps of 0.01, random start,
+          CE, one run)
 
 ImageNet, eps 4/255 (``DEFAULTS['imagenet']``):
   fgsm eps 4/255; bim / pgd 10 steps of 1/255; mifgsm 10 steps of eps/10;
-  cw_l2 5 x 200 steps, lr 0.01, c0 1e-2; deepfool as MNIST; apgd / apgd_t / square as MNIST.
+  cw_l2 5 x 200 steps, lr 0.01, c0 1e-2; deepfool as MNIST; apgd / apgd_t / square as MNIST;
+  square_warm as square, its PGD as pgd (10 steps of 1/255).
 ImageNet eps 16/255 (the paper's large budget): set ``eps: 16/255`` in the config; the default
   step size then scales with eps (16 -> 4/255 per step for bim / pgd, 1.6/255 for mifgsm).
   ``IMAGENET_EPS = (4/255, 16/255)``.
 
-Step-size rule (bim / pgd / mifgsm) when a config does not set ``step_size``, per norm:
+Step-size rule (bim / pgd / mifgsm, and square_warm's PGD as pgd) when a config does not set ``step_size``, per norm:
 
 * Linf: the dataset default ``step_size`` times ``eps / default_eps`` (the default schedule keeps
   its shape; without ``dataset`` the MNIST fractions of eps: pgd eps/30, bim 2 eps/15, mifgsm
@@ -45,7 +48,7 @@ from ipgan_jax.attacks.core import check_norm, default_step_size
 from ipgan_jax.attacks.cw import cw_l2
 from ipgan_jax.attacks.deepfool import deepfool
 from ipgan_jax.attacks.gradient import LINF_STEP_RATIO, bim, fgsm, mifgsm, pgd
-from ipgan_jax.attacks.square import square
+from ipgan_jax.attacks.square import square, square_warm
 from ipgan_jax.errors import ConfigError
 
 ATTACKS: Dict[str, Callable] = {
@@ -58,7 +61,11 @@ ATTACKS: Dict[str, Callable] = {
     "apgd": apgd,
     "apgd_t": apgd_targeted,
     "square": square,
+    "square_warm": square_warm,
 }
+
+# attacks whose default Linf step follows another attack's rule (``gradient.LINF_STEP_RATIO``)
+STEP_RULE = {"square_warm": "pgd"}
 
 IMAGENET_EPS = (4 / 255, 16 / 255)
 
@@ -75,6 +82,8 @@ DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "apgd": dict(eps=0.3, norm="linf", steps=100, loss="ce", restarts=1),
         "apgd_t": dict(eps=0.3, norm="linf", steps=100, n_target_classes=9, restarts=1),
         "square": dict(eps=0.3, norm="linf", n_queries=5000, p_init=0.8),
+        "square_warm": dict(eps=0.3, norm="linf", n_queries=5000, p_init=0.8, steps=40, step_size=0.01, loss="ce",
+                            random_start=True),
     },
     "imagenet": {
         "fgsm": dict(eps=4 / 255, norm="linf", loss="ce", random_start=False),
@@ -88,6 +97,8 @@ DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "apgd": dict(eps=4 / 255, norm="linf", steps=100, loss="ce", restarts=1),
         "apgd_t": dict(eps=4 / 255, norm="linf", steps=100, n_target_classes=9, restarts=1),
         "square": dict(eps=4 / 255, norm="linf", n_queries=5000, p_init=0.8),
+        "square_warm": dict(eps=4 / 255, norm="linf", n_queries=5000, p_init=0.8, steps=10, step_size=1 / 255,
+                            loss="ce", random_start=True),
     },
 }
 
@@ -119,7 +130,8 @@ def _default_step(name, base, params, accepted):
     base_norm = base.get("norm", accepted.get("norm", "linf"))
     if norm == "linf" and base_norm == "linf" and base.get("step_size") is not None and base.get("eps"):
         return base["step_size"] * float(params["eps"]) / float(base["eps"])
-    return default_step_size(norm, float(params["eps"]), int(params["steps"]), LINF_STEP_RATIO[name])
+    ratio = LINF_STEP_RATIO[STEP_RULE.get(name, name)]
+    return default_step_size(norm, float(params["eps"]), int(params["steps"]), ratio)
 
 
 def make_attack(cfg, dataset: Optional[str] = None) -> Callable:

@@ -12,7 +12,9 @@ An example stops once it is adversarial. The window side is s = round(sqrt(p * H
 paper's schedule for p (p_init = 0.8 halved at iterations 10, 50, 200, 500, 1000, 2000, 4000,
 6000 and 8000; ``rescale_schedule`` maps it onto ``n_queries`` instead of 10000), at least 1 for
 Linf and 3 (odd) for L2. Starts: Linf vertical stripes x +/- eps (one sign per column and
-channel); L2 a grid of eta windows of side H // 5 with random signs, scaled to norm eps.
+channel); L2 a grid of eta windows of side H // 5 with random signs, scaled to norm eps. With ``start``
+(e.g. a gradient attack's example) the first restart starts there instead, projected onto the eps ball and
+[0, 1]; :func:`square_warm` runs PGD and then Square from PGD's best iterate.
 
 ``n_queries`` (default 5000) counts every model evaluation of an example, the start included, so
 an example never costs more than ``n_queries`` forward passes; the loop ends early once every
@@ -22,7 +24,7 @@ Images: NHWC, square or not (the window is at most min(H, W)).
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +32,7 @@ import numpy as np
 
 from ipgan_jax import contracts
 from ipgan_jax.attacks import core, losses
+from ipgan_jax.attacks.gradient import LINF_STEP_RATIO
 from ipgan_jax.attacks.transforms import call_model
 
 P_BOUNDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -133,7 +136,7 @@ class _State(NamedTuple):
 
 
 class _Search(NamedTuple):
-    init: Callable      # (x, y) -> _State after the start query (1 query per example)
+    init: Callable      # (x, y, start=None) -> _State after the start query (1 query per example)
     run: Callable       # (x, y, st, stop) -> _State after the iterations st.i .. stop - 1
 
 
@@ -148,9 +151,11 @@ def _search(logits_fn, key, targeted, eps, norm, n_queries, p_init, rescale_sche
         z = call_model(logits_fn, xc, core.model_key(key, i))
         return obj(z, y), losses.is_adversarial(z, y, targeted)
 
-    def init(x, y):
+    def init(x, y, start=None):
         b, h, w, c = x.shape
-        if norm == "linf":
+        if start is not None:   # a given start (x's shape and dtype), projected onto the eps ball and [0, 1]
+            x0 = core.get_projection(norm)(start, x, eps)
+        elif norm == "linf":
             stripes = jax.random.rademacher(k_init, (b, 1, w, c), x.dtype)
             x0 = core.project_linf(x + eps * stripes, x, eps)
         else:
@@ -222,7 +227,9 @@ def _search(logits_fn, key, targeted, eps, norm, n_queries, p_init, rescale_sche
     return _Search(init, run)
 
 
-def _checked(x, y, key, norm, n_queries, restarts):
+def _checked(x, y, key, norm, n_queries, restarts, start=None, attack="square"):
+    """The arguments of a Square run, checked: (x, y int32, n_queries, restarts, start in x's dtype or None).
+    ValueError in one line, starting with ``attack``, for a ``start`` that is not a float array of x's shape."""
     core.check_norm(norm)
     n_queries, restarts = int(n_queries), int(restarts)
     if n_queries < 1:
@@ -234,7 +241,15 @@ def _checked(x, y, key, norm, n_queries, restarts):
     x, y = core.check_input(x, y)
     if x.ndim != 4:
         raise ValueError(f"square needs NHWC images, got shape {x.shape}")
-    return x, y, n_queries, restarts
+    if start is not None:
+        if tuple(np.shape(start)) != x.shape:
+            raise ValueError(f"{attack}: start has shape {tuple(np.shape(start))}, x {x.shape}: a start is one "
+                             f"image per image, float [B, H, W, C] of x's shape")
+        dtype = jnp.result_type(start)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(f"{attack}: start must be float pixels in [0, 1] like x; got dtype {dtype}")
+        start = jnp.asarray(start, x.dtype)
+    return x, y, n_queries, restarts, start
 
 
 def restart_keys(key, restarts: int) -> list:
@@ -255,44 +270,112 @@ def _better(best: _State, st: _State) -> _State:
 @contracts.attack_contract(on_empty=core.empty_result_with_queries)
 def square(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
            targeted: bool = False, eps: float = 0.3, norm: str = "linf", n_queries: int = 5000,
-           p_init: float = 0.8, rescale_schedule: bool = False, restarts: int = 1, return_info: bool = False):
+           p_init: float = 0.8, rescale_schedule: bool = False, restarts: int = 1, return_info: bool = False,
+           start: Optional[jax.Array] = None):
     """Square attack. x float [B, H, W, C] in [0, 1]; y int [B] (targets when ``targeted``: the
     margin is then z_t - max_{j != t} z_j, maximised). Needs ``key``. Returns x_adv inside the eps
     ball and [0, 1] (x's dtype), or ``(x_adv, AttackInfo)`` with ``return_info`` (its ``queries``
     field: forward passes spent per example, <= restarts * n_queries). ``restarts`` independent searches
     (the reference's ``n_restarts``), each with the full ``n_queries``, on the examples no earlier search
     broke; per example the first adversarial point wins, else the best objective. Pure and jit-able; the
-    whole batch is queried until every example is adversarial (``square_compacting`` drops the finished ones)."""
-    x, y, n_queries, restarts = _checked(x, y, key, norm, n_queries, restarts)
-    best = None
-    for k in restart_keys(key, restarts):
-        search = _search(logits_fn, k, targeted, eps, norm, n_queries, p_init, rescale_schedule)
-        st = search.init(x, y)
-        if best is not None:   # examples an earlier restart broke are done: they spend the start query only
-            st = st._replace(success=st.success | best.success)
-        st = search.run(x, y, st, n_queries - 1)
-        if best is not None:
-            st = st._replace(success=st.success & ~best.success, queries=jnp.where(best.success, 0, st.queries))
-        best = st if best is None else _better(best, st)
+    whole batch is queried until every example is adversarial (``square_compacting`` drops the finished ones).
+    ``start`` (optional, float [B, H, W, C] of x's shape, e.g. a gradient attack's example): the first restart
+    starts from it projected onto the eps ball (eps in pixel units) and [0, 1] instead of the stripes / L2 grid;
+    its query is still spent, and an example adversarial there is kept as it is. Later restarts start as usual;
+    None (the default) is the plain attack, bit for bit. ValueError for a ``start`` of another shape."""
+    x, y, n_queries, restarts, start = _checked(x, y, key, norm, n_queries, restarts, start)
+    best = _square_run(logits_fn, x, y, key, targeted, eps, norm, n_queries, p_init, rescale_schedule, restarts,
+                       start)
     if return_info:
         return best.x_best, core.AttackInfo(best.success, best.obj_best, best.queries)
     return best.x_best
 
 
 @contracts.attack_contract(on_empty=core.empty_result_with_queries)
+def square_warm(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
+                targeted: bool = False, eps: float = 0.3, norm: str = "linf", n_queries: int = 5000,
+                p_init: float = 0.8, rescale_schedule: bool = False, restarts: int = 1, steps: int = 40,
+                step_size: Optional[float] = None, loss: Union[str, Callable] = "ce",
+                random_start: Union[bool, str] = True, return_info: bool = False):
+    """Square started from PGD's best iterate: one PGD run, then ``square`` with ``start`` at its example.
+
+    The gradient run finds a point near the decision boundary that the random search then refines without
+    gradients (so masked gradients near it do not stop it). Per image the result is never weaker than the PGD
+    run alone: an image PGD broke keeps PGD's example (Square's acceptance rule keeps an adversarial start
+    anyway); else Square's point, adversarial or with a margin at least that of Square's start (PGD's example
+    projected once more: equal up to float rounding). The key is split in two (Square, PGD), as
+    ``pgd(warm_eps=...)`` splits its two runs. Pure and jit-able.
+
+    Args:
+        logits_fn: fn(x) -> logits [B, K] (a randomised model gets a fresh key per call).
+        x: float [B, H, W, C] images in [0, 1].
+        y: int [B] true labels (targets when ``targeted``).
+        key: PRNG key (required: both runs are random).
+        targeted: move towards y instead of away from it.
+        eps: the radius of the ball, in pixel units; ``norm`` 'linf' or 'l2'.
+        n_queries: Square's forward passes per example and restart, its start query included.
+        p_init: Square's initial fraction of pixels per window (``p_schedule``).
+        rescale_schedule: Square's ``p_schedule`` mapped onto ``n_queries`` instead of 10000.
+        restarts: Square's restarts (the first from PGD's example, later ones from Square's usual start, each
+            only on the images no earlier one broke); PGD runs once.
+        steps: PGD iterations.
+        step_size: PGD's step; None is pgd's default rule (Linf eps / 30, L2 2.5 * eps / steps).
+        loss: PGD's loss ('ce', 'margin', 'dlr' or a callable); Square maximises the margin.
+        random_start: PGD's start (True / 'uniform', 'corner', or False: from x); its best iterate is kept.
+        return_info: also return the per-example result.
+
+    Returns:
+        x_adv float [B, H, W, C] (x's dtype) inside the eps ball and [0, 1]; with ``return_info`` the pair
+        ``(x_adv, AttackInfo)``: success bool [B] (PGD's or Square's), Square's margin objective [B] (for an
+        image PGD broke, that of Square's start, i.e. PGD's example) and Square's queries int32 [B] (PGD's
+        gradient steps are not counted).
+    """
+    x, y, n_queries, restarts, _ = _checked(x, y, key, norm, n_queries, restarts, attack="square_warm")
+    k_square, k_pgd = jax.random.split(key)
+    step = step_size if step_size is not None else core.default_step_size(norm, eps, steps, LINF_STEP_RATIO["pgd"])
+    x_pgd, pgd_info = core.projected_gradient_attack(
+        logits_fn, x, y, key=k_pgd, targeted=targeted, eps=eps, steps=steps,
+        optimizer=core.steepest_descent(step, norm), loss=loss, norm=norm, random_start=random_start,
+        restarts=1, keep_best=True, return_info=True)
+    best = _square_run(logits_fn, x, y, k_square, targeted, eps, norm, n_queries, p_init, rescale_schedule,
+                       restarts, x_pgd)
+    keep = pgd_info.success
+    x_adv = jnp.where(core.expand_per_example(keep, x), x_pgd, best.x_best)
+    if return_info:
+        return x_adv, core.AttackInfo(keep | best.success, best.obj_best, best.queries)
+    return x_adv
+
+
+def _square_run(logits_fn, x, y, key, targeted, eps, norm, n_queries, p_init, rescale_schedule, restarts,
+                start) -> _State:
+    """``square``'s restarts on checked arguments: the per-example best _State (``start`` for the first only)."""
+    best = None
+    for r, k in enumerate(restart_keys(key, restarts)):
+        search = _search(logits_fn, k, targeted, eps, norm, n_queries, p_init, rescale_schedule)
+        st = search.init(x, y, start if r == 0 else None)
+        if best is not None:   # examples an earlier restart broke are done: they spend the start query only
+            st = st._replace(success=st.success | best.success)
+        st = search.run(x, y, st, n_queries - 1)
+        if best is not None:
+            st = st._replace(success=st.success & ~best.success, queries=jnp.where(best.success, 0, st.queries))
+        best = st if best is None else _better(best, st)
+    return best
+
+
+@contracts.attack_contract(on_empty=core.empty_result_with_queries)
 def square_compacting(logits_fn: Callable, x, y, *, key, targeted: bool = False, eps: float = 0.3,
                       norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8,
                       rescale_schedule: bool = False, restarts: int = 1, chunk: int = 250, min_bucket: int = 8,
-                      return_info: bool = False):
+                      return_info: bool = False, start: Optional[jax.Array] = None):
     """Square with the finished examples dropped: the same search, run ``chunk`` iterations at a
     time; between chunks (on the host) the examples still not adversarial are gathered into a batch
     padded to the next power of two (at least ``min_bucket``; few shapes compile), so late
     iterations query only the hard examples, as the reference implementation does. A restart runs
     on the examples no earlier restart broke. Same arguments, budget and result contract as
     ``square``; the draws depend on the batch layout, so the result is a different (equally valid)
-    sample of the search than ``square``'s. Not jit-able itself (it calls jitted chunks). Returns
-    x_adv (numpy-backed jax array), or (x_adv, AttackInfo)."""
-    x, y, n_queries, restarts = _checked(x, y, key, norm, n_queries, restarts)
+    sample of the search than ``square``'s. Not jit-able itself (it calls jitted chunks). ``start``: as
+    ``square``'s (the first restart's start). Returns x_adv (numpy-backed jax array), or (x_adv, AttackInfo)."""
+    x, y, n_queries, restarts, start = _checked(x, y, key, norm, n_queries, restarts, start, "square_compacting")
     if int(chunk) < 1:
         raise ValueError(f"square_compacting needs chunk >= 1, got {chunk}")
     x_np, y_np = np.asarray(x), np.asarray(y)
@@ -302,7 +385,8 @@ def square_compacting(logits_fn: Callable, x, y, *, key, targeted: bool = False,
         if todo.size == 0:
             break
         search = _search(logits_fn, k, targeted, eps, norm, n_queries, p_init, rescale_schedule)
-        run = _compacting_run(search, x_np[todo], y_np[todo], n_queries, int(chunk), min_bucket)
+        run = _compacting_run(search, x_np[todo], y_np[todo], n_queries, int(chunk), min_bucket,
+                              None if out is not None or start is None else np.asarray(start)[todo])
         if out is None:
             out = run
             continue
@@ -317,10 +401,13 @@ def square_compacting(logits_fn: Callable, x, y, *, key, targeted: bool = False,
     return x_adv
 
 
-def _compacting_run(search: _Search, x_np, y_np, n_queries: int, chunk: int, min_bucket: int) -> dict:
-    """One search over (x_np, y_np) in chunks on the examples still live: {field: numpy array [B]}."""
+def _compacting_run(search: _Search, x_np, y_np, n_queries: int, chunk: int, min_bucket: int,
+                    start_np=None) -> dict:
+    """One search over (x_np, y_np) in chunks on the examples still live, from ``start_np`` when given:
+    {field: numpy array [B]}."""
     init, run = jax.jit(search.init), jax.jit(search.run)
-    st = jax.device_get(init(jnp.asarray(x_np), jnp.asarray(y_np)))
+    st = jax.device_get(init(jnp.asarray(x_np), jnp.asarray(y_np),
+                             None if start_np is None else jnp.asarray(start_np)))
     fields = ("x_best", "obj_best", "success", "queries")
     out = {f: np.array(getattr(st, f)) for f in fields}
     idx = np.arange(x_np.shape[0])               # example of each real row of ``st``

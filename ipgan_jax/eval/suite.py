@@ -105,6 +105,11 @@ MEMBERS: dict[str, Member] = {
     # score-based, gradient-free: blind to masked gradients; a restart searches again only the images no earlier
     # one broke
     "square": Member("square", lambda b: dict(eps=b.eps, n_queries=b.square_queries, restarts=b.restarts)),
+    # Square (the budget's queries and restarts) started from PGD CE's best iterate (the budget's steps of
+    # 2.5 eps / steps from a uniform start, one run); never weaker per image than that PGD run
+    "square_warm": Member("square_warm", lambda b: dict(eps=b.eps, n_queries=b.square_queries, restarts=b.restarts,
+                                                        steps=b.steps, step_size=2.5 * b.eps / max(b.steps, 1),
+                                                        loss="ce", random_start="uniform")),
     # AutoAttack's standard cascade: APGD-CE, APGD-T, Square, each only on the images still robust
     "autoattack": Member("autoattack", lambda b: dict(eps=float(b.eps), steps=b.steps, version="standard",
                                                       n_queries=b.square_queries), driver=autoattack_driver),
