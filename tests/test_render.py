@@ -179,3 +179,28 @@ def test_checks_table_lists_every_check_with_its_verdict(tmp_path):
     assert len(render.render("checks", str(src), tmp_path, defenses="ipgan").splitlines()) == 4
     with pytest.raises(render.RenderError, match="no sanity checks"):
         render.render("checks", str(_table1_run(tmp_path, 9)), tmp_path)
+
+
+def test_budget_and_min_eps_tables_and_joined_runs(tmp_path):
+    """The ``budget`` and ``min_eps`` kinds read the ladder and the per-level records; ``a+b`` merges two runs."""
+    ok = np.ones(10, bool)
+    first, second = np.arange(10) >= 2, np.arange(10) >= 3      # rung 1 breaks 2 images, rung 2 one more
+    src = _write_run(tmp_path / "ladder", [_rec("budget", "apgd_ce/1x100", "ipgan", ok, first),
+                                           _rec("budget", "apgd_ce/2x100", "ipgan", ok, second)])
+    data = json.loads((src / "results.json").read_text())
+    data["meta"]["budget"] = {"tolerance": 0.2}                   # 10 points moved: below 20, converged
+    (src / "results.json").write_text(json.dumps(data))
+    out = render.render("budget", str(src), tmp_path).splitlines()
+    assert out[2].startswith("| LeNet | IP-GAN | 1 x 100 | apgd_ce | 10 | 80.00 (")
+    assert out[3].startswith("| LeNet | IP-GAN | 2 x 100 | apgd_ce | 8 | 70.00 (") and out[3].endswith("| -10.0 |")
+    assert out[4].startswith("| LeNet | IP-GAN | **converged at 2 x 100: 70.00**")
+    levels = {0.29: np.arange(10) >= 1, 0.3: np.arange(10) >= 4, 0.31: np.arange(10) >= 6}
+    src2 = _write_run(tmp_path / "eps", [_rec("min_eps", f"eps={e:g}", "ipgan", ok, r) for e, r in levels.items()])
+    out = render.render("min_eps", str(src2), tmp_path).splitlines()
+    assert out[0].endswith("| rob. acc eps 0.29 | rob. acc eps 0.3 | rob. acc eps 0.31 |")
+    # minimal eps per image: 0.29 (image 0), 0.3 (1-3), 0.31 (4-5), > max (6-9): median (lower) 0.31
+    assert out[2] == "| LeNet | IP-GAN | 10 | 0.31 [0.3-> max] | 90.00 | 60.00 | 40.00 |"
+    joined = render.render("whitebox", f"{src}+{_table1_run(tmp_path, 9)}", tmp_path, block="budget")
+    assert "| LeNet | IP-GAN | 10 |" in joined
+    with pytest.raises(render.RenderError, match="no budget-ladder records"):
+        render.render("budget", str(src2), tmp_path)

@@ -23,7 +23,12 @@ Table kinds (:data:`TABLES`; options ``classifiers=a,b`` and ``defenses=a,b`` pi
 * ``whitebox`` (option ``block=whitebox`` by default): through-the-pipeline clean accuracy f(d(x)), robust accuracy
   (worst case per image over the suite; an upper bound under that suite) with its interval, and per attack;
 * ``clean``: clean accuracy f(d(x)) of every pipeline;
-* ``checks``: the sanity checks, each with its verdict and the rates it compared (``Check.detail``).
+* ``checks``: the sanity checks, each with its verdict and the rates it compared (``Check.detail``);
+* ``budget``: the budget ladder (``--blocks budget``): robust accuracy per rung and the stop rule's verdict;
+* ``min_eps``: the minimal eps per image (``--blocks min_eps``): its quartiles and robust accuracy at eps 0.28-0.32.
+
+A results path may join several runs with ``+`` (``results/a+results/b``): they are merged first
+(``ResultSet.merge``: one worst case per image; runs of other classifiers simply sit side by side).
 
 All rates are in %, two decimals, computed from the per-image records (:class:`~ipgan_jax.eval.resultset.ResultSet`).
 """
@@ -37,7 +42,10 @@ from pathlib import Path
 
 from ipgan_jax.config_lists import parse_names
 from ipgan_jax.errors import UserError
+from ipgan_jax.eval import report
 from ipgan_jax.eval.formatting import classifier_name, defense_name, interval, pct
+from ipgan_jax.eval.ladder import BLOCK as BUDGET_BLOCK
+from ipgan_jax.eval.min_eps import BLOCK as MIN_EPS_BLOCK
 from ipgan_jax.eval.paper import paper_dsr
 from ipgan_jax.eval.resultset import ResultsError, ResultSet
 
@@ -148,13 +156,35 @@ def checks(rs: ResultSet, classifiers: str | None = None, defenses: str | None =
     return _rows(["classifier", "defense", "check", "verdict", "measured"], rows)
 
 
-TABLES = {"table1": table1, "block": block, "whitebox": whitebox, "clean": clean, "checks": checks}
+def _cells(rs, block_name, classifiers, defenses, what) -> list:
+    clfs = _pick(rs.classifiers, classifiers, "classifiers")
+    defs = _pick(rs.defenses, defenses, "defenses")
+    cells = [(c, d) for c in clfs for d in defs if rs.block_records(block_name, c, d)]
+    if not cells:
+        raise RenderError(f"the results hold no {what} records (run with --blocks {block_name})")
+    return cells
+
+
+def budget(rs: ResultSet, classifiers: str | None = None, defenses: str | None = None) -> str:
+    """The budget ladder (``report.budget_rows``)."""
+    return _rows(*report.budget_rows(rs, _cells(rs, BUDGET_BLOCK, classifiers, defenses, "budget-ladder")))
+
+
+def min_eps(rs: ResultSet, classifiers: str | None = None, defenses: str | None = None) -> str:
+    """Minimal eps per image (``report.min_eps_rows``)."""
+    return _rows(*report.min_eps_rows(rs, _cells(rs, MIN_EPS_BLOCK, classifiers, defenses, "min_eps")))
+
+
+TABLES = {"table1": table1, "block": block, "whitebox": whitebox, "clean": clean, "checks": checks,
+          "budget": budget, "min_eps": min_eps}
 
 
 def _load(src: str, root: Path) -> ResultSet:
+    """One run, or several joined with ``+``, merged."""
     try:
-        return ResultSet.load(Path(src) if Path(src).is_absolute() else root / src)
-    except ResultsError as e:
+        runs = [ResultSet.load(Path(s) if Path(s).is_absolute() else root / s) for s in src.split("+")]
+        return runs[0] if len(runs) == 1 else runs[0].merge(*runs[1:], labels=src.split("+"))
+    except (ResultsError, ValueError) as e:
         raise RenderError(str(e)) from e
 
 

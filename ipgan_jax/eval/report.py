@@ -115,26 +115,19 @@ def _whitebox_table(rs, lines):
                          + " | ".join(pct(per.get(a)) for a in attacks) + f" | {_ssim(bm.ssim_rec)} |")
 
 
-def budget_table(rs, lines) -> None:
-    """The budget ladder per (classifier, defense): robust accuracy after each rung (cumulative worst case) and the
-    stop rule's verdict (``ipgan_jax.eval.ladder``)."""
-    cells = [(c, d) for c in rs.classifiers for d in rs.defenses if rs.block_records(BUDGET_BLOCK, c, d)]
-    if not cells:
-        return
+def budget_rows(rs, cells) -> tuple[list, list]:
+    """(header, rows) of the budget ladder of each (classifier, defense) in ``cells``: robust accuracy after each
+    rung (cumulative worst case) and, when the run recorded its tolerance, the stop rule's verdict
+    (``ipgan_jax.eval.ladder``)."""
     tol = rs.meta.get("budget", {}).get("tolerance")   # None: not recorded (a merge), no verdict
-    rule = ("" if tol is None else f"; converged at the first rung that moves the robust accuracy by less than "
-            f"{100 * float(tol):g} points")
-    lines.append(f"\n**Budget ladder: the white-box suite at growing budgets, each rung only on the images every "
-                 f"earlier one left robust; robust accuracy is an upper bound under that suite and budget{rule}**\n")
-    lines.append("| classifier | defense | restarts x iterations | members | attacked | rob. acc | change |")
-    lines.append("|---" * 7 + "|")
+    header = ["classifier", "defense", "restarts x iterations", "members", "attacked", "rob. acc", "change"]
+    out = []
     for c, d in cells:
         rows = ladder_rows(rs.block_records(BUDGET_BLOCK, c, d))
         for i, r in enumerate(rows):
             change = "-" if i == 0 else f"{100 * (r.robust_acc - rows[i - 1].robust_acc):+.1f}"
-            lines.append(f"| {classifier_name(c)} | {defense_name(d)} | {r.restarts} x {r.steps} | "
-                         f"{', '.join(r.members)} | {r.attacked} | {pct(r.robust_acc)} {interval(r.robust_ci)} | "
-                         f"{change} |")
+            out.append([classifier_name(c), defense_name(d), f"{r.restarts} x {r.steps}", ", ".join(r.members),
+                        str(r.attacked), f"{pct(r.robust_acc)} {interval(r.robust_ci)}", change])
         if tol is None:
             continue
         at = converged_at([r.robust_acc for r in rows], float(tol))
@@ -142,30 +135,58 @@ def budget_table(rs, lines) -> None:
         verdict = (f"converged at {rows[at].restarts} x {rows[at].steps}: {pct(rows[at].robust_acc)}" if at is not None
                    else f"not converged: {pct(last.robust_acc)} at {last.restarts} x {last.steps} is an upper bound "
                         "that a larger budget may still lower")
-        lines.append(f"| {classifier_name(c)} | {defense_name(d)} | **{verdict}** | | | | |")
+        out.append([classifier_name(c), defense_name(d), f"**{verdict}**", "", "", "", ""])
+    return header, out
+
+
+def _table(header, rows) -> list:
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def budget_table(rs, lines) -> None:
+    """The budget ladder per (classifier, defense) (:func:`budget_rows`), with its title."""
+    cells = [(c, d) for c in rs.classifiers for d in rs.defenses if rs.block_records(BUDGET_BLOCK, c, d)]
+    if not cells:
+        return
+    tol = rs.meta.get("budget", {}).get("tolerance")
+    rule = ("" if tol is None else f"; converged at the first rung that moves the robust accuracy by less than "
+            f"{100 * float(tol):g} points")
+    lines.append(f"\n**Budget ladder: the white-box suite at growing budgets, each rung only on the images every "
+                 f"earlier one left robust; robust accuracy is an upper bound under that suite and budget{rule}**\n")
+    lines += _table(*budget_rows(rs, cells))
 
 
 def _eps(v: float) -> str:
     return "0" if v == 0 else ("> max" if math.isinf(v) else f"{v:g}")
 
 
-def min_eps_table(rs, lines, around=(0.28, 0.29, 0.3, 0.31, 0.32)) -> None:
-    """Minimal eps per image (``min_eps`` block): its quartiles, and robust accuracy at the levels ``around``."""
+MIN_EPS_AROUND = (0.28, 0.29, 0.3, 0.31, 0.32)   # the fine curve's columns, where the search has those levels
+
+
+def min_eps_rows(rs, cells, around=MIN_EPS_AROUND) -> tuple[list, list]:
+    """(header, rows): per (classifier, defense) of ``cells``, the quartiles of the minimal eps per image
+    (``min_eps`` block) and the robust accuracy at the levels ``around``."""
+    sums = {k: summarize_min_eps(rs.block_records(MIN_EPS_BLOCK, *k)) for k in cells}
+    cols = [e for e in around if any(any(abs(e - lv) < 1e-9 for lv in s.curve) for s in sums.values())]
+    header = ["classifier", "defense", "images", "minimal eps: median [25%-75%]"] + [f"rob. acc eps {e:g}"
+                                                                                       for e in cols]
+    rows = []
+    for (c, d), s in sums.items():
+        at = {round(k, 6): v for k, v in s.curve.items()}
+        rows.append([classifier_name(c), defense_name(d), str(s.n), f"{_eps(s.median)} [{_eps(s.q25)}-{_eps(s.q75)}]"]
+                    + [pct(at.get(round(e, 6))) for e in cols])
+    return header, rows
+
+
+def min_eps_table(rs, lines) -> None:
+    """Minimal eps per image (:func:`min_eps_rows`), with its title."""
     cells = [(c, d) for c in rs.classifiers for d in rs.defenses if rs.block_records(MIN_EPS_BLOCK, c, d)]
     if not cells:
         return
-    sums = {k: summarize_min_eps(rs.block_records(MIN_EPS_BLOCK, *k)) for k in cells}
-    cols = [e for e in around if any(any(abs(e - lv) < 1e-9 for lv in s.curve) for s in sums.values())]
     lines.append("\n**Minimal eps per image (bisection with the white-box suite; each an upper bound under it): "
                  "quartiles over the images (0: wrong on the clean image, > max: never broken), and robust accuracy "
                  "at fine eps**\n")
-    lines.append("| classifier | defense | images | minimal eps: median [25%-75%] | "
-                 + " | ".join(f"rob. acc eps {e:g}" for e in cols) + " |")
-    lines.append("|---" * (4 + len(cols)) + "|")
-    for (c, d), s in sums.items():
-        at = {round(k, 6): v for k, v in s.curve.items()}
-        lines.append(f"| {classifier_name(c)} | {defense_name(d)} | {s.n} | {_eps(s.median)} "
-                     f"[{_eps(s.q25)}-{_eps(s.q75)}] | " + " | ".join(pct(at.get(round(e, 6))) for e in cols) + " |")
+    lines += _table(*min_eps_rows(rs, cells))
 
 
 def _whitebox_transfer_table(rs, lines):
