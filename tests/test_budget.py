@@ -66,6 +66,7 @@ def budget_eval(trained_tiny, monkeypatch):
     return ev
 
 
+@pytest.mark.slow
 def test_budget_block_attacks_only_the_images_still_robust_and_stops_when_converged(budget_eval):
     from ipgan_jax.eval.budget import BudgetBlock
     from ipgan_jax.eval.report import markdown
@@ -90,6 +91,7 @@ def test_budget_block_attacks_only_the_images_still_robust_and_stops_when_conver
     assert "Budget ladder" in md and "converged at 1 x 2" in md and "not converged" not in md, md
 
 
+@pytest.mark.slow
 def test_budget_block_reports_a_ladder_that_runs_out_as_not_converged(budget_eval):
     from ipgan_jax.eval.budget import BudgetBlock
     from ipgan_jax.eval.report import markdown

@@ -48,6 +48,7 @@ def _threshold(x):
     return 0.05 * (1 + int(round(float(np.sum(x)) * 10)) % 8)
 
 
+@pytest.mark.slow
 def test_min_eps_block_on_the_tiny_lenet(trained_tiny, monkeypatch):
     """Wiring, with a deterministic member: it returns the inverted image (1 - x) once eps reaches the image's own
     threshold, else x. The search must find exactly that threshold where f gets the inverted image wrong, and
