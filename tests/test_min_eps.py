@@ -75,8 +75,7 @@ def test_min_eps_block_on_the_tiny_lenet(trained_tiny, monkeypatch):
     acc = [float(r.robust.mean()) for r in recs]
     assert acc == sorted(acc, reverse=True) and acc[0] > acc[-1], acc
 
-    x = np.concatenate([np.asarray(b["image"])[np.asarray(b["mask"])] for b in ev.batches("lenet", True)])
-    y = np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"])] for b in ev.batches("lenet", True)])
+    x, y = ev.images("lenet", costly=True)
     inverted_wrong = np.asarray(ev.logits("lenet")(1.0 - x)).argmax(-1) != y
     clean = out.pipe_clean[("lenet", "none")]
     want = np.where(inverted_wrong, [_threshold(xi) for xi in x], np.inf)

@@ -50,9 +50,7 @@ class BudgetBlock(Block):
     def ladder(self, clf, d, bar=None):
         """Yield the records of one (classifier, defense)'s ladder, stopping at the converged rung."""
         ev = self.ev
-        batches = ev.batches(clf, costly=True)
-        x = np.concatenate([np.asarray(b["image"])[np.asarray(b["mask"])] for b in batches])
-        y = np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"])] for b in batches])
+        x, y = ev.images(clf, costly=True)
         n = len(y)
         f_clean, pipe_clean = ev.f_clean[clf][:n], ev.outcome.pipe_clean[(clf, d)][:n]
         state = {"f_adv": f_clean.copy(), "pipe_adv": pipe_clean.copy(), "ssim_rec": np.ones(n, np.float32),

@@ -70,9 +70,7 @@ class MinEpsBlock(Block):
     def search(self, clf, d):
         """Yield one record per level for (clf, d)."""
         ev = self.ev
-        batches = ev.batches(clf, costly=True)
-        x = np.concatenate([np.asarray(b["image"])[np.asarray(b["mask"])] for b in batches])
-        y = np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"])] for b in batches])
+        x, y = ev.images(clf, costly=True)
         n = len(y)
         f_clean, pipe_clean = ev.f_clean[clf][:n], ev.outcome.pipe_clean[(clf, d)][:n]
         s = ev.whitebox_settings(d)

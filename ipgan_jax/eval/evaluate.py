@@ -297,6 +297,13 @@ class Evaluator:
             kept.append({**b, "mask": keep})
         return kept
 
+    def images(self, clf, costly=False) -> tuple:
+        """``clf``'s evaluation images without the padding, as numpy: x float [N, H, W, C] in [0, 1], y int [N]
+        (``costly``: the first ``eval.whitebox_num_examples``)."""
+        bs = self.batches(clf, costly)
+        return (np.concatenate([np.asarray(b["image"])[np.asarray(b["mask"])] for b in bs]),
+                np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"])] for b in bs]))
+
     def num_images(self, clf, costly=False) -> int:
         return sum(int(np.sum(b["mask"])) for b in self.batches(clf, costly))
 
