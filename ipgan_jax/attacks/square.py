@@ -32,7 +32,7 @@ import numpy as np
 
 from ipgan_jax import contracts
 from ipgan_jax.attacks import core, losses
-from ipgan_jax.attacks.gradient import LINF_STEP_RATIO
+from ipgan_jax.attacks.gradient import pgd
 from ipgan_jax.attacks.transforms import call_model
 
 P_BOUNDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -332,11 +332,9 @@ def square_warm(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optiona
     """
     x, y, n_queries, restarts, _ = _checked(x, y, key, norm, n_queries, restarts, attack="square_warm")
     k_square, k_pgd = jax.random.split(key)
-    step = step_size if step_size is not None else core.default_step_size(norm, eps, steps, LINF_STEP_RATIO["pgd"])
-    x_pgd, pgd_info = core.projected_gradient_attack(
-        logits_fn, x, y, key=k_pgd, targeted=targeted, eps=eps, steps=steps,
-        optimizer=core.steepest_descent(step, norm), loss=loss, norm=norm, random_start=random_start,
-        restarts=1, keep_best=True, return_info=True)
+    x_pgd, pgd_info = pgd(logits_fn, x, y, key=k_pgd, targeted=targeted, eps=eps, steps=steps,
+                          step_size=step_size, norm=norm, loss=loss, random_start=random_start, restarts=1,
+                          keep_best=True, return_info=True)
     best = _square_run(logits_fn, x, y, k_square, targeted, eps, norm, n_queries, p_init, rescale_schedule,
                        restarts, x_pgd)
     keep = pgd_info.success
