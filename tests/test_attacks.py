@@ -39,14 +39,6 @@ def mnist128():
     return af.mnist_test_batch(128)
 
 
-def _mlp(num_classes, in_dim, hidden=32, seed=0, scale=3.0):
-    """A tiny random tanh MLP: float [B, ...] -> logits [B, num_classes] (smooth, fast to compile)."""
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    w1 = jax.random.normal(k1, (in_dim, hidden)) * scale / np.sqrt(in_dim)
-    w2 = jax.random.normal(k2, (hidden, num_classes)) * scale / np.sqrt(hidden)
-    return lambda x: jnp.tanh(x.reshape(x.shape[0], -1) @ w1) @ w2
-
-
 def _images(n, shape=(8, 8, 1), seed=1):
     """Random images in [0, 1] with a quarter of the pixels exactly at 0 or 1 (box corners)."""
     k1, k2 = jax.random.split(jax.random.key(seed))
@@ -55,7 +47,7 @@ def _images(n, shape=(8, 8, 1), seed=1):
     return jnp.where(corner < 0.125, 0.0, jnp.where(corner > 0.875, 1.0, x)).astype(jnp.float32)
 
 
-TINY = _mlp(10, 64)
+TINY = af.tiny_mlp(10, 64)
 X_TINY = _images(32)
 Y_TINY = jnp.argmax(TINY(X_TINY), -1).astype(jnp.int32)  # "clean-correct" labels for the tiny model
 

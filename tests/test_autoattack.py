@@ -18,14 +18,7 @@ apgd_mod = importlib.import_module("ipgan_jax.attacks.apgd")      # the package 
 square_mod = importlib.import_module("ipgan_jax.attacks.square")  # of the same names
 
 
-def _mlp(num_classes=10, in_dim=64, hidden=32, seed=0, scale=3.0):
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    w1 = jax.random.normal(k1, (in_dim, hidden)) * scale / np.sqrt(in_dim)
-    w2 = jax.random.normal(k2, (hidden, num_classes)) * scale / np.sqrt(hidden)
-    return lambda x: jnp.tanh(x.reshape(x.shape[0], -1) @ w1) @ w2
-
-
-TINY = _mlp()
+TINY = af.tiny_mlp()
 X = jax.random.uniform(jax.random.key(1), (16, 8, 8, 1))
 Y = jnp.argmax(TINY(X), -1).astype(jnp.int32)
 L2_RTOL = 1e-6
@@ -153,7 +146,7 @@ def test_eta_pattern_unit_norm_and_opposite_halves():
 def test_square_query_count():
     """queries <= n_queries; a failed example used all of them; an example broken after q queries
     is broken by a run with budget q (same key: same trajectory) and not with budget q - 1."""
-    f = _mlp(seed=3, scale=1.0)
+    f = af.tiny_mlp(seed=3, scale=1.0)
     y = jnp.argmax(f(X), -1).astype(jnp.int32)
     run = jax.jit(lambda q: A.square(f, X, y, key=jax.random.key(0), eps=0.08, n_queries=q, return_info=True),
                   static_argnums=0)
@@ -187,7 +180,7 @@ def test_square_never_spends_a_query_on_a_window_that_leaves_the_image_unchanged
 def test_square_restarts_search_again_only_where_earlier_searches_failed():
     """restarts=1 is the single search; a second restart keeps every example the first broke (same point,
     no extra query) and can only add broken examples; the compacting driver keeps the same contract."""
-    f = _mlp(seed=3, scale=1.0)
+    f = af.tiny_mlp(seed=3, scale=1.0)
     y = jnp.argmax(f(X), -1).astype(jnp.int32)
     kw = dict(key=jax.random.key(0), eps=0.06, n_queries=10, return_info=True)
     x1, i1 = A.square(f, X, y, **kw)
@@ -214,7 +207,7 @@ def test_square_restarts_search_again_only_where_earlier_searches_failed():
 def test_square_compacting_is_square_when_nothing_is_dropped():
     """With one chunk and no example broken by the start, the compacting driver runs exactly
     square's search (same batch, same draws): bit-identical output and query counts."""
-    f = _mlp(seed=3, scale=1.0)
+    f = af.tiny_mlp(seed=3, scale=1.0)
     kw = dict(key=jax.random.key(0), eps=0.06, n_queries=60, return_info=True)
     y16 = jnp.argmax(f(X), -1).astype(jnp.int32)
     keep = ~np.asarray(A.square(f, X, y16, **{**kw, "n_queries": 1})[1].success)
@@ -229,7 +222,7 @@ def test_square_compacting_is_square_when_nothing_is_dropped():
 
 
 def test_square_compacting_drops_broken_examples_and_keeps_the_contract():
-    f = _mlp(seed=3, scale=1.0)
+    f = af.tiny_mlp(seed=3, scale=1.0)
     y = jnp.argmax(f(X), -1).astype(jnp.int32)
     seen = []
 
@@ -262,7 +255,7 @@ def test_square_compacting_stops_on_a_chunk_that_makes_no_progress(monkeypatch):
         return s._replace(run=lambda x, y, st, stop: st)   # returns its input: i never moves
 
     monkeypatch.setattr(square_mod, "_search", stalled)
-    f = _mlp(seed=3, scale=1.0)
+    f = af.tiny_mlp(seed=3, scale=1.0)
     y = jnp.argmax(f(X), -1).astype(jnp.int32)
     with pytest.raises(RuntimeError, match="no progress"):
         A.square_compacting(f, X, y, key=jax.random.key(0), eps=0.01, n_queries=60, chunk=10)
@@ -317,7 +310,7 @@ def test_square_breaks_lenet_without_gradients(lenet_fn, mnist64):
 def test_autoattack_log_and_worst_case():
     """Per-attack counts add up; the returned x_adv realises exactly the logged robust accuracy;
     the ensemble breaks every image its first attack breaks."""
-    f = _mlp(seed=3, scale=1.0)
+    f = af.tiny_mlp(seed=3, scale=1.0)
     y = jnp.argmax(f(X), -1).astype(jnp.int32)
     y = y.at[0].set((y[0] + 1) % 10)   # one image misclassified clean: never attacked
     kw = dict(eps=0.05, steps=5, n_queries=40, n_target_classes=2)

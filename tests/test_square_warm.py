@@ -18,18 +18,10 @@ from ipgan_jax import attacks as A
 from ipgan_jax.attacks import core, losses
 from ipgan_jax.attacks.square import restart_keys
 from ipgan_jax.eval import suite
+from ipgan_jax.testing.attack_fixtures import tiny_mlp
 from ipgan_jax.testing.masked_defenses import half_masked
 
-
-def _mlp(num_classes=10, in_dim=64, hidden=16, seed=0, scale=3.0):
-    """A tiny random tanh MLP: float [B, 8, 8, 1] -> logits [B, num_classes]."""
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    w1 = jax.random.normal(k1, (in_dim, hidden)) * scale / np.sqrt(in_dim)
-    w2 = jax.random.normal(k2, (hidden, num_classes)) * scale / np.sqrt(hidden)
-    return lambda x: jnp.tanh(x.reshape(x.shape[0], -1) @ w1) @ w2
-
-
-F = _mlp()
+F = tiny_mlp(hidden=16)
 X = jax.random.uniform(jax.random.key(1), (6, 8, 8, 1))
 Y = jnp.argmax(F(X), -1).astype(jnp.int32)          # clean-correct labels for the tiny model
 KEY = jax.random.key(7)

@@ -44,6 +44,25 @@ class TrainedClassifier:
         return lambda x: module.apply({"params": params}, x, train=False)
 
 
+def tiny_mlp(num_classes: int = 10, in_dim: int = 64, hidden: int = 32, seed: int = 0, scale: float = 3.0):
+    """A tiny random tanh MLP for attack unit tests (smooth, fast to compile).
+
+    Args:
+        num_classes: K, the logits' size.
+        in_dim: the flattened input size (64 for [B, 8, 8, 1] images).
+        hidden: the hidden width.
+        seed: the weights' PRNG seed.
+        scale: the weights' scale (larger: more confident logits).
+
+    Returns:
+        fn(x float [B, ...]) -> logits [B, num_classes].
+    """
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    w1 = jax.random.normal(k1, (in_dim, hidden)) * scale / np.sqrt(in_dim)
+    w2 = jax.random.normal(k2, (hidden, num_classes)) * scale / np.sqrt(hidden)
+    return lambda x: jnp.tanh(x.reshape(x.shape[0], -1) @ w1) @ w2
+
+
 def cache_dir() -> str:
     return os.environ.get("IPGAN_TEST_CACHE", os.path.join(tempfile.gettempdir(), "ipgan_jax_test_cache"))
 
