@@ -16,6 +16,11 @@ def interval(lo_hi) -> str:
     return f"({pct(lo_hi[0])}-{pct(lo_hi[1])})"
 
 
+def table_lines(header: list, rows: list) -> list:
+    """A Markdown table as lines: the header, the rule, one line per row (lists of cell strings)."""
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def classifier_name(c: str) -> str:
     """The paper's name of a classifier ('lenet' -> 'LeNet'); unknown names unchanged."""
     return CLASSIFIER_NAMES.get(c, c)

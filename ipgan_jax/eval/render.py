@@ -43,7 +43,7 @@ from pathlib import Path
 from ipgan_jax.config_lists import parse_names
 from ipgan_jax.errors import UserError
 from ipgan_jax.eval import report
-from ipgan_jax.eval.formatting import classifier_name, defense_name, interval, pct
+from ipgan_jax.eval.formatting import classifier_name, defense_name, interval, pct, table_lines
 from ipgan_jax.eval.ladder import BLOCK as BUDGET_BLOCK
 from ipgan_jax.eval.min_eps import BLOCK as MIN_EPS_BLOCK
 from ipgan_jax.eval.paper import paper_dsr
@@ -60,9 +60,7 @@ class RenderError(UserError, ValueError):
 
 
 def _rows(header: list, rows: list) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    return "\n".join(table_lines(header, rows))
 
 
 def _pick(have: list, wanted: str | None, what: str) -> list:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ipgan_jax import files
-from ipgan_jax.eval.formatting import classifier_name, defense_name, interval, pct
+from ipgan_jax.eval.formatting import classifier_name, defense_name, interval, pct, table_lines
 from ipgan_jax.eval.ladder import BLOCK as BUDGET_BLOCK
 from ipgan_jax.eval.ladder import converged_at, ladder_rows
 from ipgan_jax.eval.min_eps import BLOCK as MIN_EPS_BLOCK
@@ -139,10 +139,6 @@ def budget_rows(rs, cells) -> tuple[list, list]:
     return header, out
 
 
-def _table(header, rows) -> list:
-    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
 def budget_table(rs, lines) -> None:
     """The budget ladder per (classifier, defense) (:func:`budget_rows`), with its title."""
     cells = [(c, d) for c in rs.classifiers for d in rs.defenses if rs.block_records(BUDGET_BLOCK, c, d)]
@@ -153,7 +149,7 @@ def budget_table(rs, lines) -> None:
             f"{100 * float(tol):g} points")
     lines.append(f"\n**Budget ladder: the white-box suite at growing budgets, each rung only on the images every "
                  f"earlier one left robust; robust accuracy is an upper bound under that suite and budget{rule}**\n")
-    lines += _table(*budget_rows(rs, cells))
+    lines += table_lines(*budget_rows(rs, cells))
 
 
 def _eps(v: float) -> str:
@@ -186,7 +182,7 @@ def min_eps_table(rs, lines) -> None:
     lines.append("\n**Minimal eps per image (bisection with the white-box suite; each an upper bound under it): "
                  "quartiles over the images (0: wrong on the clean image, > max: never broken), and robust accuracy "
                  "at fine eps**\n")
-    lines += _table(*min_eps_rows(rs, cells))
+    lines += table_lines(*min_eps_rows(rs, cells))
 
 
 def _whitebox_transfer_table(rs, lines):
