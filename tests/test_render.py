@@ -1,4 +1,5 @@
 """Docs tables rendered from committed results files (ipgan_jax/eval/render.py, ipgan_jax/eval/resultset.py)."""
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -204,3 +205,149 @@ def test_budget_and_min_eps_tables_and_joined_runs(tmp_path):
     assert "| LeNet | IP-GAN | 10 |" in joined
     with pytest.raises(render.RenderError, match="no budget-ladder records"):
         render.render("budget", str(src2), tmp_path)
+
+
+def _report_run(folder: Path, bump: str | None = None) -> Path:
+    """A run of LeNet with the defenses zero and IP-GAN on 10 images, written by ``report.write_outputs``, holding
+    what the report's own tables read: oblivious bounded (pgd) and minimum-norm (deepfool) records, the white-box
+    block and its transfer records, C&W, curves and an AutoAttack log. ``bump`` changes one number of the source of
+    one table kind: 'attacks' (one image of pgd on IP-GAN), 'min_norm' (one L2 of deepfool), 'transfer_matrix' (one
+    image of pgd_ce crafted through 'zero', judged on IP-GAN), 'cw' (one L2 on IP-GAN), 'curve' (one white-box
+    rate), 'attack_log' (one count)."""
+    from ipgan_jax.eval.outcome import AttackLog, Curve, RunOutcome
+    from ipgan_jax.eval.report import write_outputs
+
+    def bumped(a, kind):
+        a = np.array(a)
+        if bump == kind:
+            a[0] = 1.3 if a.dtype.kind == "f" else not a[0]
+        return a
+
+    idx, zero, l2 = np.arange(10), np.zeros(10, bool), np.linspace(0.1, 1.0, 10, dtype=np.float32)
+    l2[4] = 0.52 if bump == "min_norm" else l2[4]
+    run = RunOutcome(["lenet"], ["none", "ipgan"], pipe_clean={("lenet", "none"): ~zero, ("lenet", "ipgan"): ~zero})
+    items = [_rec("oblivious", "pgd", "none", zero, zero), _rec("oblivious", "pgd", "ipgan", zero,
+                                                                 bumped(idx >= 3, "attacks")),
+             dataclasses.replace(_rec("oblivious", "deepfool", "none", zero, zero), bounded=False, l2=l2),
+             dataclasses.replace(_rec("oblivious", "deepfool", "ipgan", zero, ~zero), bounded=False, l2=l2),
+             _rec("whitebox", "pgd_ce", "none", zero, zero), _rec("whitebox", "pgd_ce", "ipgan", zero, idx >= 5),
+             dataclasses.replace(_rec("whitebox_transfer", "pgd_ce@ipgan", "none", zero, idx >= 6), through=True),
+             dataclasses.replace(_rec("whitebox_transfer", "pgd_ce@none", "ipgan", zero,
+                                      bumped(idx >= 1, "transfer_matrix")), through=True),
+             dataclasses.replace(_rec("cw", "cw_l2", "none", zero, zero), bounded=False, through=True, l2=l2),
+             dataclasses.replace(_rec("cw", "cw_l2", "ipgan", zero, idx >= 8), bounded=False, through=True,
+                                 l2=bumped(2 * np.linspace(0.1, 1.0, 10), "cw")),
+             Curve("lenet", "none", dict(n=10, eps=[0.1, 0.3], oblivious=[0.5, 0.0], whitebox=[0.5, 0.0],
+                                         oblivious_dsr=[0.0, 0.0])),
+             Curve("lenet", "ipgan", dict(n=10, eps=[0.1, 0.3], oblivious=[0.9, 0.7],
+                                          whitebox=[0.6, 0.2 if bump == "curve" else 0.1], oblivious_dsr=[0.9, 0.7]))]
+    batches = (("ipgan", 5, 5, 2, 0, 3), ("ipgan", 5, 4, 1, 2 if bump == "attack_log" else 1, 2),
+               ("none", 10, 10, 10, 0, 0))     # (attacked, images, clean, broken by apgd-ce, by apgd-t, robust)
+    items += [AttackLog(dict(block="whitebox", classifier="lenet", attacked=d, eps=0.3, n=n, clean=c, robust=r,
+                             broken={"apgd-ce": ce, "apgd-t": t})) for d, n, c, ce, t, r in batches]
+    for item in items:
+        run.add(item)
+    meta = {"classifiers": ["lenet"], "defenses": ["none", "ipgan"], "whitebox_suite": "pgd_ce"}
+    write_outputs(ResultSet.from_outcome(run, meta), folder)
+    return folder
+
+
+# kind, options, the 'bump' of _report_run that changes its source, the rows it renders from the unchanged run
+REPORT_KINDS = [
+    ("attacks", {}, "attacks",
+     ["| classifier | attack | ACC | ASR | No defense DSR | IP-GAN DSR | No defense rob. acc | IP-GAN rob. acc "
+      "| SSIM rec | SSIM adv |",
+      "| LeNet | pgd | 100.00 | 100.00 | 0.00 | 70.00 | 0.00 | 70.00 | -/- | - |"]),
+    ("attacks", {"bounded": "false"}, "min_norm",
+     ["| classifier | attack | ACC | ASR | median L2 | No defense DSR | IP-GAN DSR | No defense rob. acc "
+      "| IP-GAN rob. acc | SSIM rec | SSIM adv |",
+      "| LeNet | deepfool | 100.00 | 100.00 | 0.550 | 0.00 | 100.00 | 0.00 | 100.00 | -/- | - |"]),
+    ("transfer_matrix", {}, "transfer_matrix",
+     ["| classifier | judged (row) vs crafted through (column) | No defense | IP-GAN |",
+      "| LeNet | No defense | 0.00 | 40.00 |", "| LeNet | IP-GAN | 90.00 | 50.00 |"]),
+    ("cw", {}, "cw", ["| classifier | No defense | IP-GAN |", "| LeNet | 0.550 (100.00%) | 1.100 (80.00%) |"]),
+    ("curve", {}, "curve",
+     ["| classifier | defense | eps 0.1 | eps 0.3 |", "| LeNet | No defense | 50.00 / 50.00 | 0.00 / 0.00 |",
+      "| LeNet | IP-GAN | 90.00 / 60.00 | 70.00 / 10.00 |"]),
+    ("attack_log", {}, "attack_log",
+     ["| block | classifier | attacked | eps | images | clean right | broken by | robust |",
+      "| whitebox | LeNet | IP-GAN | 0.3 | 10 | 9 | apgd-ce 3, apgd-t 1 | 5 |",
+      "| whitebox | LeNet | No defense | 0.3 | 10 | 10 | apgd-ce 10, apgd-t 0 | 0 |"]),
+]
+
+
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory) -> Path:
+    return _report_run(tmp_path_factory.mktemp("report") / "run")
+
+
+@pytest.mark.parametrize("kind, options, bump, rows", REPORT_KINDS, ids=[f"{k}-{b}" for k, _, b, _ in REPORT_KINDS])
+def test_report_tables_render_from_a_results_file_as_the_report_prints_them(report_run, kind, options, bump, rows):
+    """``attacks``, ``transfer_matrix``, ``cw``, ``curve``, ``attack_log``: rendered from a written results.json,
+    the rows computed from its records (the worst case, the median L2 with failures +inf, the log summed over its
+    batches), and the very lines ``report.markdown`` prints for that table."""
+    from ipgan_jax.eval.report import markdown
+    out = render.render(kind, str(report_run), ROOT, **options).splitlines()
+    assert [out[0]] + out[2:] == rows
+    assert render.render(kind, str(report_run), ROOT, **options) in markdown(ResultSet.load(report_run))
+
+
+@pytest.mark.parametrize("kind, options, bump, rows", REPORT_KINDS, ids=[f"{k}-{b}" for k, _, b, _ in REPORT_KINDS])
+def test_one_changed_number_in_the_source_changes_its_row(report_run, tmp_path, kind, options, bump, rows):
+    """The table follows its results file: one number changed there changes exactly one row of the table."""
+    before = render.render(kind, str(report_run), ROOT, **options).splitlines()
+    after = render.render(kind, str(_report_run(tmp_path / "bumped", bump)), ROOT, **options).splitlines()
+    assert len(after) == len(before) and after[0] == before[0]
+    assert sum(a != b for a, b in zip(before, after)) == 1, (before, after)
+
+
+def test_report_kinds_pick_and_order_and_take_block_and_bounded(report_run):
+    src = str(report_run)
+    assert render.render("attacks", src, ROOT, defenses="ipgan").splitlines()[2] == \
+        "| LeNet | pgd | 100.00 | 100.00 | 70.00 | 70.00 | - | - |"
+    assert render.render("attacks", src, ROOT, block="whitebox").splitlines()[2] == \
+        "| LeNet | pgd_ce | 100.00 | 100.00 | - | - | 0.00 | 50.00 | -/- | - |"
+    assert render.render("transfer_matrix", src, ROOT, defenses="ipgan,none").splitlines()[2:] == \
+        ["| LeNet | IP-GAN | 50.00 | 90.00 |", "| LeNet | No defense | 40.00 | 0.00 |"]
+    assert render.render("cw", src, ROOT, defenses="ipgan").splitlines()[2] == "| LeNet | 1.100 (80.00%) |"
+    assert render.render("curve", src, ROOT, defenses="ipgan").splitlines()[2:] == [REPORT_KINDS[4][3][2]]
+    log = REPORT_KINDS[5][3]
+    assert render.render("attack_log", src, ROOT, defenses="none,ipgan").splitlines()[2:] == [log[2], log[1]]
+    assert render.render("attack_log", src, ROOT, block="whitebox").splitlines()[2:] == log[1:]
+    for options, needle in (({"block": "budget"}, r"takes block=oblivious\|transfer\|whitebox, got 'budget'"),
+                            ({"bounded": "yes"}, "option bounded= takes true or false, got 'yes'"),
+                            ({"defenses": "dae"}, r"defenses \['dae'\] not in the results")):
+        with pytest.raises(render.RenderError, match=needle):
+            render.render("attacks", src, ROOT, **options)
+
+
+@pytest.mark.parametrize("spec", ["attacks results/mnist/table1 block=oblivious",
+                                  "attacks results/mnist/table1 block=transfer classifiers=lenet",
+                                  "transfer_matrix results/mnist/whitebox_lenet",
+                                  "transfer_matrix results/mnist/adaptive_mcnn/checks"])
+def test_report_kinds_render_from_the_committed_results(spec):
+    """The committed runs hold per-attack and white-box transfer records: their tables render, with a row per
+    (classifier, attack) / judged pipeline, and equal the report's table where no option picks."""
+    from ipgan_jax.eval.report import markdown
+    kind, src, opts = render.parse_spec(spec)
+    out = render.render(kind, src, ROOT, **opts)
+    rs = ResultSet.load(ROOT / src)
+    if kind == "attacks":
+        clfs = [c for c in rs.classifiers if c in opts.get("classifiers", c)]
+        assert len(out.splitlines()) == 2 + len(clfs) * len(rs.attacks(opts["block"]))
+    else:
+        assert len(out.splitlines()) == 2 + len(rs.classifiers) * len(rs.defenses)
+    if "classifiers" not in opts:
+        assert out in markdown(rs)
+
+
+@pytest.mark.parametrize("kind, options, needle", [
+    ("attacks", {"block": "whitebox"}, "no bounded whitebox attack records .* --blocks whitebox"),
+    ("attacks", {"bounded": "false"}, "no minimum-norm oblivious attack records .* --blocks oblivious and a min"),
+    ("transfer_matrix", {}, "no white-box transfer records .* --blocks whitebox, eval.whitebox_cross"),
+    ("cw", {}, "no C&W records .*--blocks cw"),
+    ("curve", {}, "no robust-accuracy-vs-eps curves .*--blocks curve"),
+    ("attack_log", {}, "no attack logs .*--blocks whitebox and autoattack")])
+def test_report_kinds_without_their_records_name_the_blocks_that_make_them(tmp_path, kind, options, needle):
+    with pytest.raises(render.RenderError, match=needle):
+        render.render(kind, str(_table1_run(tmp_path, 9)), tmp_path, **options)

@@ -25,7 +25,19 @@ Table kinds (:data:`TABLES`; options ``classifiers=a,b`` and ``defenses=a,b`` pi
 * ``clean``: clean accuracy f(d(x)) of every pipeline;
 * ``checks``: the sanity checks, each with its verdict and the rates it compared (``Check.detail``);
 * ``budget``: the budget ladder (``--blocks budget``): robust accuracy per rung and the stop rule's verdict;
-* ``min_eps``: the minimal eps per image (``--blocks min_eps``): its quartiles and robust accuracy at eps 0.28-0.32.
+* ``min_eps``: the minimal eps per image (``--blocks min_eps``): its quartiles and robust accuracy at eps 0.28-0.32;
+* ``attacks`` (options ``block=oblivious|transfer|whitebox``, ``bounded=true|false``, default ``true``): per
+  attack of one block, ACC / ASR of f, DSR and robust accuracy per defense, SSIM; ``bounded=false`` lists the
+  minimum-norm attacks, with their median L2;
+* ``curve``: robust accuracy vs eps, oblivious / white-box (``--blocks curve``);
+* ``cw``: C&W-L2's median L2 through the pipeline, with its success rate (``--blocks cw``);
+* ``attack_log`` (option ``block=``: only that block's logs): AutoAttack's per-attack log, the images each attack
+  broke in turn (``--blocks whitebox`` with ``autoattack`` in the suite);
+* ``transfer_matrix``: robust accuracy of each pipeline (rows) under the white-box suite crafted through each
+  pipeline (columns; ``--blocks whitebox`` with ``eval.whitebox_cross``); the diagonal is the white-box block.
+
+The tables of ``budget`` and the kinds after it are :mod:`~ipgan_jax.eval.report`'s (its ``*_rows`` functions), without
+their titles.
 
 A results path may join several runs with ``+`` (``results/a+results/b``): they are merged first
 (``ResultSet.merge``: one worst case per image; runs of other classifiers simply sit side by side).
@@ -173,8 +185,144 @@ def min_eps(rs: ResultSet, classifiers: str | None = None, defenses: str | None 
     return _rows(*report.min_eps_rows(rs, _cells(rs, MIN_EPS_BLOCK, classifiers, defenses, "min_eps")))
 
 
+ATTACK_BLOCKS = ("oblivious", "transfer", "whitebox")
+
+
+def _flag(value: str | bool, name: str) -> bool:
+    """A ``true`` / ``false`` option as a bool."""
+    v = str(value).lower()
+    if v not in ("true", "false"):
+        raise RenderError(f"option {name}= takes true or false, got {value!r}")
+    return v == "true"
+
+
+def attacks(rs: ResultSet, block: str = "oblivious", bounded: str = "true", classifiers: str | None = None,
+            defenses: str | None = None) -> str:
+    """Per attack of one block (``report.per_attack_rows``).
+
+    Args:
+        rs: the results.
+        block: ``oblivious``, ``transfer`` or ``whitebox``.
+        bounded: ``true``: the bounded (Linf) attacks; ``false``: the minimum-norm ones, with their median L2.
+        classifiers: the classifiers (rows, in this order); all by default.
+        defenses: the defenses (columns, in this order); by default every defense with a record.
+
+    Returns:
+        The Markdown table: one row per (classifier, attack).
+
+    Raises:
+        RenderError: another block, a ``bounded`` that is not true / false, names not in the results, or no such
+            attack records.
+    """
+    if block not in ATTACK_BLOCKS:
+        raise RenderError(f"table 'attacks' takes block={'|'.join(ATTACK_BLOCKS)}, got {block!r}")
+    bnd = _flag(bounded, "bounded")
+    clfs = _pick(rs.classifiers, classifiers, "classifiers")
+    defs = _pick(report.recorded_defenses(rs), defenses, "defenses")
+    header, rows = report.per_attack_rows(rs, block, bnd, clfs, defs)
+    if not rows:
+        need = "" if bnd else " and a minimum-norm attack (cw_l2, deepfool) in eval.attacks"
+        raise RenderError(f"the results hold no {'bounded' if bnd else 'minimum-norm'} {block} attack records of "
+                          f"those pipelines (run with --blocks {block}{need})")
+    return _rows(header, rows)
+
+
+def curve(rs: ResultSet, classifiers: str | None = None, defenses: str | None = None) -> str:
+    """Robust accuracy vs eps, oblivious / white-box (``report.curve_rows``).
+
+    Args:
+        rs: the results.
+        classifiers: the classifiers (rows, in this order); all by default.
+        defenses: the defenses (rows within a classifier, in this order); all by default.
+
+    Returns:
+        The Markdown table: one row per (classifier, defense) with a curve, one column per eps.
+
+    Raises:
+        RenderError: names not in the results, or no curve of those pipelines.
+    """
+    clfs = _pick(rs.classifiers, classifiers, "classifiers")
+    defs = _pick(rs.defenses, defenses, "defenses")
+    cells = [(c, d) for c in clfs for d in defs if (c, d) in rs.curves]
+    if not cells:
+        raise RenderError("the results hold no robust-accuracy-vs-eps curves (run with --blocks curve)")
+    return _rows(*report.curve_rows(rs, cells))
+
+
+def cw(rs: ResultSet, classifiers: str | None = None, defenses: str | None = None) -> str:
+    """C&W-L2 on the pipeline: median L2 and success rate (``report.cw_rows``).
+
+    Args:
+        rs: the results.
+        classifiers: the classifiers (rows, in this order); all by default.
+        defenses: the defenses (columns, in this order); all by default.
+
+    Returns:
+        The Markdown table; '-' where a pipeline has no C&W record.
+
+    Raises:
+        RenderError: names not in the results, or no C&W record of those pipelines.
+    """
+    _cells(rs, "cw", classifiers, defenses, "C&W")
+    return _rows(*report.cw_rows(rs, _pick(rs.classifiers, classifiers, "classifiers"),
+                                 _pick(rs.defenses, defenses, "defenses")))
+
+
+def attack_log(rs: ResultSet, block: str | None = None, classifiers: str | None = None,
+               defenses: str | None = None) -> str:
+    """AutoAttack's per-attack log, summed over batches (``report.attack_log_rows``).
+
+    Args:
+        rs: the results.
+        block: only this block's logs; every block's by default.
+        classifiers: the classifiers, in this order; all by default.
+        defenses: the attacked defenses, in this order; all by default.
+
+    Returns:
+        The Markdown table: one row per (block, classifier, attacked defense, eps), in the run's order unless
+        ``classifiers`` or ``defenses`` order them.
+
+    Raises:
+        RenderError: names not in the results, or no attack log of those pipelines.
+    """
+    cells = None
+    if classifiers or defenses:
+        cells = [(c, d) for c in _pick(rs.classifiers, classifiers, "classifiers")
+                 for d in _pick(rs.defenses, defenses, "defenses")]
+    header, rows = report.attack_log_rows(rs, cells, block)
+    if not rows:
+        raise RenderError("the results hold no attack logs of those pipelines (run with --blocks whitebox and "
+                          "autoattack in eval.whitebox_suite)")
+    return _rows(header, rows)
+
+
+def transfer_matrix(rs: ResultSet, classifiers: str | None = None, defenses: str | None = None) -> str:
+    """The white-box transfer matrix between pipelines (``report.transfer_matrix_rows``).
+
+    Args:
+        rs: the results.
+        classifiers: the classifiers, in this order; all by default.
+        defenses: the defenses, in this order, both the judged ones (rows) and those crafted through (columns);
+            all by default.
+
+    Returns:
+        The Markdown table: robust accuracy of the row's pipeline under the white-box suite crafted through the
+        column's; the diagonal is the white-box block.
+
+    Raises:
+        RenderError: names not in the results, or no white-box transfer record of those pipelines.
+    """
+    header, rows = report.transfer_matrix_rows(rs, _pick(rs.classifiers, classifiers, "classifiers"),
+                                               _pick(rs.defenses, defenses, "defenses"))
+    if not rows:
+        raise RenderError("the results hold no white-box transfer records of those pipelines (run with --blocks "
+                          "whitebox, eval.whitebox_cross on and two or more defenses)")
+    return _rows(header, rows)
+
+
 TABLES = {"table1": table1, "block": block, "whitebox": whitebox, "clean": clean, "checks": checks,
-          "budget": budget, "min_eps": min_eps}
+          "budget": budget, "min_eps": min_eps, "attacks": attacks, "curve": curve, "cw": cw,
+          "attack_log": attack_log, "transfer_matrix": transfer_matrix}
 
 
 def _load(src: str, root: Path) -> ResultSet:

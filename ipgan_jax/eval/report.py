@@ -64,32 +64,44 @@ def _block_table(rs, block, lines):
         lines.append(f"| {defense_name(d)} | " + " | ".join(dsr) + " | " + " | ".join(rob) + " |")
 
 
+def recorded_defenses(rs) -> list:
+    """The defenses with at least one record, in the run's order (the per-attack tables' columns)."""
+    return [d for d in rs.defenses if any(k[3] == d for k in rs.records)]
+
+
+def per_attack_rows(rs, block, bounded, classifiers, defenses) -> tuple[list, list]:
+    """(header, rows): one row per (classifier of ``classifiers``, attack of ``block``, bounded or minimum-norm):
+    ACC and ASR of f (and the median L2 of a minimum-norm attack), DSR and robust accuracy per defense of
+    ``defenses``, SSIM(x, d(x_adv)) per defense and SSIM(x, x_adv); no rows when the block has no such attack."""
+    header = (["classifier", "attack", "ACC", "ASR"] + ([] if bounded else ["median L2"])
+              + [f"{defense_name(d)} DSR" for d in defenses] + [f"{defense_name(d)} rob. acc" for d in defenses]
+              + ["SSIM rec", "SSIM adv"])
+    rows, attacks = [], rs.attacks(block, bounded)
+    for c in classifiers:
+        for a in attacks:
+            ms = {d: attack_metrics(rs.records[(block, a, c, d)]) for d in defenses if (block, a, c, d) in rs.records}
+            if not ms:
+                continue
+            m0 = next(iter(ms.values()))
+            row = [classifier_name(c), a, pct(m0.acc), pct(m0.asr)] + ([_l2(m0.median_l2)] if not bounded else [])
+            row += [pct(ms[d].dsr) if d in ms else "-" for d in defenses]
+            row += [pct(ms[d].robust_acc) if d in ms else "-" for d in defenses]
+            row += ["/".join(_ssim(m.ssim_rec) for m in ms.values()), _ssim(m0.ssim_adv)]
+            rows.append(row)
+    return header, rows
+
+
 def _per_attack_table(rs, block, lines):
-    """One row per (classifier, attack): ACC and ASR of f, DSR and robust accuracy per defense."""
-    defs = [d for d in rs.defenses if any(k[3] == d for k in rs.records)]
+    """One row per (classifier, attack): ACC and ASR of f, DSR and robust accuracy per defense
+    (:func:`per_attack_rows`), bounded and minimum-norm attacks in tables of their own, with their titles."""
     for bounded in (True, False):
-        attacks = rs.attacks(block, bounded)
-        if not attacks:
+        if not rs.attacks(block, bounded):
             continue
         kind = ("bounded (Linf)" if bounded else
                 "minimum-norm, unbounded (own rows; median L2 over clean-correct images, failures +inf)")
         lines.append(f"\n**Per attack, {block} block, {kind}: ACC / ASR of f; DSR and robust accuracy per defense; "
                      "SSIM(x, d(x_adv)) per defense [SSIM(x, x_adv)]**\n")
-        extra = " median L2 |" if not bounded else ""
-        lines.append("| classifier | attack | ACC | ASR |" + extra + "".join(f" {defense_name(d)} DSR |" for d in defs)
-                     + "".join(f" {defense_name(d)} rob. acc |" for d in defs) + " SSIM rec | SSIM adv |")
-        lines.append("|---" * (6 + 2 * len(defs) + (not bounded)) + "|")
-        for c in rs.classifiers:
-            for a in attacks:
-                ms = {d: attack_metrics(rs.records[(block, a, c, d)]) for d in defs if (block, a, c, d) in rs.records}
-                if not ms:
-                    continue
-                m0 = next(iter(ms.values()))
-                row = [classifier_name(c), a, pct(m0.acc), pct(m0.asr)] + ([_l2(m0.median_l2)] if not bounded else [])
-                row += [pct(ms[d].dsr) if d in ms else "-" for d in defs]
-                row += [pct(ms[d].robust_acc) if d in ms else "-" for d in defs]
-                row += ["/".join(_ssim(m.ssim_rec) for m in ms.values()), _ssim(m0.ssim_adv)]
-                lines.append("| " + " | ".join(row) + " |")
+        lines += table_lines(*per_attack_rows(rs, block, bounded, rs.classifiers, recorded_defenses(rs)))
 
 
 def _whitebox_table(rs, lines):
@@ -185,23 +197,20 @@ def min_eps_table(rs, lines) -> None:
     lines += table_lines(*min_eps_rows(rs, cells))
 
 
-def _whitebox_transfer_table(rs, lines):
-    """Robust accuracy of each pipeline (rows) under the white-box suite crafted through each
-    pipeline of the run (columns; worst case per image over the suite); the diagonal is Block 3."""
-    cross = [k for k in rs.records if k[0] == CROSS_BLOCK]
-    if not cross:
-        return
-    sources = list(dict.fromkeys(cross_source(a) for _, a, _, _ in cross))
-    sources = [d for d in rs.defenses if d in sources] + [s for s in sources if s not in rs.defenses]
-    lines.append("\n**White-box transfer between pipelines**: robust accuracy (%) of the row's pipeline on the "
-                 "examples the white-box suite crafted through the column's pipeline (worst case per image over the "
-                 "suite; the diagonal is Block 3). A row that is lower off the diagonal than on it is masking its "
-                 "own gradient.\n")
-    lines.append("| classifier | judged (row) vs crafted through (column) | "
-                 + " | ".join(defense_name(s) for s in sources) + " |")
-    lines.append("|---" * (2 + len(sources)) + "|")
-    for c in rs.classifiers:
-        for d in rs.defenses:
+def transfer_matrix_rows(rs, classifiers, defenses) -> tuple[list, list]:
+    """(header, rows) of the white-box transfer matrix: robust accuracy of each pipeline (rows: classifier of
+    ``classifiers``, defense of ``defenses``) under the white-box suite crafted through each pipeline (columns:
+    the sources among ``defenses``, then any source that is not a defense of the run; worst case per image over the
+    suite); the diagonal is Block 3. A pipeline with no cell is left out; no rows without ``whitebox_transfer``
+    records."""
+    found = list(dict.fromkeys(cross_source(a) for b, a, _, _ in rs.records if b == CROSS_BLOCK))
+    sources = [d for d in defenses if d in found] + [s for s in found if s not in rs.defenses]
+    header = ["classifier", "judged (row) vs crafted through (column)"] + [defense_name(s) for s in sources]
+    rows = []
+    if not found:
+        return header, rows
+    for c in classifiers:
+        for d in defenses:
             row, any_ = [], False
             crossed = rs.cross_records(c, d)
             for s in sources:
@@ -210,59 +219,97 @@ def _whitebox_transfer_table(rs, lines):
                 any_ |= bm is not None
                 row.append("-" if bm is None else pct(bm.robust_acc))
             if any_:
-                lines.append(f"| {classifier_name(c)} | {defense_name(d)} | " + " | ".join(row) + " |")
+                rows.append([classifier_name(c), defense_name(d)] + row)
+    return header, rows
 
 
-def _attack_log_table(rs, lines):
-    """AutoAttack's per-attack log (images each attack broke, in order), summed over batches."""
-    if not rs.attack_logs:
+def _whitebox_transfer_table(rs, lines):
+    """The white-box transfer matrix between the run's pipelines (:func:`transfer_matrix_rows`), with its title."""
+    if not any(k[0] == CROSS_BLOCK for k in rs.records):
         return
-    rows: dict = {}
+    lines.append("\n**White-box transfer between pipelines**: robust accuracy (%) of the row's pipeline on the "
+                 "examples the white-box suite crafted through the column's pipeline (worst case per image over the "
+                 "suite; the diagonal is Block 3). A row that is lower off the diagonal than on it is masking its "
+                 "own gradient.\n")
+    lines += table_lines(*transfer_matrix_rows(rs, rs.classifiers, rs.defenses))
+
+
+def attack_log_rows(rs, cells=None, block=None) -> tuple[list, list]:
+    """(header, rows) of AutoAttack's per-attack log: per (block, classifier, attacked defense, eps), the images,
+    those right on clean input, the images each attack broke in turn (each on the images still robust) and those
+    robust at the end, summed over batches. Rows in the order of ``cells`` ((classifier, attacked defense) pairs;
+    None: every logged pair, in the run's order), only of ``block`` when given; no rows without attack logs."""
+    agg: dict = {}
     for log in rs.attack_logs:
         k = (log["block"], log["classifier"], log["attacked"], log["eps"])
-        r = rows.setdefault(k, {"n": 0, "clean": 0, "robust": 0, "broken": {}})
+        r = agg.setdefault(k, {"n": 0, "clean": 0, "robust": 0, "broken": {}})
         for f in ("n", "clean", "robust"):
             r[f] += int(log[f])
         for a, v in log["broken"].items():
             r["broken"][a] = r["broken"].get(a, 0) + int(v)
+    keys = [k for k in agg if block is None or k[0] == block]
+    if cells is not None:
+        order = {cd: i for i, cd in enumerate(cells)}
+        keys = sorted((k for k in keys if (k[1], k[2]) in order), key=lambda k: order[(k[1], k[2])])
+    rows = []
+    for b, c, d, e in keys:
+        r = agg[(b, c, d, e)]
+        rows.append([b, classifier_name(c), defense_name(d), f"{e:g}", str(r["n"]), str(r["clean"]),
+                     ", ".join(f"{a} {v}" for a, v in r["broken"].items()), str(r["robust"])])
+    return ["block", "classifier", "attacked", "eps", "images", "clean right", "broken by", "robust"], rows
+
+
+def _attack_log_table(rs, lines):
+    """AutoAttack's per-attack log (images each attack broke, in order), summed over batches
+    (:func:`attack_log_rows`), with its title."""
+    if not rs.attack_logs:
+        return
     lines.append("\n**AutoAttack log** (images in the block / right on clean input / broken by each attack in turn, "
                  "each on the images still robust / robust at the end)\n")
-    lines.append("| block | classifier | attacked | eps | images | clean right | broken by | robust |")
-    lines.append("|---" * 8 + "|")
-    for (b, c, d, e), r in rows.items():
-        broken = ", ".join(f"{a} {v}" for a, v in r["broken"].items())
-        lines.append(f"| {b} | {classifier_name(c)} | {defense_name(d)} | {e:g} | {r['n']} | {r['clean']} | {broken} "
-                     f"| {r['robust']} |")
+    lines += table_lines(*attack_log_rows(rs))
+
+
+def cw_rows(rs, classifiers, defenses) -> tuple[list, list]:
+    """(header, rows) of C&W-L2 on the pipeline f(d(.)) (block ``cw``): per classifier of ``classifiers`` (rows)
+    and defense of ``defenses`` (columns), the median L2 over the images f(d(x)) gets right (failures +inf) and
+    the success rate; '-' where the block did not run; no rows without ``cw`` records."""
+    cells = {(c, d): attack_metrics(r) for (b, _, c, d), r in rs.records.items() if b == "cw"}
+    rows = [[classifier_name(c)] + [f"{_l2(cells[(c, d)].median_l2)} ({pct(cells[(c, d)].asr)}%)"
+                                    if (c, d) in cells else "-" for d in defenses]
+            for c in classifiers] if cells else []
+    return ["classifier"] + [defense_name(d) for d in defenses], rows
 
 
 def _cw_table(rs, lines):
-    cells = {(c, d): attack_metrics(r) for (b, _, c, d), r in rs.records.items() if b == "cw"}
-    if not cells:
+    """C&W-L2's median L2 through the pipeline (:func:`cw_rows`), with its title."""
+    ns = [r.n for (b, *_), r in rs.records.items() if b == "cw"]
+    if not ns:
         return
-    n = max(m.n for m in cells.values())
     lines.append(f"\n**C&W-L2 on the pipeline f(d(.)): median L2 over images f(d(x)) gets right, failures +inf "
-                 f"(success rate) ({n} images)**\n")
-    lines.append("| classifier | " + " | ".join(defense_name(d) for d in rs.defenses) + " |")
-    lines.append("|---" * (1 + len(rs.defenses)) + "|")
-    for c in rs.classifiers:
-        row = [f"{_l2(cells[(c, d)].median_l2)} ({pct(cells[(c, d)].asr)}%)" if (c, d) in cells else "-"
-               for d in rs.defenses]
-        lines.append(f"| {classifier_name(c)} | " + " | ".join(row) + " |")
+                 f"(success rate) ({max(ns)} images)**\n")
+    lines += table_lines(*cw_rows(rs, rs.classifiers, rs.defenses))
+
+
+def curve_rows(rs, cells) -> tuple[list, list]:
+    """(header, rows) of robust accuracy vs eps (block ``curve``) of each (classifier, defense) in ``cells`` (keys of
+    ``rs.curves``): oblivious (attack f, then d) / white-box (attack f(d(.))) per eps; the eps columns are those of
+    the first cell's curve."""
+    eps = rs.curves[cells[0]]["eps"] if cells else []
+    rows = [[classifier_name(c), defense_name(d)]
+            + [f"{pct(o)} / {pct(w)}" for o, w in zip(rs.curves[(c, d)]["oblivious"], rs.curves[(c, d)]["whitebox"])]
+            for c, d in cells]
+    return ["classifier", "defense"] + [f"eps {e:g}" for e in eps], rows
 
 
 def _curve_table(rs, lines):
+    """Robust accuracy vs eps, oblivious / white-box (:func:`curve_rows`), with its title."""
     if not rs.curves:
         return
     cur0 = next(iter(rs.curves.values()))
-    eps = cur0["eps"]
     lines.append(f"\n**Robust accuracy (%) vs eps, the white-box suite ({rs.meta.get('whitebox_suite', '?')}; step "
                  "2.5 eps / steps): oblivious (attack f, then d) / white-box (attack f(d(.))) "
                  f"({cur0['n']} images)**\n")
-    lines.append("| classifier | defense | " + " | ".join(f"eps {e:g}" for e in eps) + " |")
-    lines.append("|---" * (2 + len(eps)) + "|")
-    for (c, d), cur in rs.curves.items():
-        row = [f"{pct(o)} / {pct(w)}" for o, w in zip(cur["oblivious"], cur["whitebox"])]
-        lines.append(f"| {classifier_name(c)} | {defense_name(d)} | " + " | ".join(row) + " |")
+    lines += table_lines(*curve_rows(rs, list(rs.curves)))
 
 
 def markdown(rs) -> str:
