@@ -139,6 +139,7 @@ def get_config():
         # and EOT draws (Defense-GAN: gradient averaged over 4 z0 draws)
         whitebox_suite="pgd_ce,pgd_margin", whitebox_steps=100, whitebox_restarts=2,
         square_queries=5000,       # Square's budget in the suite (apgd_* use whitebox_steps)
+        success_margin=0.0,        # suite attacks count an iterate as a success only past this logit margin (>= 0)
         # views: the attack views every suite member runs under (docs/evaluation.md#white-box-suites), e.g.
         # --config.eval.whitebox_per_defense.ipgan_adaptive.views=exact,straight_through,hybrid,smooth
         whitebox_per_defense=dict(defense_gan=dict(eot_samples=4), binarize=dict(bpda=True),

@@ -224,6 +224,7 @@ PARAM_RULES: Dict[str, Callable[[Any, str], None]] = {
     "candidates": functools.partial(check_int, minimum=2),
     "overshoot": check_nonnegative,
     "confidence": check_nonnegative,
+    "success_margin": check_nonnegative,
     "decay": check_nonnegative,
     "rho": functools.partial(check_interval, lo=0.0, hi=1.0),
     "p_init": functools.partial(check_interval, lo=0.0, hi=1.0, lo_open=True),

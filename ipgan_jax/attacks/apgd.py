@@ -17,7 +17,9 @@ One run of ``steps`` iterations, per example (all vectors are [B]):
   at the last checkpoint and the best loss has not improved since; those restart from their best
   point (x and its gradient);
 * the best-loss point and the last adversarial point are tracked; the result is the latter where
-  one was found, else the former.
+  one was found, else the former. ``success_margin`` (logit units, >= 0, default 0) makes "adversarial" mean
+  adversarial by more than that margin (``losses.is_adversarial``'s ``confidence``), so the point returned as a
+  success is one a recomputed forward pass still calls adversarial.
 
 ``restarts`` runs from independent random starts keep, per example, a successful run first, then
 the highest loss. For CE the gradient is that of the non-saturating ``losses.gradient_objective``
@@ -173,18 +175,21 @@ def _check(norm, steps, restarts, key):
 def apgd(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
          targeted: bool = False, eps: float = 0.3, norm: str = "linf", steps: int = 100,
          loss: Union[str, Callable] = "ce", restarts: int = 1, rho: float = 0.75, eot_samples: int = 1,
-         return_info: bool = False):
+         return_info: bool = False, success_margin: float = 0.0):
     """APGD (Linf / L2) on ``loss`` ('ce', 'dlr', 'margin' or a callable fn(logits, y) -> [B] to
     maximise). x float [B, ...] in [0, 1]; y int [B] (targets when ``targeted``: 'ce' is then
     -CE(z, t), 'dlr' the target-only DLR). Needs ``key`` (random start). Returns x_adv (inside the
-    eps ball and [0, 1], x's dtype), or ``(x_adv, AttackInfo)`` with ``return_info``."""
+    eps ball and [0, 1], x's dtype), or ``(x_adv, AttackInfo)`` with ``return_info``.
+    ``success_margin`` (logit units, >= 0, default 0): an iterate is a success (the last successful iterate is
+    returned, a successful restart wins) only when ``max_{j != y} z_j > z_y + success_margin`` (targeted:
+    ``z_t > max_{j != t} z_j + success_margin``); 0 is the plain argmax test; ValueError when negative."""
     _check(norm, steps, restarts, key)
     x, y = core.check_input(x, y)
     obj = losses.objective(loss, targeted)
     gobj = losses.gradient_objective(loss, targeted)
     kw = dict(key=key, eps=eps, norm=norm, steps=steps, rho=rho, eot_samples=eot_samples,
               value_fn=lambda z: obj(z, y), grad_fn=lambda z: gobj(z, y),
-              success_fn=lambda z: losses.is_adversarial(z, y, targeted))
+              success_fn=lambda z: losses.is_adversarial(z, y, targeted, success_margin))
 
     def restart(r, best):
         xa, succ, val = apgd_run(logits_fn, x, run_index=r, **kw)
@@ -197,11 +202,14 @@ def apgd(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.A
 @contracts.attack_contract(on_empty=core.empty_result)
 def apgd_targeted(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
                   eps: float = 0.3, norm: str = "linf", steps: int = 100, n_target_classes: int = 9,
-                  restarts: int = 1, rho: float = 0.75, eot_samples: int = 1, return_info: bool = False):
+                  restarts: int = 1, rho: float = 0.75, eot_samples: int = 1, return_info: bool = False,
+                  success_margin: float = 0.0):
     """APGD-T: untargeted attack by targeted APGD-DLR on each of the ``n_target_classes`` (capped at
     K - 1) most likely other classes of the clean logits, in decreasing order, ``restarts`` runs
     each. y: int [B] true labels. Success = misclassified. Returns like :func:`apgd`; the
-    objective in the info is the targeted DLR of the run that produced x_adv."""
+    objective in the info is the targeted DLR of the run that produced x_adv. ``success_margin`` (logit units,
+    >= 0, default 0): success = misclassified by more than it, ``max_{j != y} z_j > z_y + success_margin``;
+    ValueError when negative."""
     _check(norm, steps, restarts, key)
     x, y = core.check_input(x, y)
     z0 = call_model(logits_fn, x, core.model_key(key, CLEAN_CALL))
@@ -221,7 +229,7 @@ def apgd_targeted(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optio
                 eot_samples=eot_samples, run_index=r,
                 value_fn=lambda z: losses.dlr_targeted_label(z, y, t),
                 grad_fn=lambda z: losses.dlr_targeted_label(z, y, t),
-                success_fn=lambda z: losses.is_adversarial(z, y))
+                success_fn=lambda z: losses.is_adversarial(z, y, False, success_margin))
             return core.update_best(best, xa, val, succ)
 
         return jax.lax.fori_loop(0, int(restarts), restart, best)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ipgan_jax import contracts
 from ipgan_jax.attacks import losses
 from ipgan_jax.attacks.transforms import call_model, fix_key, is_randomized
 
@@ -261,6 +262,11 @@ def init_best(x0, objective_dtype=jnp.float32) -> Best:
     return Best(x0, jnp.full((b,), -jnp.inf, objective_dtype), jnp.zeros((b,), bool))
 
 
+def check_success_margin(success_margin) -> None:
+    """``success_margin`` (logit units) must be finite and >= 0: ValueError naming it (skipped for tracers)."""
+    contracts.check_nonnegative(success_margin, "success_margin")
+
+
 def update_best(best: Best, x, objective, success) -> Best:
     """Replace per example when the candidate succeeds and the best does not, or when both have
     the same success status and the candidate's objective is strictly higher."""
@@ -272,7 +278,8 @@ def update_best(best: Best, x, objective, success) -> Best:
 
 
 class AttackInfo(NamedTuple):
-    """Per-example result beside x_adv: success bool [B] (adversarial, resp. hits the target) and
+    """Per-example result beside x_adv: success bool [B] (adversarial, resp. hits the target, by more than the
+    attack's ``success_margin`` where it has one) and
     the attack objective float [B] (``losses.objective(loss, targeted)``, higher = stronger) at x_adv.
 
     For a randomised model both are measured on the draw the attack saw at that point.
@@ -346,6 +353,7 @@ def projected_gradient_attack(
     keep_best: bool = True,
     return_info: bool = False,
     start: Optional[jax.Array] = None,
+    success_margin: float = 0.0,
 ):
     """Generic projected first-order attack (the engine behind fgsm / bim / pgd / mifgsm).
 
@@ -363,9 +371,15 @@ def projected_gradient_attack(
     A randomised model (``transforms.randomized`` / ``eot``) gets a fresh key per call.
     ``start`` (x's shape, optional): a warm start, e.g. an example found at a larger eps; every run starts from it
     projected onto the eps ball and the box (then moved by the random start, if any) instead of from x.
+    ``success_margin`` (logit units, >= 0; default 0): an iterate counts as a success (for the best-iterate
+    choice and ``AttackInfo.success``) only when it is adversarial by more than this, ``max_{j != y} z_j > z_y +
+    success_margin`` (targeted: ``z_t > max_{j != t} z_j + success_margin``: ``losses.is_adversarial``'s
+    ``confidence``), so a point that a recomputed forward pass could judge robust does not win as a success;
+    0 is plain "argmax != y" (resp. "== t"). ValueError when negative or not finite.
     Returns x_adv with x's shape and dtype, or ``(x_adv, AttackInfo)`` with ``return_info``.
     """
     check_norm(norm)
+    check_success_margin(success_margin)
     steps, restarts = int(steps), int(restarts)
     if steps < 0 or restarts < 1:
         raise ValueError(f"need steps >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
@@ -387,14 +401,14 @@ def projected_gradient_attack(
 
     def evaluate(xc, mkey):
         logits = call_model(logits_fn, xc, mkey)
-        return obj_fn(logits, y), losses.is_adversarial(logits, y, targeted)
+        return obj_fn(logits, y), losses.is_adversarial(logits, y, targeted, success_margin)
 
     def loss_and_grad(xc, mkey):
         def f(xc):
             logits = call_model(logits_fn, xc, mkey)
             return -jnp.sum(grad_obj_fn(logits, y)), logits
         (_, logits), g = jax.value_and_grad(f, has_aux=True)(xc)
-        return obj_fn(logits, y), losses.is_adversarial(logits, y, targeted), g.astype(xc.dtype)
+        return obj_fn(logits, y), losses.is_adversarial(logits, y, targeted, success_margin), g.astype(xc.dtype)
 
     def one_run(r, best):
         run_key = jax.random.fold_in(base_key, r)

@@ -31,6 +31,10 @@ Step-size rule (bim / pgd / mifgsm, and square_warm's PGD as pgd) when a config 
 * L2: ``2.5 * eps / steps`` (:func:`ipgan_jax.attacks.core.default_step_size`), never derived
   from the Linf default (L2 eps 2.0 with 40 steps: 0.125 per step).
 
+``success_margin`` (logit units, >= 0, default 0) is a spec field of every attack whose success flag steers the
+search (fgsm, bim, pgd, mifgsm, apgd, apgd_t, square, square_warm): an iterate counts as adversarial only by more
+than that margin in logits (``losses.is_adversarial``'s ``confidence``); a negative value is a ConfigError.
+
 A direct call with ``step_size=None`` (the signature default) applies the same rule with the
 MNIST fractions, so ``make_attack(cfg)`` and a direct call with the same arguments are the same
 attack; ``make_attack(...).params['step_size']`` shows the resolved value.

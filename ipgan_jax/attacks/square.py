@@ -8,8 +8,10 @@ two opposite halves, taken from a second random window, keeping ||delta||_2 = ep
 candidate if the margin loss z_y - max_{j != y} z_j decreased or the example became adversarial.
 As in the reference code, a Linf window whose new signs would leave the image unchanged (the signs it
 already has there) is redrawn before it is queried, so no query is spent on an unchanged image.
-An example stops once it is adversarial. The window side is s = round(sqrt(p * H * W)) with the
-paper's schedule for p (p_init = 0.8 halved at iterations 10, 50, 200, 500, 1000, 2000, 4000,
+An example stops once it is adversarial (with ``success_margin`` > 0: adversarial by more than that margin in
+logits, ``losses.is_adversarial``'s ``confidence``, so a barely adversarial point keeps being searched and a
+recomputed forward pass still calls the returned one adversarial). The window side is s = round(sqrt(p * H * W))
+with the paper's schedule for p (p_init = 0.8 halved at iterations 10, 50, 200, 500, 1000, 2000, 4000,
 6000 and 8000; ``rescale_schedule`` maps it onto ``n_queries`` instead of 10000), at least 1 for
 Linf and 3 (odd) for L2. Starts: Linf vertical stripes x +/- eps (one sign per column and
 channel); L2 a grid of eta windows of side H // 5 with random signs, scaled to norm eps. With ``start``
@@ -140,16 +142,18 @@ class _Search(NamedTuple):
     run: Callable       # (x, y, st, stop) -> _State after the iterations st.i .. stop - 1
 
 
-def _search(logits_fn, key, targeted, eps, norm, n_queries, p_init, rescale_schedule) -> _Search:
+def _search(logits_fn, key, targeted, eps, norm, n_queries, p_init, rescale_schedule,
+            success_margin=0.0) -> _Search:
     """Square's start and loop as functions of the batch (x, y) and the loop state, so the loop can
     run in one piece (``square``) or in chunks on shrinking batches (``square_compacting``). Every
-    random draw is keyed by (key, iteration) and drawn per example for the current batch."""
+    random draw is keyed by (key, iteration) and drawn per example for the current batch; a query
+    succeeds when adversarial by more than ``success_margin`` (logit units)."""
     obj = losses.objective("margin", targeted)
     k_init, k_loop = jax.random.split(jax.random.fold_in(key, 0))
 
     def query(xc, y, i):
         z = call_model(logits_fn, xc, core.model_key(key, i))
-        return obj(z, y), losses.is_adversarial(z, y, targeted)
+        return obj(z, y), losses.is_adversarial(z, y, targeted, success_margin)
 
     def init(x, y, start=None):
         b, h, w, c = x.shape
@@ -271,7 +275,7 @@ def _better(best: _State, st: _State) -> _State:
 def square(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax.Array] = None,
            targeted: bool = False, eps: float = 0.3, norm: str = "linf", n_queries: int = 5000,
            p_init: float = 0.8, rescale_schedule: bool = False, restarts: int = 1, return_info: bool = False,
-           start: Optional[jax.Array] = None):
+           start: Optional[jax.Array] = None, success_margin: float = 0.0):
     """Square attack. x float [B, H, W, C] in [0, 1]; y int [B] (targets when ``targeted``: the
     margin is then z_t - max_{j != t} z_j, maximised). Needs ``key``. Returns x_adv inside the eps
     ball and [0, 1] (x's dtype), or ``(x_adv, AttackInfo)`` with ``return_info`` (its ``queries``
@@ -282,10 +286,14 @@ def square(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optional[jax
     ``start`` (optional, float [B, H, W, C] of x's shape, e.g. a gradient attack's example): the first restart
     starts from it projected onto the eps ball (eps in pixel units) and [0, 1] instead of the stripes / L2 grid;
     its query is still spent, and an example adversarial there is kept as it is. Later restarts start as usual;
-    None (the default) is the plain attack, bit for bit. ValueError for a ``start`` of another shape."""
+    None (the default) is the plain attack, bit for bit. ValueError for a ``start`` of another shape.
+    ``success_margin`` (logit units, >= 0, default 0): an example counts as broken, stops querying and is skipped
+    by later restarts only once ``max_{j != y} z_j > z_y + success_margin`` (targeted: ``z_t > max_{j != t} z_j
+    + success_margin``); until then the search keeps lowering the margin. 0 is the plain argmax test, bit for
+    bit; ValueError when negative."""
     x, y, n_queries, restarts, start = _checked(x, y, key, norm, n_queries, restarts, start)
     best = _square_run(logits_fn, x, y, key, targeted, eps, norm, n_queries, p_init, rescale_schedule, restarts,
-                       start)
+                       start, success_margin)
     if return_info:
         return best.x_best, core.AttackInfo(best.success, best.obj_best, best.queries)
     return best.x_best
@@ -296,7 +304,7 @@ def square_warm(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optiona
                 targeted: bool = False, eps: float = 0.3, norm: str = "linf", n_queries: int = 5000,
                 p_init: float = 0.8, rescale_schedule: bool = False, restarts: int = 1, steps: int = 40,
                 step_size: Optional[float] = None, loss: Union[str, Callable] = "ce",
-                random_start: Union[bool, str] = True, return_info: bool = False):
+                random_start: Union[bool, str] = True, return_info: bool = False, success_margin: float = 0.0):
     """Square started from PGD's best iterate: one PGD run, then ``square`` with ``start`` at its example.
 
     The gradient run finds a point near the decision boundary that the random search then refines without
@@ -323,6 +331,10 @@ def square_warm(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optiona
         loss: PGD's loss ('ce', 'margin', 'dlr' or a callable); Square maximises the margin.
         random_start: PGD's start (True / 'uniform', 'corner', or False: from x); its best iterate is kept.
         return_info: also return the per-example result.
+        success_margin: logit units, >= 0 (default 0, the plain argmax test): PGD's iterates and Square's queries
+            count as successes only when adversarial by more than this (``max_{j != y} z_j > z_y +
+            success_margin``; targeted ``z_t > max_{j != t} z_j + success_margin``), so an image PGD broke only
+            barely is handed to Square, which keeps searching it. ValueError when negative.
 
     Returns:
         x_adv float [B, H, W, C] (x's dtype) inside the eps ball and [0, 1]; with ``return_info`` the pair
@@ -334,9 +346,9 @@ def square_warm(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optiona
     k_square, k_pgd = jax.random.split(key)
     x_pgd, pgd_info = pgd(logits_fn, x, y, key=k_pgd, targeted=targeted, eps=eps, steps=steps,
                           step_size=step_size, norm=norm, loss=loss, random_start=random_start, restarts=1,
-                          keep_best=True, return_info=True)
+                          keep_best=True, return_info=True, success_margin=success_margin)
     best = _square_run(logits_fn, x, y, k_square, targeted, eps, norm, n_queries, p_init, rescale_schedule,
-                       restarts, x_pgd)
+                       restarts, x_pgd, success_margin)
     keep = pgd_info.success
     x_adv = jnp.where(core.expand_per_example(keep, x), x_pgd, best.x_best)
     if return_info:
@@ -345,11 +357,12 @@ def square_warm(logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: Optiona
 
 
 def _square_run(logits_fn, x, y, key, targeted, eps, norm, n_queries, p_init, rescale_schedule, restarts,
-                start) -> _State:
-    """``square``'s restarts on checked arguments: the per-example best _State (``start`` for the first only)."""
+                start, success_margin=0.0) -> _State:
+    """``square``'s restarts on checked arguments: the per-example best _State (``start`` for the first only;
+    success: adversarial by more than ``success_margin``)."""
     best = None
     for r, k in enumerate(restart_keys(key, restarts)):
-        search = _search(logits_fn, k, targeted, eps, norm, n_queries, p_init, rescale_schedule)
+        search = _search(logits_fn, k, targeted, eps, norm, n_queries, p_init, rescale_schedule, success_margin)
         st = search.init(x, y, start if r == 0 else None)
         if best is not None:   # examples an earlier restart broke are done: they spend the start query only
             st = st._replace(success=st.success | best.success)
@@ -364,7 +377,7 @@ def _square_run(logits_fn, x, y, key, targeted, eps, norm, n_queries, p_init, re
 def square_compacting(logits_fn: Callable, x, y, *, key, targeted: bool = False, eps: float = 0.3,
                       norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8,
                       rescale_schedule: bool = False, restarts: int = 1, chunk: int = 250, min_bucket: int = 8,
-                      return_info: bool = False, start: Optional[jax.Array] = None):
+                      return_info: bool = False, start: Optional[jax.Array] = None, success_margin: float = 0.0):
     """Square with the finished examples dropped: the same search, run ``chunk`` iterations at a
     time; between chunks (on the host) the examples still not adversarial are gathered into a batch
     padded to the next power of two (at least ``min_bucket``; few shapes compile), so late
@@ -372,7 +385,9 @@ def square_compacting(logits_fn: Callable, x, y, *, key, targeted: bool = False,
     on the examples no earlier restart broke. Same arguments, budget and result contract as
     ``square``; the draws depend on the batch layout, so the result is a different (equally valid)
     sample of the search than ``square``'s. Not jit-able itself (it calls jitted chunks). ``start``: as
-    ``square``'s (the first restart's start). Returns x_adv (numpy-backed jax array), or (x_adv, AttackInfo)."""
+    ``square``'s (the first restart's start). ``success_margin`` (logit units, >= 0, default 0): as ``square``'s
+    (an example is dropped, and skipped by later restarts, only once adversarial by more than it).
+    Returns x_adv (numpy-backed jax array), or (x_adv, AttackInfo)."""
     x, y, n_queries, restarts, start = _checked(x, y, key, norm, n_queries, restarts, start, "square_compacting")
     if int(chunk) < 1:
         raise ValueError(f"square_compacting needs chunk >= 1, got {chunk}")
@@ -382,7 +397,7 @@ def square_compacting(logits_fn: Callable, x, y, *, key, targeted: bool = False,
         todo = np.arange(x_np.shape[0]) if out is None else np.nonzero(~out["success"])[0]
         if todo.size == 0:
             break
-        search = _search(logits_fn, k, targeted, eps, norm, n_queries, p_init, rescale_schedule)
+        search = _search(logits_fn, k, targeted, eps, norm, n_queries, p_init, rescale_schedule, success_margin)
         run = _compacting_run(search, x_np[todo], y_np[todo], n_queries, int(chunk), min_bucket,
                               None if out is not None or start is None else np.asarray(start)[todo])
         if out is None:

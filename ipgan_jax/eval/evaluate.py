@@ -52,7 +52,7 @@ from ipgan_jax.defenses.registry import base_defense
 from ipgan_jax.errors import ConfigError, ModelNotFoundError
 from ipgan_jax.eval.outcome import CROSS_BLOCK, AttackLog, Curve, RunOutcome, Samples, cross_attack_name
 from ipgan_jax.eval.records import AttackRecord, block_metrics
-from ipgan_jax.eval.suite import MEMBERS, Budget, Member, suite_members
+from ipgan_jax.eval.suite import MEMBERS, Budget, Member, member_settings, suite_members
 from ipgan_jax.eval.surrogate import fit_surrogate
 from ipgan_jax.training.checkpoint import NonFiniteError, tree_fingerprint
 from ipgan_jax.training.classifier import classifier_dir, load_classifier
@@ -186,6 +186,9 @@ class Evaluator:
         self.num_examples = num_examples
         self.key = jax.random.PRNGKey(seed)
         check_whitebox_entries(config.eval.whitebox_per_defense)   # before any model loads
+        self.success_margin = float(config.eval.success_margin)
+        if not (np.isfinite(self.success_margin) and self.success_margin >= 0):
+            raise ConfigError(f"eval.success_margin must be a finite logit margin >= 0, got {self.success_margin}")
         self.run_nonce = int(config.eval.run_nonce)
         if self.run_nonce:   # 0: the keys of runs made before the nonce existed
             self.key = jax.random.fold_in(self.key, self.run_nonce)
@@ -347,6 +350,11 @@ class Evaluator:
         return [SuiteEntry(view_member_name(n, v), MEMBERS[n], v) for v in self.whitebox_settings(d).views
                 for n in names]
 
+    def member_settings(self, member: Member, budget: Budget) -> dict:
+        """The keyword arguments of ``member``'s attack (or driver) at ``budget``: the one place the white-box
+        suite's settings are assembled (``suite.member_settings`` with ``eval.success_margin``)."""
+        return member_settings(member, budget, self.success_margin)
+
     def member_attack(self, member: Member, d):
         """``member``'s attack with ``d``'s budget: a builder eps -> fn(logits_fn, x, y, key) -> x_adv (eps may
         be traced: one compile serves every eps), or a :class:`PythonLevel` for a member with a driver."""
@@ -356,8 +364,8 @@ class Evaluator:
             return Budget(eps, s.steps, s.restarts, int(self.config.eval.square_queries))
         if member.driver is not None:
             return PythonLevel(lambda logits_fn, x, y, key, eps, mask: member.driver(
-                logits_fn, x, y, key, mask, **member.settings(budget(eps))))
-        return lambda eps: self.attack(member.attack, **member.settings(budget(eps)))
+                logits_fn, x, y, key, mask, **self.member_settings(member, budget(eps))))
+        return lambda eps: self.attack(member.attack, **self.member_settings(member, budget(eps)))
 
     def run_suite(self, block, clf, defenses, attacked_defense, eps=None, *, through, bar=None) -> SuiteRun:
         """The white-box suite at ``eps`` (default the evaluation eps) against f(d(.)) for
@@ -510,7 +518,7 @@ class Evaluator:
             run = self._jits.get(key)
             if run is None:
                 run = self._jits[key] = jax.jit(lambda xb, yb, k, e: self.attack(
-                    member.attack, **member.settings(budget._replace(eps=e)))(logits_fn, xb, yb, k))
+                    member.attack, **self.member_settings(member, budget._replace(eps=e)))(logits_fn, xb, yb, k))
         for i, start in enumerate(range(0, len(rows), bs)):
             idx = rows[start:start + bs]
             pad = np.concatenate([idx, np.repeat(idx[:1], bs - len(idx))])   # padding rows repeat a real image
@@ -520,7 +528,7 @@ class Evaluator:
                 x_adv = run(xb, yb, k, jnp.float32(budget.eps))
             else:
                 x_adv, _ = member.driver(logits_fn, xb, yb, k, np.arange(bs) < len(idx),
-                                         **member.settings(budget._replace(eps=float(budget.eps))))
+                                         **self.member_settings(member, budget._replace(eps=float(budget.eps))))
             for a, v in zip(out, judge(xb, x_adv, yb)[:5]):
                 a[start:start + len(idx)] = np.asarray(v)[:len(idx)]
         return tuple(out)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ipgan_jax.attacks.autoattack import autoattack
+from ipgan_jax.attacks.registry import attack_params
 from ipgan_jax.config_lists import parse_names
 from ipgan_jax.errors import ConfigError
 
@@ -54,6 +55,26 @@ class Member(NamedTuple):
     attack: str
     settings: Callable[[Budget], dict]
     driver: Callable | None = None
+
+
+def member_settings(member: Member, budget: Budget, success_margin: float = 0.0) -> dict:
+    """The settings a suite member runs with: ``member.settings(budget)``, plus the evaluation's success margin.
+
+    Args:
+        member: the suite member.
+        budget: its budget.
+        success_margin: ``eval.success_margin``, logit units >= 0: set as the attack's ``success_margin`` (an iterate
+            counts as a success only when adversarial by more than it) for a library attack that accepts it (pgd,
+            apgd, apgd_t, square, square_warm, ...), unless the member sets its own; a member with a ``driver``
+            (the ``autoattack`` cascade) and an attack without the keyword run as they are.
+
+    Returns:
+        The keyword arguments of the member's attack (or driver), a new dict.
+    """
+    settings = dict(member.settings(budget))
+    if member.driver is None and "success_margin" in attack_params(member.attack):
+        settings.setdefault("success_margin", success_margin)
+    return settings
 
 
 def _pgd(loss: str, start="uniform", **extra) -> Member:
