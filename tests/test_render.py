@@ -255,13 +255,12 @@ def _report_run(folder: Path, bump: str | None = None) -> Path:
 # kind, options, the 'bump' of _report_run that changes its source, the rows it renders from the unchanged run
 REPORT_KINDS = [
     ("attacks", {}, "attacks",
-     ["| classifier | attack | ACC | ASR | No defense DSR | IP-GAN DSR | No defense rob. acc | IP-GAN rob. acc "
-      "| SSIM rec | SSIM adv |",
-      "| LeNet | pgd | 100.00 | 100.00 | 0.00 | 70.00 | 0.00 | 70.00 | -/- | - |"]),
+     ["| classifier | attack | ACC | ASR | No defense DSR | IP-GAN DSR | No defense rob. acc | IP-GAN rob. acc |",
+      "| LeNet | pgd | 100.00 | 100.00 | 0.00 | 70.00 | 0.00 | 70.00 |"]),
     ("attacks", {"bounded": "false"}, "min_norm",
      ["| classifier | attack | ACC | ASR | median L2 | No defense DSR | IP-GAN DSR | No defense rob. acc "
-      "| IP-GAN rob. acc | SSIM rec | SSIM adv |",
-      "| LeNet | deepfool | 100.00 | 100.00 | 0.550 | 0.00 | 100.00 | 0.00 | 100.00 | -/- | - |"]),
+      "| IP-GAN rob. acc |",
+      "| LeNet | deepfool | 100.00 | 100.00 | 0.550 | 0.00 | 100.00 | 0.00 | 100.00 |"]),
     ("transfer_matrix", {}, "transfer_matrix",
      ["| classifier | judged (row) vs crafted through (column) | No defense | IP-GAN |",
       "| LeNet | No defense | 0.00 | 40.00 |", "| LeNet | IP-GAN | 90.00 | 50.00 |"]),
@@ -285,11 +284,14 @@ def report_run(tmp_path_factory) -> Path:
 def test_report_tables_render_from_a_results_file_as_the_report_prints_them(report_run, kind, options, bump, rows):
     """``attacks``, ``transfer_matrix``, ``cw``, ``curve``, ``attack_log``: rendered from a written results.json,
     the rows computed from its records (the worst case, the median L2 with failures +inf, the log summed over its
-    batches), and the very lines ``report.markdown`` prints for that table."""
+    batches), and the lines ``report.markdown`` prints for that table (``attacks`` leaves out the SSIM columns, which
+    records read back from results.json do not carry)."""
     from ipgan_jax.eval.report import markdown
     out = render.render(kind, str(report_run), ROOT, **options).splitlines()
     assert [out[0]] + out[2:] == rows
-    assert render.render(kind, str(report_run), ROOT, **options) in markdown(ResultSet.load(report_run))
+    printed = markdown(ResultSet.load(report_run)).splitlines()
+    for line in out:
+        assert any(p.startswith(line[:-1]) for p in printed), line
 
 
 @pytest.mark.parametrize("kind, options, bump, rows", REPORT_KINDS, ids=[f"{k}-{b}" for k, _, b, _ in REPORT_KINDS])
@@ -304,9 +306,9 @@ def test_one_changed_number_in_the_source_changes_its_row(report_run, tmp_path, 
 def test_report_kinds_pick_and_order_and_take_block_and_bounded(report_run):
     src = str(report_run)
     assert render.render("attacks", src, ROOT, defenses="ipgan").splitlines()[2] == \
-        "| LeNet | pgd | 100.00 | 100.00 | 70.00 | 70.00 | - | - |"
+        "| LeNet | pgd | 100.00 | 100.00 | 70.00 | 70.00 |"
     assert render.render("attacks", src, ROOT, block="whitebox").splitlines()[2] == \
-        "| LeNet | pgd_ce | 100.00 | 100.00 | - | - | 0.00 | 50.00 | -/- | - |"
+        "| LeNet | pgd_ce | 100.00 | 100.00 | - | - | 0.00 | 50.00 |"
     assert render.render("transfer_matrix", src, ROOT, defenses="ipgan,none").splitlines()[2:] == \
         ["| LeNet | IP-GAN | 50.00 | 90.00 |", "| LeNet | No defense | 40.00 | 0.00 |"]
     assert render.render("cw", src, ROOT, defenses="ipgan").splitlines()[2] == "| LeNet | 1.100 (80.00%) |"
@@ -337,8 +339,9 @@ def test_report_kinds_render_from_the_committed_results(spec):
         assert len(out.splitlines()) == 2 + len(clfs) * len(rs.attacks(opts["block"]))
     else:
         assert len(out.splitlines()) == 2 + len(rs.classifiers) * len(rs.defenses)
-    if "classifiers" not in opts:
-        assert out in markdown(rs)
+    if "classifiers" not in opts:   # the report's table (render's ``attacks`` without the SSIM columns it cannot fill)
+        printed = markdown(rs).splitlines()
+        assert all(any(p.startswith(line[:-1]) for p in printed) for line in out.splitlines())
 
 
 @pytest.mark.parametrize("kind, options, needle", [

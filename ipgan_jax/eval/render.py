@@ -208,7 +208,8 @@ def attacks(rs: ResultSet, block: str = "oblivious", bounded: str = "true", clas
         defenses: the defenses (columns, in this order); by default every defense with a record.
 
     Returns:
-        The Markdown table: one row per (classifier, attack).
+        The Markdown table: one row per (classifier, attack); without the SSIM columns when the records carry no
+        SSIM (records read back from results.json keep none).
 
     Raises:
         RenderError: another block, a ``bounded`` that is not true / false, names not in the results, or no such
@@ -224,6 +225,8 @@ def attacks(rs: ResultSet, block: str = "oblivious", bounded: str = "true", clas
         need = "" if bnd else " and a minimum-norm attack (cw_l2, deepfool) in eval.attacks"
         raise RenderError(f"the results hold no {'bounded' if bnd else 'minimum-norm'} {block} attack records of "
                           f"those pipelines (run with --blocks {block}{need})")
+    if all(set(r[-1] + r[-2]) <= {"-", "/"} for r in rows):   # results.json keeps no per-image SSIM: no empty columns
+        header, rows = header[:-2], [r[:-2] for r in rows]
     return _rows(header, rows)
 
 
