@@ -123,8 +123,8 @@ def test_an_edited_number_in_the_docs_is_caught_and_write_restores_it(tmp_path):
 
 def test_results_set_rates_equal_the_summaries_the_run_wrote():
     """The reader recomputes from the per-image bits what run_eval.py wrote as block_metrics rows."""
-    paths = sorted(ROOT.glob("results/**/results.json"))
-    assert paths
+    paths = [p for p in sorted(ROOT.glob("results/**/results.json")) if json.loads(p.read_text())["records"]]
+    assert paths            # (a curve-only run keeps no per-image records and no block rows)
     for p in paths:
         rs = ResultSet.load(p)
         rows = json.loads(p.read_text())["block_metrics"]
@@ -354,3 +354,16 @@ def test_report_kinds_render_from_the_committed_results(spec):
 def test_report_kinds_without_their_records_name_the_blocks_that_make_them(tmp_path, kind, options, needle):
     with pytest.raises(render.RenderError, match=needle):
         render.render(kind, str(_table1_run(tmp_path, 9)), tmp_path, **options)
+
+
+def test_a_curve_only_run_renders_and_a_run_with_nothing_is_refused(tmp_path):
+    """``--blocks curve`` keeps no per-image records, only its per-eps rates: its results.json loads and renders
+    (the committed results/mnist/curve_lenet); one with neither records nor curves is still refused."""
+    src = "results/mnist/curve_lenet"
+    data = json.loads((ROOT / src / "results.json").read_text())
+    assert data["records"] == [] and data["curves"]
+    lines = render.render("curve", src, ROOT).splitlines()
+    assert len(lines) == 2 + len(data["curves"]) and lines[0].startswith("| classifier | defense | eps 0 |")
+    (tmp_path / "results.json").write_text(json.dumps({**data, "curves": []}))
+    with pytest.raises(render.RenderError, match="nothing to combine"):
+        render.render("curve", str(tmp_path), ROOT)

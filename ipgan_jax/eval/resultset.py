@@ -57,9 +57,12 @@ def _read(path: Path) -> dict:
     for k in ("meta", "records", "clean"):
         if k not in data:
             raise ResultsError(f"{path} has no {k!r} field: not a complete run_eval.py output")
-    if not isinstance(data["records"], list) or not data["records"] or not isinstance(data["clean"], list):
-        raise ResultsError(f"{path}: 'records' must be a non-empty list of per-image records and 'clean' a list "
-                           f"(got {type(data['records']).__name__} of {len(data['records'])}): nothing to combine")
+    # a curve-only run (--blocks curve) keeps its per-eps rates in 'curves' and no per-image records
+    if (not isinstance(data["records"], list) or not isinstance(data["clean"], list)
+            or not (data["records"] or data.get("curves"))):
+        raise ResultsError(f"{path}: 'records' must be a list of per-image records, non-empty unless the run has "
+                           f"'curves', and 'clean' a list (got {type(data['records']).__name__} of "
+                           f"{len(data['records'])}): nothing to combine")
     return data
 
 
