@@ -146,7 +146,7 @@ def test_resultset_load_names_what_is_wrong(tmp_path):
                                                                    r"\(no 'attack' field\)"),
                          (lambda r: r["records"][0].update(pipe_adv="zz"), r"record 0 \(whitebox/pgd_ce/lenet/ipgan\)"),
                          (lambda r: r["records"][0].update(pipe_adv=""), "hold 0 bits, not the 8 the record says"),
-                         (lambda r: r.update(records={}), "'records' must be a list of per-image records, non-empty unless"),
+                         (lambda r: r.update(records={}), "'records' must be a list of per-image"),
                          (lambda r: r.update(records=[], curves=[]), "non-empty unless the run has 'curves'"),
                          (lambda r: r["clean"][0].update(correct="0"), "clean entry 0 is damaged")):
         run = json.loads(json.dumps(good))
