@@ -262,11 +262,6 @@ def init_best(x0, objective_dtype=jnp.float32) -> Best:
     return Best(x0, jnp.full((b,), -jnp.inf, objective_dtype), jnp.zeros((b,), bool))
 
 
-def check_success_margin(success_margin) -> None:
-    """``success_margin`` (logit units) must be finite and >= 0: ValueError naming it (skipped for tracers)."""
-    contracts.check_nonnegative(success_margin, "success_margin")
-
-
 def update_best(best: Best, x, objective, success) -> Best:
     """Replace per example when the candidate succeeds and the best does not, or when both have
     the same success status and the candidate's objective is strictly higher."""
@@ -379,7 +374,7 @@ def projected_gradient_attack(
     Returns x_adv with x's shape and dtype, or ``(x_adv, AttackInfo)`` with ``return_info``.
     """
     check_norm(norm)
-    check_success_margin(success_margin)
+    contracts.check_nonnegative(success_margin, "success_margin")
     steps, restarts = int(steps), int(restarts)
     if steps < 0 or restarts < 1:
         raise ValueError(f"need steps >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
