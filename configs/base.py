@@ -153,7 +153,9 @@ def get_config():
         # budget block (ipgan_jax/eval/budget.py): the suite at each rung (restarts, iterations; each at least
         # double the one before) on the images still robust, until a rung moves the robust accuracy by < tolerance
         budget=dict(suite="apgd_ce,apgd_dlr", tolerance=0.005,
-                    ladder=((1, 100), (2, 100), (2, 200), (2, 500), (5, 500), (5, 1000), (10, 1000))),
+                    ladder=((1, 100), (2, 100), (2, 200), (2, 500), (5, 500), (5, 1000), (10, 1000)),
+                    # the out_dir of an earlier budget run whose rungs begin this ladder: continue it (budget.py)
+                    resume_from=config_dict.placeholder(str)),
         # min_eps block (ipgan_jax/eval/eps_search.py): per image the smallest eps of step, 2 step, ..., max_eps at
         # which the suite breaks f(d(.)), by bisection (the defense's white-box steps, restarts and views)
         min_eps=dict(suite="apgd_ce,apgd_dlr", step=0.01, max_eps=0.5),

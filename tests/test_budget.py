@@ -103,3 +103,78 @@ def test_budget_block_reports_a_ladder_that_runs_out_as_not_converged(budget_eva
     assert [r.attack for r in out.block_records("budget", "lenet", "none")] == ["apgd_ce/1x1"]
     md = markdown(ResultSet.from_outcome(out, {"budget": ev.config.eval.budget.to_dict()}))
     assert "not converged" in md and "upper bound" in md, md
+
+
+def _budget_run(ev, ladder, tmp_path, name, resume_from=None, **meta_over):
+    """Run the budget block of ``ev`` with ``ladder`` (continuing ``resume_from``), write results.json under
+    tmp_path/name as run_eval.py would, and return (records, out_dir)."""
+    from ipgan_jax.eval.budget import BudgetBlock
+    from ipgan_jax.eval.outcome import RunOutcome
+    from ipgan_jax.eval.report import write_outputs
+    from ipgan_jax.eval.resultset import ResultSet
+    with ev.config.unlocked():
+        ev.config.eval.budget.update(ladder=ladder, resume_from=resume_from)
+    ev.outcome = RunOutcome(ev.classifiers, ev.defenses)   # a fresh run of the same Evaluator
+    out = ev.run([BudgetBlock(ev)])
+    meta = {"models": ev.model_sources(), "dataset": ev.config.dataset, "eps": ev.eps, "seed": ev.config.seed,
+            "first_test_image": 0, "run_nonce": ev.run_nonce, "budget": ev.config.eval.budget.to_dict(),
+            "whitebox_per_defense": ev.config.eval.whitebox_per_defense.to_dict(), **meta_over}
+    write_outputs(ResultSet.from_outcome(out, meta), tmp_path / name)
+    return out.block_records("budget", "lenet", "none"), tmp_path / name
+
+
+@pytest.mark.slow
+def test_a_ladder_run_in_pieces_gives_the_records_of_the_ladder_run_at_once(budget_eval, tmp_path):
+    from ipgan_jax.eval.resultset import ResultSet
+    ev = budget_eval
+    with ev.config.unlocked():   # 'rows' first: it counts the images still robust as each rung begins
+        ev.config.eval.budget.update(suite="rows,apgd_ce", tolerance=1e-9)   # stop only at a rung that breaks nothing
+    full, _ = _budget_run(ev, ((1, 1), (1, 2), (1, 4)), tmp_path, "full")
+    seen_full = list(ev.rows_seen)
+    first, piece1 = _budget_run(ev, ((1, 1),), tmp_path, "piece1")
+    assert [r.attack for r in first] == ["rows/1x1", "apgd_ce/1x1"]
+    ev.rows_seen.clear()
+    rest, piece2 = _budget_run(ev, ((1, 1), (1, 2), (1, 4)), tmp_path, "piece2", resume_from=str(piece1))
+    assert [r.attack for r in rest] == [r.attack for r in full] and len(full) >= 4
+    # the continued rungs start from the images the first piece left robust, never from all of them again
+    assert ev.rows_seen == seen_full[1:] and seen_full[1] < seen_full[0], (ev.rows_seen, seen_full)
+    for a, b in zip(rest, full):
+        np.testing.assert_array_equal(a.pipe_adv, b.pipe_adv, err_msg=a.attack)
+        np.testing.assert_array_equal(a.f_adv, b.f_adv, err_msg=a.attack)
+    assert ResultSet.load(piece2).meta["budget"]["resume_from"] == str(piece1)
+
+
+@pytest.mark.slow
+def test_a_ladder_continues_only_with_the_settings_it_started_with(budget_eval, tmp_path):
+    import json
+    ev = budget_eval
+    with ev.config.unlocked():
+        ev.config.eval.budget.update(suite="apgd_ce", tolerance=1e-9)
+    _, piece1 = _budget_run(ev, ((1, 1), (1, 2)), tmp_path, "piece1")
+    with pytest.raises(ConfigError, match="must begin"):          # the earlier rungs are not this ladder's first
+        _budget_run(ev, ((1, 2), (1, 4)), tmp_path, "x", resume_from=str(piece1))
+    with ev.config.unlocked():
+        ev.config.eval.budget.suite = "apgd_dlr"
+    with pytest.raises(ConfigError, match="budget.suite="):       # another suite, read from the meta
+        _budget_run(ev, ((1, 1), (1, 2), (1, 4)), tmp_path, "x", resume_from=str(piece1))
+    data = json.loads((piece1 / "results.json").read_text())
+    del data["meta"]["budget"]                                    # a meta that does not say: the records do
+    (tmp_path / "nobudget").mkdir()
+    (tmp_path / "nobudget" / "results.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="suite and views"):
+        _budget_run(ev, ((1, 1), (1, 2), (1, 4)), tmp_path, "x", resume_from=str(tmp_path / "nobudget"))
+    with ev.config.unlocked():
+        ev.config.eval.budget.suite = "apgd_ce"
+    for key, value, match in (("eps", 0.1, "eps="), ("models", None, "differs between")):
+        data = json.loads((piece1 / "results.json").read_text())
+        if key == "models":
+            k = next(iter(data["meta"]["models"]))
+            data["meta"]["models"][k]["fingerprint"] = "0" * 64     # other weights under the same name
+        else:
+            data["meta"][key] = value
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "results.json").write_text(json.dumps(data))
+        with pytest.raises(ConfigError, match=match):
+            _budget_run(ev, ((1, 1), (1, 2), (1, 4)), tmp_path, "x", resume_from=str(tmp_path / key))
+    with pytest.raises(ConfigError, match="no evaluation results"):
+        _budget_run(ev, ((1, 1),), tmp_path, "x", resume_from=str(tmp_path / "nowhere"))
