@@ -1,6 +1,7 @@
 """Docs tables rendered from committed results files (ipgan_jax/eval/render.py, ipgan_jax/eval/resultset.py)."""
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -367,3 +368,45 @@ def test_a_curve_only_run_renders_and_a_run_with_nothing_is_refused(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({**data, "curves": []}))
     with pytest.raises(render.RenderError, match="nothing to combine"):
         render.render("curve", str(tmp_path), ROOT)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation but '-' and '_' dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def broken_links(root: Path) -> list:
+    """Relative links of README.md, docs/*.md and benchmarks/README.md whose file is missing, or whose #anchor names
+    no heading of a Markdown target: ['docs/a.md: [x](b.md#nope)']."""
+    files = [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "benchmarks" / "README.md"]
+    headings = {}
+    bad = []
+    for f in files:
+        text = f.read_text()
+        fenced = re.sub(r"```.*?```", "", text, flags=re.S)
+        for m in re.finditer(r"\[[^\]]*\]\((?!https?:|mailto:)([^)\s#]*)(?:#([^)\s]+))?\)", fenced):
+            target = (f.parent / m.group(1)).resolve() if m.group(1) else f.resolve()
+            if not target.exists():
+                bad.append(f"{f.relative_to(root)}: {m.group(0)} (no such file)")
+                continue
+            if m.group(2) and target.suffix == ".md":
+                if target not in headings:
+                    body = re.sub(r"```.*?```", "", target.read_text(), flags=re.S)
+                    headings[target] = {_slug(h) for h in re.findall(r"^#+ (.*)$", body, re.M)}
+                if m.group(2) not in headings[target]:
+                    bad.append(f"{f.relative_to(root)}: {m.group(0)} (no such heading)")
+    return bad
+
+
+def test_every_relative_link_of_the_docs_reaches_its_file_and_heading(tmp_path):
+    assert broken_links(ROOT) == []
+    root = _copy_docs(tmp_path)    # the check itself: a renamed heading and a missing file are both caught
+    (root / "benchmarks").mkdir(exist_ok=True)
+    shutil.copy(ROOT / "benchmarks" / "README.md", root / "benchmarks" / "README.md")
+    assert broken_links(root) == [] or all("no such file" in b for b in broken_links(root))
+    results = root / "docs" / "results.md"
+    results.write_text(results.read_text().replace("## Which images and models", "## Which images"))
+    (root / "docs" / "design.md").write_text("see [x](nowhere.md) and [y](results.md#which-images-and-models)\n")
+    bad = broken_links(root)
+    assert "docs/design.md: [x](nowhere.md) (no such file)" in bad
+    assert "docs/design.md: [y](results.md#which-images-and-models) (no such heading)" in bad
