@@ -1,8 +1,9 @@
-"""Issue 44: attack success decided with a margin (``success_margin``).
+"""Attack success decided with a margin (``success_margin``).
 
 An attack decides per image whether an iterate "succeeded" (best-iterate choice, APGD's bookkeeping, Square's early
 stop). With ``success_margin`` m > 0 an iterate counts only when adversarial by more than m logits, so the attack
-does not stop on a point that a recomputed forward pass may judge robust. m = 0 is today's attack, bit for bit.
+does not stop on a point that a recomputed forward pass may judge robust.
+m = 0 is the attack without a margin, bit for bit.
 
 Fast on purpose (2 CPU cores): the tiny tanh MLP of the attack tests on 8x8 grey images, a linear two-class model
 whose boundary is known, budgets of a few dozen steps and queries.
@@ -70,10 +71,10 @@ CALLS = {
 }
 
 
-# ----------------------------------------------------------------------------- (a) margin 0 is today's attack
+# ----------------------------------------------------------------------------- (a) margin 0 is the attack without one
 
 @pytest.mark.parametrize("name", sorted(CALLS))
-def test_margin_zero_is_todays_attack(name):
+def test_margin_zero_is_the_attack_without_a_margin(name):
     call, old = CALLS[name]
     x_adv, info = call()
     assert _fingerprint(x_adv, info) == old
