@@ -22,6 +22,7 @@ keys, so a ladder run in pieces gives the records of the same ladder run at once
 """
 from __future__ import annotations
 
+import json
 import types
 
 import numpy as np
@@ -31,6 +32,11 @@ from ipgan_jax.eval.evaluate import Block, is_bounded, view_member_name
 from ipgan_jax.eval.ladder import BLOCK, converged_at, ladder_rows, parse_ladder, record_name
 from ipgan_jax.eval.records import AttackRecord
 from ipgan_jax.eval.suite import MEMBERS, Budget, suite_members
+
+
+def _as_json(value):
+    """``value`` as results.json holds it (tuples as lists), to compare a setting with the one a file recorded."""
+    return json.loads(json.dumps(value))
 
 
 class BudgetBlock(Block):
@@ -124,7 +130,7 @@ class BudgetBlock(Block):
                "budget.suite": ev.config.eval.budget.suite, "budget.tolerance": self.tolerance}
         then = dict(meta, **{f"budget.{k}": v for k, v in meta.get("budget", {}).items()})
         for k, v in now.items():
-            if k in then and repr(then[k]) != repr(v):
+            if k in then and _as_json(then[k]) != _as_json(v):
                 raise ConfigError(f"eval.budget.resume_from={path} ran with {k}={then[k]!r}, this run has {v!r}: "
                                   "a ladder continues only with the settings it started with")
         if "models" not in meta:
