@@ -40,8 +40,8 @@ def test_ladder_rows_read_rungs_back_from_cumulative_records():
     recs = [rec("a/1x10", [1, 1, 1, 0, 0]), rec("b/1x10", [1, 1, 0, 0, 0]), rec("a/2x10", [1, 1, 0, 0, 0]),
             rec("b/2x10", [1, 1, 0, 0, 0])]
     rows = ladder_rows(recs)
-    assert [(r.restarts, r.steps, r.members, r.attacked, r.robust_correct) for r in rows] == [
-        (1, 10, ("a", "b"), 4, 2), (2, 10, ("a", "b"), 2, 2)]
+    assert [(r.restarts, r.steps, r.members, r.attacked, r.robust_correct, r.broke) for r in rows] == [
+        (1, 10, ("a", "b"), 4, 2, (1, 1)), (2, 10, ("a", "b"), 2, 2, (0, 0))]
     assert rows[1].robust_acc == pytest.approx(0.4)
 
 

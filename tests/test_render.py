@@ -193,8 +193,8 @@ def test_budget_and_min_eps_tables_and_joined_runs(tmp_path):
     data["meta"]["budget"] = {"tolerance": 0.2}                   # 10 points moved: below 20, converged
     (src / "results.json").write_text(json.dumps(data))
     out = render.render("budget", str(src), tmp_path).splitlines()
-    assert out[2].startswith("| LeNet | IP-GAN | 1 x 100 | apgd_ce | 10 | 80.00 (")
-    assert out[3].startswith("| LeNet | IP-GAN | 2 x 100 | apgd_ce | 8 | 70.00 (") and out[3].endswith("| -10.0 |")
+    assert out[2].startswith("| LeNet | IP-GAN | 1 x 100 | apgd_ce (2) | 10 | 80.00 (")   # (images it broke)
+    assert out[3].startswith("| LeNet | IP-GAN | 2 x 100 | apgd_ce (1) | 8 | 70.00 (") and out[3].endswith("| -10.0 |")
     assert out[4].startswith("| LeNet | IP-GAN | **converged at 2 x 100: 70.00**")
     levels = {0.29: np.arange(10) >= 1, 0.3: np.arange(10) >= 4, 0.31: np.arange(10) >= 6}
     src2 = _write_run(tmp_path / "eps", [_rec("min_eps", f"eps={e:g}", "ipgan", ok, r) for e, r in levels.items()])

@@ -79,6 +79,7 @@ class LadderRow(NamedTuple):
     attacked: int         # images still robust before the rung (the ones its first member attacked)
     robust_correct: int   # images robust after the rung (cumulative worst case)
     n: int
+    broke: tuple = ()     # per member (and view), the images it broke that every record before it left robust
 
     @property
     def robust_acc(self) -> float:
@@ -96,7 +97,8 @@ def ladder_rows(records: Sequence[AttackRecord]) -> list:
         records: the block's records of one (classifier, defense), in the order they were run.
 
     Returns:
-        [:class:`LadderRow`]: per rung, the cumulative robust count after its last record.
+        [:class:`LadderRow`]: per rung, the cumulative robust count after its last record, and how many images each
+        of its records broke that the records before it had left robust.
     """
     groups: list = []
     for r in records:
@@ -108,5 +110,11 @@ def ladder_rows(records: Sequence[AttackRecord]) -> list:
     for (restarts, steps), seen in groups:
         last = seen[-1][1]
         before = rows[-1].robust_correct if rows else int(last.pipe_clean.sum())
-        rows.append(LadderRow(restarts, steps, tuple(m for m, _ in seen), before, int(last.robust.sum()), last.n))
+        left, broke = before, []
+        for _, r in seen:
+            now = int(r.robust.sum())
+            broke.append(left - now)
+            left = now
+        rows.append(LadderRow(restarts, steps, tuple(m for m, _ in seen), before, int(last.robust.sum()), last.n,
+                              tuple(broke)))
     return rows

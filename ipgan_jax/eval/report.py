@@ -132,13 +132,15 @@ def budget_rows(rs, cells) -> tuple[list, list]:
     rung (cumulative worst case) and, when the run recorded its tolerance, the stop rule's verdict
     (``ipgan_jax.eval.ladder``)."""
     tol = rs.meta.get("budget", {}).get("tolerance")   # None: not recorded (a merge), no verdict
-    header = ["classifier", "defense", "restarts x iterations", "members", "attacked", "rob. acc", "change"]
+    header = ["classifier", "defense", "restarts x iterations", "members (images each broke)", "attacked", "rob. acc",
+              "change"]
     out = []
     for c, d in cells:
         rows = ladder_rows(rs.block_records(BUDGET_BLOCK, c, d))
         for i, r in enumerate(rows):
             change = "-" if i == 0 else f"{100 * (r.robust_acc - rows[i - 1].robust_acc):+.1f}"
-            out.append([classifier_name(c), defense_name(d), f"{r.restarts} x {r.steps}", ", ".join(r.members),
+            out.append([classifier_name(c), defense_name(d), f"{r.restarts} x {r.steps}",
+                        ", ".join(f"{m} ({k})" for m, k in zip(r.members, r.broke)),
                         str(r.attacked), f"{pct(r.robust_acc)} {interval(r.robust_ci)}", change])
         if tol is None:
             continue
