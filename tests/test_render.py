@@ -208,6 +208,23 @@ def test_budget_and_min_eps_tables_and_joined_runs(tmp_path):
         render.render("budget", str(src2), tmp_path)
 
 
+def test_pooled_is_the_worst_case_per_image_over_the_blocks_of_joined_runs(tmp_path):
+    ok = np.ones(10, bool)
+    wb = _write_run(tmp_path / "wb", [_rec("whitebox", "pgd_ce", "ipgan", ok, np.arange(10) >= 2),
+                                      _rec("whitebox", "pgd_margin", "ipgan", ok, np.arange(10) != 5)])
+    ladder = [_rec("budget", "apgd_ce/1x100", "ipgan", ok, np.arange(10) != 9)]
+    for r in ladder:
+        r.through = True
+    lb = _write_run(tmp_path / "lb", ladder)
+    out = render.render("pooled", f"{wb}+{lb}", tmp_path).splitlines()
+    # whitebox breaks images 0, 1 and 5 (70%), the ladder image 9 (90%): pooled, 6 of 10 stay robust
+    assert out[2].startswith("| LeNet | IP-GAN | 10 | 100.00 | 60.00 (") and out[2].endswith("| 70.00 | 90.00 |"), out
+    assert render.render("pooled", str(wb), tmp_path, blocks="whitebox").splitlines()[2].endswith("| 70.00 |")
+    assert "| 90.00 |" in render.render("pooled", str(lb), tmp_path, blocks="whitebox,budget").splitlines()[2]
+    with pytest.raises(render.RenderError, match="no bounded records"):
+        render.render("pooled", str(wb), tmp_path, blocks="budget")
+
+
 def _report_run(folder: Path, bump: str | None = None) -> Path:
     """A run of LeNet with the defenses zero and IP-GAN on 10 images, written by ``report.write_outputs``, holding
     what the report's own tables read: oblivious bounded (pgd) and minimum-norm (deepfool) records, the white-box

@@ -22,6 +22,8 @@ Table kinds (:data:`TABLES`; options ``classifiers=a,b`` and ``defenses=a,b`` pi
   interval, per classifier;
 * ``whitebox`` (option ``block=whitebox`` by default): through-the-pipeline clean accuracy f(d(x)), robust accuracy
   (worst case per image over the suite; an upper bound under that suite) with its interval, and per attack;
+* ``pooled`` (option ``blocks=``, default ``whitebox,budget``): the worst case per image over the bounded records of
+  several through-the-pipeline blocks (runs joined with ``+``), beside each block's own worst case;
 * ``clean``: clean accuracy f(d(x)) of every pipeline;
 * ``checks``: the sanity checks, each with its verdict and the rates it compared (``Check.detail``);
 * ``budget``: the budget ladder (``--blocks budget``): robust accuracy per rung and the stop rule's verdict;
@@ -59,6 +61,7 @@ from ipgan_jax.eval.formatting import classifier_name, defense_name, interval, p
 from ipgan_jax.eval.ladder import BLOCK as BUDGET_BLOCK
 from ipgan_jax.eval.min_eps import BLOCK as MIN_EPS_BLOCK
 from ipgan_jax.eval.paper import paper_dsr
+from ipgan_jax.eval.records import block_metrics
 from ipgan_jax.eval.resultset import ResultsError, ResultSet
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -142,6 +145,35 @@ def whitebox(rs: ResultSet, block: str = "whitebox", classifiers: str | None = N
                          f"{pct(bm.robust_acc)} {interval(bm.robust_ci)}"] + [pct(per.get(a)) for a in attacks])
     if not rows:
         raise RenderError(f"no bounded records in block {block!r}")
+    return _rows(header, rows)
+
+
+def pooled(rs: ResultSet, blocks: str = "whitebox,budget", classifiers: str | None = None,
+           defenses: str | None = None) -> str:
+    """Worst case per image over the bounded records of several through-the-pipeline blocks (say the white-box
+    suite of one run and the budget ladder of another, joined with ``+``): the tightest upper bound of everything
+    that was run, beside each block's own."""
+    names = list(parse_names(blocks))
+    clfs = _pick(rs.classifiers, classifiers, "classifiers")
+    defs = _pick(rs.defenses, defenses, "defenses")
+    header = ["classifier", "defense", "images", "clean f(d(x))", "robust acc. (upper bound, pooled)"] + \
+        [f"under {b}" for b in names]
+    rows = []
+    for c in clfs:
+        for d in defs:
+            per = {b: [r for r in rs.block_records(b, c, d) if r.bounded] for b in names}
+            recs = [r for b in names for r in per[b]]
+            if not recs:
+                continue
+            if len({r.n for r in recs}) > 1 or not all(r.through for r in recs):
+                raise RenderError(f"{c}/{d}: pooled blocks must attack the pipeline on the same images; the records "
+                                  f"have {sorted({r.n for r in recs})} images")
+            bm = block_metrics(recs)
+            rows.append([classifier_name(c), defense_name(d), str(bm.n), pct(rs.clean_accuracy(c, d)),
+                         f"{pct(bm.robust_acc)} {interval(bm.robust_ci)}"]
+                        + [pct(block_metrics(per[b]).robust_acc) if per[b] else "-" for b in names])
+    if not rows:
+        raise RenderError(f"no bounded records in the blocks {names}")
     return _rows(header, rows)
 
 
@@ -323,7 +355,7 @@ def transfer_matrix(rs: ResultSet, classifiers: str | None = None, defenses: str
     return _rows(header, rows)
 
 
-TABLES = {"table1": table1, "block": block, "whitebox": whitebox, "clean": clean, "checks": checks,
+TABLES = {"table1": table1, "block": block, "whitebox": whitebox, "pooled": pooled, "clean": clean, "checks": checks,
           "budget": budget, "min_eps": min_eps, "attacks": attacks, "curve": curve, "cw": cw,
           "attack_log": attack_log, "transfer_matrix": transfer_matrix}
 
