@@ -102,17 +102,8 @@ def main(argv):
     meta = {"num_examples": evaluated, "num_examples_requested": n,
             "missing": [list(m) for m in ev.missing], "classifiers": ev.classifiers, "defenses": ev.defenses,
             "attacks": attacks,
-            "blocks": names, "seconds": round(time.time() - t0, 1), "dataset": config.dataset, "eps": ev.eps,
-            "whitebox_suite": config.eval.whitebox_suite, "whitebox_steps": config.eval.whitebox_steps,
-            "whitebox_restarts": config.eval.whitebox_restarts, "square_queries": int(config.eval.square_queries),
-            "success_margin": float(config.eval.success_margin),
-            "whitebox_per_defense": config.eval.whitebox_per_defense.to_dict(), "cw": config.eval.cw.to_dict(),
-            "checks": config.eval.checks.to_dict(),
-            "first_test_image": int(config.eval.first_test_image), "budget": config.eval.budget.to_dict(),
-            "min_eps": config.eval.min_eps.to_dict(),
-            "whitebox_num_examples": ev.num_images(ev.classifiers[0], costly=True),
-            "pretrained": bool(config.pretrained), "models": ev.model_sources(), "seed": config.seed,
-            "run_nonce": ev.run_nonce}
+            "blocks": names, "seconds": round(time.time() - t0, 1), **ev.settings(),
+            "whitebox_num_examples": ev.num_images(ev.classifiers[0], costly=True), "models": ev.model_sources()}
     # tables first (a failure while writing files must not lose them), then the files
     files = print_and_write(ResultSet.from_outcome(outcome, meta), out_dir, samples=outcome.samples)
     print(f"\nwrote: {', '.join(str(p) for p in files.values())}  ({time.time() - t0:.0f} s)")

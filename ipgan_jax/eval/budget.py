@@ -33,6 +33,11 @@ from ipgan_jax.eval.ladder import BLOCK, converged_at, ladder_rows, parse_ladder
 from ipgan_jax.eval.records import AttackRecord
 from ipgan_jax.eval.suite import MEMBERS, Budget, suite_members
 
+# the settings (Evaluator.settings) a resumed ladder must share with the run it continues, besides the budget's
+# suite and tolerance; its rungs, models and images are checked on their own
+_RESUME_SETTINGS = ("dataset", "eps", "first_test_image", "seed", "run_nonce", "whitebox_per_defense",
+                    "square_queries", "success_margin")
+
 
 def _as_json(value):
     """``value`` as results.json holds it (tuples as lists), to compare a setting with the one a file recorded."""
@@ -122,12 +127,9 @@ class BudgetBlock(Block):
         except ResultsError as e:
             raise ConfigError(f"eval.budget.resume_from: {e}") from None
         meta = prev.meta
-        now = {"dataset": ev.config.dataset, "eps": ev.eps, "first_test_image": int(ev.config.eval.first_test_image),
-               "seed": ev.config.seed, "run_nonce": ev.run_nonce,
-               "whitebox_per_defense": ev.config.eval.whitebox_per_defense.to_dict(),
-               "square_queries": int(ev.config.eval.square_queries),
-               "success_margin": float(ev.config.eval.success_margin),
-               "budget.suite": ev.config.eval.budget.suite, "budget.tolerance": self.tolerance}
+        settings = ev.settings()
+        now = {k: settings[k] for k in _RESUME_SETTINGS}
+        now.update({f"budget.{k}": settings["budget"][k] for k in ("suite", "tolerance")})
         then = dict(meta, **{f"budget.{k}": v for k, v in meta.get("budget", {}).items()})
         for k, v in now.items():
             if k in then and _as_json(then[k]) != _as_json(v):

@@ -244,6 +244,18 @@ class Evaluator:
                 self.outcome.add(item)
         return self.outcome
 
+    def settings(self) -> dict:
+        """The run's evaluation settings as ``results.json`` meta records them (JSON-ready values): what a later
+        run must match to continue or combine with this one."""
+        e = self.config.eval
+        return {"dataset": self.config.dataset, "eps": self.eps, "whitebox_suite": e.whitebox_suite,
+                "whitebox_steps": e.whitebox_steps, "whitebox_restarts": e.whitebox_restarts,
+                "square_queries": int(e.square_queries), "success_margin": float(e.success_margin),
+                "whitebox_per_defense": e.whitebox_per_defense.to_dict(), "cw": e.cw.to_dict(),
+                "checks": e.checks.to_dict(), "first_test_image": int(e.first_test_image),
+                "budget": e.budget.to_dict(), "min_eps": e.min_eps.to_dict(),
+                "pretrained": bool(self.config.pretrained), "seed": self.config.seed, "run_nonce": self.run_nonce}
+
     # ---- models and images ----------------------------------------------------------
     def model_sources(self) -> dict:
         """Which files were evaluated, for ``results.json``: ``{'classifiers/<c>' | 'defenses/<d>/<c>':
